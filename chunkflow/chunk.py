@@ -1,0 +1,271 @@
+"""`Chunk`: a numpy array placed in space.
+
+A chunk is an array of shape (z, y, x) or channel-first (c, z, y, x) together with
+`voxel_offset` (the global voxel coordinate of its first voxel), `voxel_size` (physical size of
+one voxel, e.g. nm) and an explicit `layer_type`. Nothing here reads or writes files.
+
+Numpy interop keeps geometry: `chunk + 1`, `np.sqrt(chunk)` or `chunk > 0` return chunks at the
+same place; `np.asarray(chunk)` gives the plain array. Indexing with a `BoundingBox` (global
+coordinates) crops or writes a region; any other index goes to the plain array.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+import numpy as np
+from numpy.lib.mixins import NDArrayOperatorsMixin
+
+from chunkflow.errors import ChunkflowError
+from chunkflow.geometry import BoundingBox, Cartesian
+
+__all__ = ["Chunk", "LayerType"]
+
+
+class LayerType(str, Enum):
+    """What the values of a chunk mean. Stored, never guessed by scanning data."""
+
+    IMAGE = "image"
+    SEGMENTATION = "segmentation"
+    PROBABILITY_MAP = "probability_map"
+    AFFINITY_MAP = "affinity_map"
+
+    @classmethod
+    def default_for(cls, dtype, ndim: int, num_channels: int = 1) -> LayerType:
+        """The type assumed when none is given, from dtype and shape only.
+
+        - bool and integers of 32 bits or more: segmentation
+        - 3D uint8/uint16/int8/int16 or float: image
+        - 4D float with 3 channels: affinity map; other 4D float: probability map
+        - other 4D: image (multi-channel)
+        """
+        dtype = np.dtype(dtype)
+        if dtype == np.bool_ or (dtype.kind in "iu" and dtype.itemsize >= 4):
+            return cls.SEGMENTATION
+        if ndim == 4 and dtype.kind == "f":
+            return cls.AFFINITY_MAP if num_channels == 3 else cls.PROBABILITY_MAP
+        return cls.IMAGE
+
+    @classmethod
+    def parse(cls, value) -> LayerType:
+        if isinstance(value, cls):
+            return value
+        text = str(value).lower().replace("-", "_")
+        aliases = {"affinity": cls.AFFINITY_MAP, "probability": cls.PROBABILITY_MAP,
+                   "seg": cls.SEGMENTATION}
+        if text in aliases:
+            return aliases[text]
+        try:
+            return cls(text)
+        except ValueError:
+            names = ", ".join(t.value for t in cls)
+            raise ChunkflowError(f"unknown layer type {value!r}: expected one of {names}") from None
+
+    @property
+    def is_label(self) -> bool:
+        return self is LayerType.SEGMENTATION
+
+
+class Chunk(NDArrayOperatorsMixin):
+    """An array of shape (z, y, x) or (c, z, y, x) with voxel offset, voxel size and layer type."""
+
+    __slots__ = ("array", "voxel_offset", "voxel_size", "layer_type")
+
+    def __init__(self, array, voxel_offset=(0, 0, 0), voxel_size=(1, 1, 1), layer_type=None):
+        array = np.asarray(array)
+        if array.ndim not in (3, 4):
+            raise ChunkflowError(
+                f"a chunk must be 3D (z,y,x) or 4D (c,z,y,x), got an array of shape {array.shape}"
+            )
+        self.array = array
+        self.voxel_offset = Cartesian(voxel_offset)
+        self.voxel_size = Cartesian(voxel_size)
+        if min(self.voxel_size) <= 0:
+            raise ChunkflowError(f"voxel size must be positive, got {tuple(self.voxel_size)}")
+        self.layer_type = (
+            LayerType.default_for(array.dtype, array.ndim, self.num_channels)
+            if layer_type is None
+            else LayerType.parse(layer_type)
+        )
+
+    # construction ---------------------------------------------------------------------------
+    @classmethod
+    def create(
+        cls,
+        size=(64, 64, 64),
+        dtype="uint8",
+        pattern: str = "sin",
+        voxel_offset=(0, 0, 0),
+        voxel_size=(1, 1, 1),
+        num_channels: int = 1,
+        layer_type=None,
+        seed: int | None = None,
+    ) -> Chunk:
+        """A synthetic chunk: `sin` (smooth waves), `zero` or `random` (uniform, seeded)."""
+        size = Cartesian(size)
+        if min(size) <= 0 or num_channels <= 0:
+            raise ChunkflowError(
+                f"chunk size {tuple(size)} and channel count {num_channels} must be positive"
+            )
+        dtype = np.dtype(dtype)
+        shape = tuple(size) if num_channels == 1 else (num_channels, *size)
+        if pattern == "zero":
+            array = np.zeros(shape, dtype=dtype)
+        elif pattern in ("sin", "random"):
+            if pattern == "sin":
+                zz, yy, xx = np.ogrid[: size[0], : size[1], : size[2]]
+                unit = (np.sin(zz / 4.0) + np.sin(yy / 8.0) + np.sin(xx / 8.0) + 3.0) / 6.0
+                unit = np.broadcast_to(unit, shape)
+            else:
+                unit = np.random.default_rng(seed).random(shape)
+            array = _scale_unit(unit, dtype)
+        else:
+            raise ChunkflowError(f"unknown pattern {pattern!r}: expected sin, zero or random")
+        return cls(array, voxel_offset, voxel_size, layer_type)
+
+    def with_array(self, array, layer_type=None) -> Chunk:
+        """A new chunk at the same place holding `array` (same spatial shape)."""
+        array = np.asarray(array)
+        if array.shape[-3:] != self.array.shape[-3:]:
+            raise ValueError(
+                f"array of shape {array.shape} does not fit chunk of shape {self.array.shape}"
+            )
+        if layer_type is None and array.dtype.kind == self.array.dtype.kind:
+            layer_type = self.layer_type
+        return Chunk(array, self.voxel_offset, self.voxel_size, layer_type)
+
+    # geometry -------------------------------------------------------------------------------
+    @property
+    def shape(self) -> tuple:
+        return self.array.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.array.dtype
+
+    @property
+    def ndim(self) -> int:
+        return self.array.ndim
+
+    @property
+    def nbytes(self) -> int:
+        return self.array.nbytes
+
+    @property
+    def num_channels(self) -> int:
+        return 1 if self.array.ndim == 3 else self.array.shape[0]
+
+    @property
+    def spatial_shape(self) -> Cartesian:
+        return Cartesian(self.array.shape[-3:])
+
+    @property
+    def bbox(self) -> BoundingBox:
+        return BoundingBox.from_delta(self.voxel_offset, self.spatial_shape)
+
+    @property
+    def voxel_stop(self) -> Cartesian:
+        return self.voxel_offset + self.spatial_shape
+
+    @property
+    def is_image(self) -> bool:
+        return self.layer_type is LayerType.IMAGE
+
+    @property
+    def is_segmentation(self) -> bool:
+        return self.layer_type is LayerType.SEGMENTATION
+
+    @property
+    def is_affinity_map(self) -> bool:
+        return self.layer_type is LayerType.AFFINITY_MAP
+
+    @property
+    def is_probability_map(self) -> bool:
+        return self.layer_type is LayerType.PROBABILITY_MAP
+
+    def same_geometry(self, other: Chunk) -> bool:
+        return self.bbox == other.bbox and self.voxel_size == other.voxel_size
+
+    # cropping and writing -------------------------------------------------------------------
+    def _local_slices(self, bbox: BoundingBox) -> tuple:
+        if not self.bbox.contains(bbox) or bbox.is_empty:
+            raise ChunkflowError(f"bounding box {bbox} is not inside the chunk's {self.bbox}")
+        local = bbox.shift(-self.voxel_offset)
+        return (slice(None),) * (self.ndim - 3) + local.to_slices()
+
+    def crop(self, bbox: BoundingBox) -> Chunk:
+        """The part of this chunk inside `bbox` (global coordinates); a view, not a copy."""
+        return Chunk(self.array[self._local_slices(bbox)], bbox.start, self.voxel_size,
+                     self.layer_type)
+
+    cutout = crop
+
+    def crop_margin(self, margin) -> Chunk:
+        """Remove `margin` voxels (a 3-vector or an int) from both sides of every axis."""
+        return self.crop(self.bbox.grow(-Cartesian(margin) if not isinstance(margin, int)
+                                        else -Cartesian(margin, margin, margin)))
+
+    def blit(self, other: Chunk) -> None:
+        """Copy the part of `other` that overlaps this chunk into this chunk."""
+        overlap = self.bbox.intersect(other.bbox)
+        if overlap.is_empty:
+            return
+        self.array[self._local_slices(overlap)] = other.array[other._local_slices(overlap)]
+
+    def __getitem__(self, key):
+        if isinstance(key, BoundingBox):
+            return self.crop(key)
+        return self.array[key]
+
+    def __setitem__(self, key, value):
+        if isinstance(key, BoundingBox):
+            key = self._local_slices(key)
+        self.array[key] = np.asarray(value)
+
+    # numpy interop --------------------------------------------------------------------------
+    def __array__(self, dtype=None, copy=None):
+        if dtype is None and not copy:
+            return self.array
+        return np.array(self.array, dtype=dtype, copy=True if copy else None)
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        unwrap = [np.asarray(x) if isinstance(x, Chunk) else x for x in inputs]
+        if "out" in kwargs:
+            kwargs["out"] = tuple(np.asarray(x) if isinstance(x, Chunk) else x
+                                  for x in kwargs["out"])
+        result = getattr(ufunc, method)(*unwrap, **kwargs)
+        return self._wrap(result)
+
+    def _wrap(self, result):
+        if isinstance(result, tuple):
+            return tuple(self._wrap(r) for r in result)
+        if isinstance(result, np.ndarray) and result.ndim in (3, 4) and (
+            result.shape[-3:] == self.array.shape[-3:]
+        ):
+            return self.with_array(result)
+        return result
+
+    def astype(self, dtype, layer_type=None) -> Chunk:
+        array = self.array.astype(dtype, copy=False)
+        return self.with_array(array, layer_type)
+
+    def __len__(self) -> int:
+        return len(self.array)
+
+    def __repr__(self) -> str:
+        return (
+            f"Chunk(shape={self.shape}, dtype={self.dtype}, offset={tuple(self.voxel_offset)}, "
+            f"voxel_size={tuple(self.voxel_size)}, layer_type={self.layer_type.value})"
+        )
+
+
+def _scale_unit(unit: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Map values in [0, 1] to the value range of `dtype` (floats stay in [0, 1])."""
+    if dtype.kind == "f":
+        return unit.astype(dtype)
+    if dtype == np.bool_:
+        return unit > 0.5
+    info = np.iinfo(dtype)
+    high = min(info.max, 2**31 - 1) if dtype.itemsize >= 4 else info.max
+    low = max(info.min, 0)
+    return (low + unit * (high - low)).round().astype(dtype)

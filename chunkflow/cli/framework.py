@@ -1,0 +1,290 @@
+"""The operator framework: how a click command becomes a lazy stage of the chain.
+
+Each operator is a plain function over a `Task`, declared with `@operator(...)` and click
+options. When the command line is parsed, every operator turns into a `Stage`; the stages are
+chained as generators over a stream of tasks, so one task at a time flows through the chain.
+
+Kinds of operators:
+
+- ``map``: `fn(task)` changes the task in place. Skipped tasks pass untouched.
+- ``source``: `fn(task)` returns an iterable of new tasks (a task generator, e.g. a grid of
+  bounding boxes or a queue). Skipped tasks pass untouched.
+- ``finalizer``: like map, but also runs for skipped tasks (delete the queue message, upload
+  the log, mark the task complete).
+- ``stream``: `fn(stream)` returns a new stream (full control, e.g. a sink that trains on all
+  tasks at once).
+
+Operators flagged ``writes=True`` do nothing but log under `--dry-run`.
+
+This module imports nothing heavy: `chunkflow --help` must start fast.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+
+import click
+
+from chunkflow.errors import ChunkflowError
+
+logger = logging.getLogger("chunkflow")
+
+KINDS = ("map", "source", "finalizer", "stream")
+
+# Families in the order `chunkflow --help` lists them.
+FAMILIES = {
+    "generate": "Create chunks and tasks",
+    "io": "Read and write (HDF5, TIFF, NumPy, zarr, Neuroglancer precomputed)",
+    "flow": "Task flow: skip, mark, copy, delete, plugins",
+}
+
+OPERATORS: dict[str, click.Command] = {}
+ALIASES: dict[str, str] = {}
+FAMILY_OF: dict[str, str] = {}
+
+
+@dataclass
+class RunConfig:
+    """Global options of one command line, read by operator wrappers at parse time."""
+
+    mip: int = 0
+    dry_run: bool = False
+    verbose: bool = False
+    extras: dict = field(default_factory=dict)
+
+
+class OperatorError(Exception):
+    """An error raised inside an operator, prefixed with the operator name and task bbox."""
+
+
+@dataclass
+class Stage:
+    """One operator instance in the chain."""
+
+    name: str
+    kind: str
+    fn: Callable
+    writes: bool = False
+    dry_run: bool = False
+
+    def __call__(self, stream: Iterable) -> Iterator:
+        if self.kind == "stream":
+            yield from self.fn(stream)
+            return
+        for task in stream:
+            if task.skipped and task.skip_to == self.name:
+                logger.debug("%s: resuming skipped task %s", self.name, task.bbox)
+                task.resume()
+            if task.skipped and self.kind != "finalizer":
+                yield task
+                continue
+            if self.writes and self.dry_run:
+                logger.info("%s: dry run, nothing written for task %s", self.name, task.bbox)
+                yield task
+                continue
+            if self.kind == "source":
+                yield from self._generate(task)
+                continue
+            with task.timer(self.name):
+                self._call(self.fn, task)
+            yield task
+
+    def _generate(self, task) -> Iterator:
+        iterator = iter(self._call(self.fn, task))
+        while True:
+            start = time.perf_counter()
+            try:
+                new_task = self._call(next, iterator)
+            except StopIteration:
+                return
+            new_task.log["timer"][self.name] = time.perf_counter() - start
+            yield new_task
+
+    def _call(self, fn, arg):
+        try:
+            return fn(arg)
+        except StopIteration:
+            raise
+        except OperatorError:
+            raise
+        except ChunkflowError as err:
+            raise OperatorError(f"{self._where(arg)}: {err}") from err
+        except Exception as err:  # an unexpected failure: keep the cause for --verbose
+            raise OperatorError(f"{self._where(arg)}: {type(err).__name__}: {err}") from err
+
+    def _where(self, task) -> str:
+        bbox = getattr(task, "bbox", None)
+        return f"{self.name} (task {bbox})" if bbox is not None else self.name
+
+
+def operator(
+    name: str,
+    *,
+    family: str,
+    aliases: Iterable[str] = (),
+    kind: str = "map",
+    writes: bool = False,
+):
+    """Declare an operator. Stack click options below this decorator.
+
+    The decorated function receives the task (or, for ``stream`` operators, the stream) and the
+    parsed options as keyword arguments; a parameter called `config` receives the `RunConfig`.
+    """
+    assert kind in KINDS, kind
+    assert family in FAMILIES, family
+
+    def decorate(fn: Callable) -> Callable:
+        params = list(reversed(getattr(fn, "__click_params__", [])))
+        params.append(click.Option(["--name"], default=name, show_default=True,
+                                   help="Name of this operator in logs and for --skip-to."))
+        wants_config = "config" in inspect.signature(fn).parameters
+
+        def callback(**kwargs):
+            stage_name = kwargs.pop("name")
+            config = _run_config()
+            if wants_config:
+                kwargs["config"] = config
+
+            def bound(task):
+                return fn(task, **kwargs)
+
+            return Stage(stage_name, kind, bound, writes=writes, dry_run=config.dry_run)
+
+        doc = inspect.getdoc(fn) or ""
+        command = click.Command(
+            name,
+            callback=callback,
+            params=params,
+            help=doc,
+            short_help=doc.split("\n", 1)[0].rstrip("."),
+            context_settings={"help_option_names": ["-h", "--help"]},
+        )
+        OPERATORS[name] = command
+        FAMILY_OF[name] = family
+        for alias in aliases:
+            ALIASES[alias] = name
+        fn.command = command
+        return fn
+
+    return decorate
+
+
+def _run_config() -> RunConfig:
+    ctx = click.get_current_context(silent=True)
+    root = ctx.find_root() if ctx else None
+    obj = getattr(root, "obj", None)
+    return obj if isinstance(obj, RunConfig) else RunConfig()
+
+
+# ---------------------------------------------------------------------------------------------
+# Parameter types: parse once, at the edge.
+
+
+class Vec3Type(click.ParamType):
+    """Three integers (z, y, x); used with nargs=3."""
+
+    name = "int"
+
+    def convert(self, value, param, ctx):
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not an integer", param, ctx)
+
+
+def vec3_option(*decls, positive: bool = False, nonnegative: bool = False, **kwargs):
+    """An option taking three integers z y x, delivered as a `Cartesian` (or None)."""
+
+    def to_cartesian(ctx, param, value):
+        if value is None:
+            return None
+        from chunkflow.geometry import Cartesian
+
+        if positive and min(value) <= 0:
+            raise click.BadParameter(f"expected three positive integers, got {' '.join(map(str, value))}")
+        if nonnegative and min(value) < 0:
+            raise click.BadParameter(f"expected three integers >= 0, got {' '.join(map(str, value))}")
+        return Cartesian(value)
+
+    kwargs.setdefault("metavar", "Z Y X")
+    return click.option(*decls, nargs=3, type=Vec3Type(), callback=to_cartesian, **kwargs)
+
+
+class BBoxType(click.ParamType):
+    """A bounding box string `z0-z1_y0-y1_x0-x1`."""
+
+    name = "bbox"
+
+    def convert(self, value, param, ctx):
+        from chunkflow.geometry import BoundingBox
+
+        if isinstance(value, BoundingBox):
+            return value
+        try:
+            return BoundingBox.from_string(value)
+        except ChunkflowError as err:
+            self.fail(str(err), param, ctx)
+
+
+class NameListType(click.ParamType):
+    """A comma-separated list of chunk names."""
+
+    name = "names"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (list, tuple)):
+            return list(value)
+        names = [v.strip() for v in str(value).split(",") if v.strip()]
+        if not names:
+            self.fail(f"expected a comma-separated list of names, got {value!r}", param, ctx)
+        return names
+
+
+class VolumePathType(click.ParamType):
+    """A Neuroglancer precomputed path; a plain local path becomes `file://` + absolute path."""
+
+    name = "path"
+    schemes = ("file://", "gs://", "s3://", "http://", "https://", "matrix://", "mem://")
+
+    def convert(self, value, param, ctx):
+        text = str(value)
+        if text.startswith("precomputed://"):
+            text = text[len("precomputed://"):]
+        if text.startswith("file://"):
+            return "file://" + os.path.abspath(os.path.expanduser(text[len("file://"):]))
+        if "://" in text:
+            if not text.startswith(self.schemes):
+                self.fail(f"unsupported volume path {value!r}: expected file://, gs://, s3:// "
+                          "or http(s)://", param, ctx)
+            return text
+        return "file://" + os.path.abspath(os.path.expanduser(text))
+
+
+BBOX = BBoxType()
+NAMES = NameListType()
+VOLUME_PATH = VolumePathType()
+
+
+def input_option(default: str = "chunk", multiple: bool = False, help: str | None = None):
+    """`-i/--input-chunk-name`: a name, or a comma list for multi-input operators."""
+    return click.option(
+        "-i", "--input-chunk-name", "input_chunk_name",
+        type=NAMES if multiple else str, default=default, show_default=True,
+        help=help or ("Names of the input chunks, comma separated." if multiple
+                      else "Name of the input chunk."),
+    )
+
+
+def output_option(default: str = "chunk", multiple: bool = False, help: str | None = None):
+    """`-o/--output-chunk-name`."""
+    return click.option(
+        "-o", "--output-chunk-name", "output_chunk_name",
+        type=NAMES if multiple else str, default=default, show_default=True,
+        help=help or ("Names of the output chunks, comma separated." if multiple
+                      else "Name of the output chunk."),
+    )

@@ -1,0 +1,221 @@
+"""Local file operators: HDF5, TIFF, NumPy and zarr.
+
+Readers cut out, in order of precedence: --cutout-start with --cutout-stop/--cutout-size, the
+task bounding box, or the whole file. A file name that is a folder or a prefix gets the
+bounding box appended (`seg/` → `seg/0-64_0-512_0-512.h5`), for one file per task; writers name
+such files by the chunk's own bounding box.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import click
+
+from chunkflow.cli.framework import input_option, operator, output_option, vec3_option
+from chunkflow.errors import ChunkflowError
+
+LAYER_TYPES = ["image", "segmentation", "probability_map", "affinity_map"]
+H5_SUFFIXES = (".h5", ".hdf5", ".hdf")
+TIF_SUFFIXES = (".tif", ".tiff")
+
+
+def reader_options(fn):
+    """Options shared by the readers: geometry overrides, cutout, dtype, output name."""
+    decorators = [
+        click.option("-e", "--dtype", default=None, help="Cast to this dtype after reading."),
+        click.option("-l", "--layer-type", type=click.Choice(LAYER_TYPES), default=None,
+                     help="Layer type (default: stored in the file, else from dtype)."),
+        vec3_option("-v", "--voxel-offset", help="Override the stored voxel offset."),
+        vec3_option("-x", "--voxel-size", positive=True, help="Override the stored voxel size."),
+        vec3_option("-t", "--cutout-start", help="Start of the cutout, global voxels."),
+        vec3_option("-p", "--cutout-stop", help="Stop of the cutout."),
+        vec3_option("-s", "--cutout-size", positive=True, help="Size of the cutout."),
+        click.option("--set-bbox/--no-set-bbox", default=False, show_default=True,
+                     help="Make the chunk's bounding box the task's."),
+        output_option(),
+    ]
+    for decorator in reversed(decorators):
+        fn = decorator(fn)
+
+    @functools.wraps(fn)
+    def wrapper(task, *, cutout_start, cutout_stop, cutout_size, set_bbox, output_chunk_name,
+                **kwargs):
+        bbox = _cutout_bbox(task, cutout_start, cutout_stop, cutout_size)
+        chunk = fn(task, bbox=bbox, **kwargs)
+        task[output_chunk_name] = chunk
+        if set_bbox:
+            task.bbox = chunk.bbox
+
+    return wrapper
+
+
+def _cutout_bbox(task, start, stop, size):
+    from chunkflow.geometry import BoundingBox
+
+    if start is None:
+        if stop is not None or size is not None:
+            raise ChunkflowError("--cutout-stop/--cutout-size need --cutout-start")
+        return task.bbox
+    if (stop is None) == (size is None):
+        raise ChunkflowError("--cutout-start needs exactly one of --cutout-stop or --cutout-size")
+    bbox = BoundingBox(start, stop) if stop is not None else BoundingBox.from_delta(start, size)
+    if bbox.is_empty:
+        raise ChunkflowError(f"cutout {bbox} is empty: stop must be larger than start")
+    return bbox
+
+
+def _dtype(dtype):
+    if dtype is None:
+        return None
+    import numpy as np
+
+    try:
+        return np.dtype(dtype)
+    except TypeError:
+        raise ChunkflowError(f"--dtype {dtype!r} is not a numpy data type") from None
+
+
+# HDF5 ----------------------------------------------------------------------------------------
+@operator("read-h5", family="io", aliases=["load-h5"])
+@click.option("-f", "--file-name", required=True,
+              help="HDF5 file, or a folder/prefix completed by the task bbox.")
+@click.option("-d", "--dataset-path", default=None,
+              help="Dataset in the file (default: /main, or the only one).")
+@reader_options
+def read_h5(task, file_name, dataset_path, dtype, layer_type, voxel_offset, voxel_size, bbox):
+    """Read a chunk from an HDF5 file."""
+    from chunkflow.io.files import task_path
+    from chunkflow.io.h5 import read_h5 as read
+
+    path = task_path(file_name, task.bbox, H5_SUFFIXES)
+    return read(path, dataset_path, bbox, voxel_offset, voxel_size, _dtype(dtype), layer_type)
+
+
+@operator("write-h5", family="io", aliases=["save-h5"], writes=True)
+@input_option()
+@click.option("-f", "--file-name", required=True,
+              help="Output .h5 file, or a folder/prefix completed by the chunk bbox.")
+@click.option("-d", "--dataset-path", default="main", show_default=True)
+@click.option("-c", "--compression", type=click.Choice(["none", "gzip", "lzf"]), default="none",
+              show_default=True)
+@vec3_option("-s", "--chunk-size", "--block-size", "block_size", positive=True,
+             help="HDF5 storage block (z y x); default contiguous.")
+@click.option("--with-offset/--without-offset", default=True, show_default=True,
+              help="Store the voxel offset.")
+@vec3_option("--voxel-size", positive=True, help="Override the voxel size written.")
+@click.option("-t", "--dtype", default=None, help="Cast before writing.")
+def write_h5(task, input_chunk_name, file_name, dataset_path, compression, block_size,
+             with_offset, voxel_size, dtype):
+    """Write a chunk to an HDF5 file (atomically)."""
+    from chunkflow.io.files import task_path
+    from chunkflow.io.h5 import write_h5 as write
+
+    chunk = _prepare(task.chunk(input_chunk_name), voxel_size, dtype)
+    write(chunk, task_path(file_name, chunk.bbox, H5_SUFFIXES), dataset_path, compression,
+          block_size, with_offset)
+
+
+def _prepare(chunk, voxel_size=None, dtype=None):
+    from chunkflow.chunk import Chunk
+
+    if dtype is not None:
+        chunk = chunk.astype(_dtype(dtype))
+    if voxel_size is not None:
+        chunk = Chunk(chunk.array, chunk.voxel_offset, voxel_size, chunk.layer_type)
+    return chunk
+
+
+# TIFF ----------------------------------------------------------------------------------------
+@operator("read-tif", family="io", aliases=["load-tif"])
+@click.option("-f", "--file-name", required=True,
+              help="TIFF file, or a folder/prefix completed by the task bbox.")
+@reader_options
+def read_tif(task, file_name, dtype, layer_type, voxel_offset, voxel_size, bbox):
+    """Read a chunk from a TIFF file (2D images become one section)."""
+    from chunkflow.io.files import task_path
+    from chunkflow.io.tif import read_tif as read
+
+    path = task_path(file_name, task.bbox, TIF_SUFFIXES)
+    return read(path, bbox, voxel_offset, voxel_size, _dtype(dtype), layer_type)
+
+
+@operator("write-tif", family="io", aliases=["save-tif"], writes=True)
+@input_option()
+@click.option("-f", "--file-name", required=True,
+              help="Output .tif file, or a folder/prefix completed by the chunk bbox.")
+@click.option("-t", "--dtype", default=None, help="Cast before writing (default: keep).")
+@click.option("-c", "--compression", type=click.Choice(["none", "zlib", "lzma", "zstd"]),
+              default="none", show_default=True)
+def write_tif(task, input_chunk_name, file_name, dtype, compression):
+    """Write a chunk to a TIFF file, keeping its dtype and geometry."""
+    from chunkflow.io.files import task_path
+    from chunkflow.io.tif import write_tif as write
+
+    chunk = _prepare(task.chunk(input_chunk_name), dtype=dtype)
+    write(chunk, task_path(file_name, chunk.bbox, TIF_SUFFIXES), compression)
+
+
+# NumPy ---------------------------------------------------------------------------------------
+@operator("load-npy", family="io", aliases=["read-npy"])
+@click.option("-f", "--file-name", required=True,
+              help=".npy file, or a folder/prefix completed by the task bbox.")
+@reader_options
+def load_npy(task, file_name, dtype, layer_type, voxel_offset, voxel_size, bbox):
+    """Read a chunk from a .npy file (offset from a bbox in the name, or --voxel-offset)."""
+    from chunkflow.io.files import task_path
+    from chunkflow.io.npy import read_npy
+
+    path = task_path(file_name, task.bbox, (".npy",))
+    chunk = read_npy(path, voxel_offset, voxel_size or (1, 1, 1), layer_type)
+    if bbox is not None:
+        if not chunk.bbox.contains(bbox):
+            raise ChunkflowError(f"{path}: cutout {bbox} is outside the data, which covers {chunk.bbox}")
+        chunk = chunk.crop(bbox)
+    return _prepare(chunk, dtype=dtype)
+
+
+@operator("save-npy", family="io", aliases=["write-npy"], writes=True)
+@input_option()
+@click.option("-f", "--file-name", required=True,
+              help="Output .npy file, or a folder/prefix completed by the chunk bbox.")
+def save_npy(task, input_chunk_name, file_name):
+    """Write a chunk to a .npy file (array only; put it in a folder to keep the offset)."""
+    from chunkflow.io.files import task_path
+    from chunkflow.io.npy import write_npy
+
+    chunk = task.chunk(input_chunk_name)
+    write_npy(chunk, task_path(file_name, chunk.bbox, (".npy",)))
+
+
+# zarr ----------------------------------------------------------------------------------------
+@operator("load-zarr", family="io", aliases=["read-zarr"])
+@click.option("-f", "--store", required=True, help="zarr store (a folder).")
+@click.option("-d", "--dataset", "--path", "dataset", default=None,
+              help="Array inside the store (default: the store itself or its only array).")
+@reader_options
+def load_zarr(task, store, dataset, dtype, layer_type, voxel_offset, voxel_size, bbox):
+    """Read a chunk from a zarr v3 array (geometry from `resolution`/`offset` attributes)."""
+    from chunkflow.io.zarr import read_zarr
+
+    chunk = read_zarr(store, dataset, bbox, _dtype(dtype), layer_type)
+    if voxel_offset is not None or voxel_size is not None:
+        from chunkflow.chunk import Chunk
+
+        chunk = Chunk(chunk.array, voxel_offset or chunk.voxel_offset,
+                      voxel_size or chunk.voxel_size, chunk.layer_type)
+    return chunk
+
+
+@operator("save-zarr", family="io", aliases=["write-zarr"], writes=True)
+@input_option()
+@click.option("-f", "--store", required=True, help="zarr store (a folder).")
+@click.option("-d", "--dataset", "--path", "dataset", default=None,
+              help="Array inside the store (a group); default: the store is the array.")
+@vec3_option("-c", "--block-size", "--chunk-size", "block_size", positive=True,
+             help="zarr chunk shape (z y x).")
+def save_zarr(task, input_chunk_name, store, dataset, block_size):
+    """Write a chunk to a zarr v3 array: into it if it exists, else as a new array."""
+    from chunkflow.io.zarr import write_zarr
+
+    write_zarr(task.chunk(input_chunk_name), store, dataset, block_size)

@@ -1,0 +1,205 @@
+"""The `chunkflow` command: a chain of operators over a stream of tasks.
+
+    chunkflow [GLOBAL OPTIONS] OPERATOR [OPTIONS] OPERATOR [OPTIONS] ...
+
+The chain starts with one empty task; task generators (create-bbox, generate-tasks) turn it into
+many. Errors in user input print one line and exit non-zero; `--verbose` adds the traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+import traceback
+
+import click
+
+from chunkflow import __version__
+from chunkflow.cli import flow, generate, io_local, precomputed  # noqa: F401  (register operators)
+from chunkflow.cli.framework import (
+    ALIASES,
+    FAMILIES,
+    FAMILY_OF,
+    OPERATORS,
+    OperatorError,
+    RunConfig,
+    Stage,
+)
+from chunkflow.errors import ChunkflowError
+
+logger = logging.getLogger("chunkflow")
+
+LOG_LEVELS = ["debug", "info", "warning", "error"]
+
+
+class ChainGroup(click.Group):
+    """A chained group that resolves aliases and lists operators by family."""
+
+    def get_command(self, ctx, cmd_name):
+        return OPERATORS.get(ALIASES.get(cmd_name, cmd_name))
+
+    def list_commands(self, ctx):
+        return list(OPERATORS)
+
+    def format_commands(self, ctx, formatter):
+        aliases_of: dict[str, list[str]] = {}
+        for alias, target in ALIASES.items():
+            aliases_of.setdefault(target, []).append(alias)
+        for family, title in FAMILIES.items():
+            rows = []
+            for name in OPERATORS:
+                if FAMILY_OF[name] != family:
+                    continue
+                help_text = OPERATORS[name].get_short_help_str(limit=80)
+                if name in aliases_of:
+                    help_text += f" (alias: {', '.join(aliases_of[name])})"
+                rows.append((name, help_text))
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)
+
+
+@click.group(
+    cls=ChainGroup,
+    chain=True,
+    invoke_without_command=True,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120, "terminal_width": 120},
+)
+@click.version_option(__version__, "--version", prog_name="chunkflow")
+@click.option("--mip", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Default mip level for operators that read or write volumes.")
+@click.option("--dry-run", is_flag=True, help="Run the chain but write nothing.")
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging and full tracebacks.")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
+@click.option("--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False), default=None,
+              help="Logging level (default info; debug with --verbose).")
+@click.option("--log-file", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Also write the log to this file.")
+@click.pass_context
+def cli(ctx, mip, dry_run, verbose, quiet, log_level, log_file):
+    """Process huge 3D images chunk by chunk with a chain of operators.
+
+    Example: chunkflow read-h5 -f img.h5 -o image write-tif -i image -f img.tif
+    Run `chunkflow OPERATOR --help` for the options of one operator.
+    """
+    level = log_level or ("debug" if verbose else "warning" if quiet else "info")
+    setup_logging(level.upper(), log_file)
+    ctx.obj = RunConfig(mip=mip, dry_run=dry_run, verbose=verbose)
+    if ctx.invoked_subcommand is None:
+        click.echo(ctx.get_help())
+
+
+@cli.result_callback()
+def run_chain(stages: list[Stage], **_):
+    """Connect the stages and pull every task through them."""
+    if not stages:
+        return
+    unique_names(stages)
+    from chunkflow.task import Task
+
+    stream = iter([Task()])
+    for stage in stages:
+        stream = stage(stream)
+    totals: dict[str, list] = {}
+    count = 0
+    for task in stream:
+        count += 1
+        timers = task.log["timer"]
+        for name, seconds in timers.items():
+            entry = totals.setdefault(name, [0, 0.0])
+            entry[0] += 1
+            entry[1] += seconds
+        state = f" skipped ({task.skip_reason})" if task.skipped else ""
+        logger.info("task %s%s: %s", task.bbox, state,
+                    ", ".join(f"{k} {v:.3f}s" for k, v in timers.items()))
+    if count > 1:
+        logger.info("%d tasks; total seconds per operator: %s", count,
+                    ", ".join(f"{k} {v[1]:.2f}s/{v[0]}" for k, v in totals.items()))
+
+
+def unique_names(stages: list[Stage]) -> None:
+    """Give repeated operators distinct names (`save-h5`, `save-h5#2`) so logs do not collide."""
+    seen: dict[str, int] = {}
+    for stage in stages:
+        count = seen.get(stage.name, 0) + 1
+        seen[stage.name] = count
+        if count > 1:
+            stage.name = f"{stage.name}#{count}"
+
+
+class _Formatter(logging.Formatter):
+    def format(self, record):
+        record.elapsed = record.relativeCreated / 1000.0
+        return super().format(record)
+
+
+def setup_logging(level: str, log_file: str | None) -> None:
+    root = logging.getLogger("chunkflow")
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    fmt = _Formatter("%(asctime)s %(levelname)-7s %(message)s", datefmt="%H:%M:%S")
+    stderr = logging.StreamHandler(sys.stderr)
+    stderr.setFormatter(fmt)
+    root.addHandler(stderr)
+    if log_file:
+        file_handler = logging.FileHandler(log_file)
+        file_handler.setFormatter(fmt)
+        root.addHandler(file_handler)
+    root.setLevel(level)
+    root.propagate = False
+
+
+def _wants_verbose(argv: list[str]) -> bool:
+    for token in argv:
+        if token in ("-v", "--verbose"):
+            return True
+        if token in OPERATORS or token in ALIASES:
+            return False
+    return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `chunkflow` console script; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = _wants_verbose(argv)
+    start = time.perf_counter()
+    try:
+        cli.main(args=argv, prog_name="chunkflow", standalone_mode=False)
+    except click.exceptions.Exit as exit_:
+        return exit_.exit_code
+    except click.exceptions.NoArgsIsHelpError as err:
+        click.echo(err.ctx.get_help())
+        return 0
+    except click.UsageError as err:
+        where = f"{err.ctx.command.name}: " if err.ctx and err.ctx.parent else ""
+        _fail(f"{where}{err.format_message()}", verbose=False)
+        return err.exit_code
+    except click.ClickException as err:
+        _fail(err.format_message(), verbose=False)
+        return err.exit_code
+    except click.Abort:
+        _fail("aborted", verbose=False)
+        return 130
+    except (OperatorError, ChunkflowError) as err:
+        _fail(str(err), verbose)
+        return 1
+    except KeyboardInterrupt:
+        _fail("interrupted", verbose=False)
+        return 130
+    except Exception as err:  # a bug, not bad input: still one line unless --verbose
+        _fail(f"{type(err).__name__}: {err}", verbose, hint=True)
+        return 1
+    logger.debug("finished in %.2f s", time.perf_counter() - start)
+    return 0
+
+
+def _fail(message: str, verbose: bool, hint: bool = False) -> None:
+    if verbose:
+        traceback.print_exc()
+    suffix = " (run with --verbose for the traceback)" if hint and not verbose else ""
+    click.echo(f"chunkflow: error: {message}{suffix}", err=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""Neuroglancer precomputed operators: cutout, save, create-info."""
+
+from __future__ import annotations
+
+import click
+
+from chunkflow.cli.framework import (
+    VOLUME_PATH,
+    input_option,
+    operator,
+    output_option,
+    vec3_option,
+)
+from chunkflow.errors import ChunkflowError
+
+LAYER_TYPES = ["image", "segmentation", "probability_map", "affinity_map"]
+ENCODINGS = ["raw", "compressed_segmentation", "jpeg", "png", "compresso", "crackle", "fpzip"]
+
+
+@operator("cutout", family="io", aliases=["load-precomputed"])
+@click.option("-v", "--volume-path", type=VOLUME_PATH, required=True,
+              help="Precomputed volume (file://, gs://, s3:// or a local folder).")
+@click.option("-m", "--mip", type=click.IntRange(min=0), default=None,
+              help="Mip level (default: global --mip).")
+@vec3_option("-s", "--start", "--chunk-start", "start", help="Start (z y x) at this mip.")
+@vec3_option("-p", "--stop", "stop", help="Stop (z y x).")
+@vec3_option("-z", "--size", "--chunk-size", "size", positive=True, help="Size (z y x).")
+@vec3_option("-e", "--expand-margin-size", nonnegative=True,
+             help="Grow the cutout by this margin on every side.")
+@click.option("--fill-missing/--no-fill-missing", default=False, show_default=True,
+              help="Read missing blocks as zeros.")
+@click.option("-l", "--layer-type", type=click.Choice(LAYER_TYPES), default=None)
+@click.option("--set-bbox/--no-set-bbox", default=False, show_default=True,
+              help="Make the cutout's bounding box the task's.")
+@output_option()
+def cutout(task, volume_path, mip, start, stop, size, expand_margin_size, fill_missing,
+           layer_type, set_bbox, output_chunk_name, config):
+    """Cut out a chunk from a precomputed volume (the task bbox unless --start is given)."""
+    from chunkflow.geometry import BoundingBox
+    from chunkflow.io.precomputed import read_precomputed
+
+    mip = config.mip if mip is None else mip
+    if start is not None:
+        if (stop is None) == (size is None):
+            raise ChunkflowError("--start needs exactly one of --stop or --size")
+        bbox = BoundingBox(start, stop) if stop is not None else BoundingBox.from_delta(start, size)
+    elif task.bbox is not None:
+        bbox = task.bbox
+    else:
+        raise ChunkflowError("no region to cut out: give --start with --stop or --size, or "
+                             "start the chain with create-bbox or generate-tasks")
+    if bbox.is_empty:
+        raise ChunkflowError(f"cutout {bbox} is empty: stop must be larger than start")
+    if expand_margin_size is not None:
+        bbox = bbox.grow(expand_margin_size)
+    chunk = read_precomputed(volume_path, bbox, mip, fill_missing, layer_type)
+    task[output_chunk_name] = chunk
+    if set_bbox:
+        task.bbox = chunk.bbox
+
+
+@operator("save", family="io", aliases=["save-precomputed"], writes=True)
+@click.option("-v", "--volume-path", type=VOLUME_PATH, required=True,
+              help="Precomputed volume; its info is created from the chunk when missing.")
+@input_option()
+@click.option("-m", "--mip", type=click.IntRange(min=0), default=None,
+              help="Mip level (default: global --mip).")
+@vec3_option("-b", "--block-size", default=(64, 64, 64), positive=True, show_default=True,
+             help="Storage block (z y x) when the info is created.")
+@click.option("-e", "--encoding", type=click.Choice(ENCODINGS), default="raw", show_default=True,
+              help="Encoding when the info is created.")
+@click.option("--non-aligned-writes", is_flag=True,
+              help="Allow chunks not aligned to the storage blocks (unsafe with many workers).")
+@click.option("-p", "--parallel", "--nproc", "parallel", type=click.IntRange(min=0), default=1,
+              show_default=True, help="Accepted for compatibility; writes use one process.")
+@click.option("--upload-log/--no-upload-log", default=False, show_default=True,
+              help="Also write the task log as JSON to {volume}/log/{bbox}.json.")
+def save(task, volume_path, input_chunk_name, mip, block_size, encoding, non_aligned_writes,
+         parallel, upload_log, config):
+    """Write a chunk into a precomputed volume, creating the volume if needed."""
+    from chunkflow.io.precomputed import write_precomputed
+
+    mip = config.mip if mip is None else mip
+    chunk = task.chunk(input_chunk_name)
+    write_precomputed(chunk, volume_path, mip, True, block_size, encoding, non_aligned_writes)
+    if upload_log:
+        from chunkflow.io.precomputed import write_log
+
+        write_log(volume_path, chunk.bbox, task.log_record())
+
+
+@operator("create-info", family="io", writes=True)
+@click.option("-v", "--volume-path", type=VOLUME_PATH, required=True)
+@input_option(default=None, help="Take dtype, channels, size, offset and voxel size from this chunk.")
+@click.option("-c", "--num-channels", "--channel-num", "num_channels", type=click.IntRange(min=1),
+              default=None, help="Number of channels [default: 1].")
+@click.option("-t", "--layer-type", type=click.Choice(LAYER_TYPES), default=None,
+              help="Layer type [default: image].")
+@click.option("-d", "--dtype", "--data-type", "dtype", default=None, help="Data type [default: uint8].")
+@click.option("-e", "--encoding", type=click.Choice(ENCODINGS), default="raw", show_default=True)
+@vec3_option("-s", "--voxel-size", positive=True, help="Voxel size (z y x) [default: 1 1 1].")
+@vec3_option("-o", "--voxel-offset", help="Voxel offset (z y x) [default: 0 0 0].")
+@vec3_option("-z", "--volume-size", positive=True, help="Volume size (z y x) in voxels.")
+@vec3_option("-b", "--block-size", default=(64, 64, 64), positive=True, show_default=True)
+@vec3_option("-f", "--factor", default=(1, 2, 2), positive=True, show_default=True,
+             help="Downsampling factor (z y x) between mips.")
+@click.option("-m", "--max-mip", type=click.IntRange(min=0), default=0, show_default=True)
+def create_info(task, volume_path, input_chunk_name, num_channels, layer_type, dtype, encoding,
+                voxel_size, voxel_offset, volume_size, block_size, factor, max_mip):
+    """Create the info of a precomputed volume (from options or from a chunk)."""
+    from chunkflow.io.precomputed import create_info as create
+
+    if input_chunk_name is not None:
+        chunk = task.chunk(input_chunk_name)
+        num_channels = num_channels or chunk.num_channels
+        layer_type = layer_type or chunk.layer_type
+        dtype = dtype or chunk.dtype
+        voxel_size = voxel_size or chunk.voxel_size
+        voxel_offset = voxel_offset if voxel_offset is not None else chunk.voxel_offset
+        volume_size = volume_size or chunk.spatial_shape
+    if volume_size is None:
+        raise ChunkflowError("--volume-size is required (or -i to take it from a chunk)")
+    create(volume_path, volume_size, voxel_size or (1, 1, 1), voxel_offset or (0, 0, 0),
+           dtype or "uint8", num_channels or 1, layer_type or "image", block_size, encoding,
+           max_mip, factor)

@@ -1,0 +1,9 @@
+"""The one exception type for bad input.
+
+A `ChunkflowError` carries a message meant for the user: it names the file, option or value at
+fault and what was expected. The command line prints it as one line and exits non-zero.
+"""
+
+
+class ChunkflowError(Exception):
+    """Bad input or an unusable resource, described in one line."""

@@ -1,0 +1,197 @@
+"""Neuroglancer precomputed volumes through cloud-volume.
+
+Paths: `file://` works offline; `gs://` and `s3://` use the credentials cloud-volume finds in
+its standard places. cloud-volume speaks (x, y, z[, c]); this module converts to and from our
+(z, y, x) / (c, z, y, x) chunks and is the only place that does.
+
+Local volumes are written uncompressed (`compress=False`) so that every precomputed reader,
+tensorstore included, finds the chunk files under their plain names.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from chunkflow.chunk import Chunk, LayerType
+from chunkflow.errors import ChunkflowError
+from chunkflow.geometry import BoundingBox, Cartesian
+
+ENCODINGS = ("raw", "compressed_segmentation", "jpeg", "png", "compresso", "crackle", "fpzip")
+
+
+def _cloudvolume():
+    from cloudvolume import CloudVolume, exceptions
+
+    return CloudVolume, exceptions
+
+
+def open_volume(path: str, mip: int = 0, fill_missing: bool = False, write: bool = False,
+                non_aligned_writes: bool = False):
+    """Open an existing volume at `mip`; one-line errors for a missing volume or mip."""
+    CloudVolume, exceptions = _cloudvolume()
+    try:
+        vol = CloudVolume(
+            path, mip=0, fill_missing=fill_missing, bounded=True, progress=False, parallel=1,
+            cache=False, compress=False if write else None,
+            non_aligned_writes=non_aligned_writes,
+        )
+    except exceptions.InfoUnavailableError:
+        raise ChunkflowError(f"{path}: no precomputed volume there (its info file is missing)") from None
+    except exceptions.UnsupportedProtocolError as err:
+        raise ChunkflowError(f"{path}: unsupported volume path ({err})") from None
+    except (ValueError, KeyError, TypeError) as err:
+        raise ChunkflowError(f"{path}: unreadable precomputed info ({err})") from None
+    num_mips = len(vol.info.get("scales", []))
+    if not 0 <= mip < num_mips:
+        raise ChunkflowError(f"{path}: mip {mip} does not exist (the volume has mips 0..{num_mips - 1})")
+    vol.mip = mip
+    return vol
+
+
+def volume_bounds(path: str, mip: int = 0) -> BoundingBox:
+    """The voxel bounds of a volume at `mip`, (z, y, x)."""
+    return _bounds(open_volume(path, mip))
+
+
+def _bounds(vol) -> BoundingBox:
+    bounds = vol.bounds
+    return BoundingBox(Cartesian.from_xyz(bounds.minpt), Cartesian.from_xyz(bounds.maxpt))
+
+
+def _layer_type(vol, dtype, num_channels, ndim) -> LayerType:
+    if vol.layer_type == "segmentation":
+        return LayerType.SEGMENTATION
+    return LayerType.default_for(dtype, ndim, num_channels)
+
+
+def read_precomputed(
+    path: str,
+    bbox: BoundingBox,
+    mip: int = 0,
+    fill_missing: bool = False,
+    layer_type=None,
+) -> Chunk:
+    """Cut out `bbox` (voxels at `mip`) from a volume."""
+    vol = open_volume(path, mip, fill_missing=fill_missing)
+    bounds = _bounds(vol)
+    if bbox.is_empty or not bounds.contains(bbox):
+        raise ChunkflowError(f"{path}: cutout {bbox} at mip {mip} is outside the volume, "
+                             f"which covers {bounds}")
+    _, exceptions = _cloudvolume()
+    x0, y0, z0 = bbox.start.xyz
+    x1, y1, z1 = bbox.stop.xyz
+    try:
+        cutout = vol[x0:x1, y0:y1, z0:z1]
+    except exceptions.EmptyVolumeException:
+        raise ChunkflowError(f"{path}: data missing in {bbox} at mip {mip} "
+                             "(use --fill-missing to read zeros)") from None
+    array = np.ascontiguousarray(np.transpose(np.asarray(cutout), (3, 2, 1, 0)))
+    if array.shape[0] == 1:
+        array = array[0]
+    voxel_size = Cartesian.from_xyz(vol.resolution)
+    if layer_type is None:
+        layer_type = _layer_type(vol, array.dtype, vol.num_channels, array.ndim)
+    return Chunk(array, bbox.start, voxel_size, layer_type)
+
+
+def create_info(
+    path: str,
+    volume_size,
+    voxel_size=(1, 1, 1),
+    voxel_offset=(0, 0, 0),
+    dtype="uint8",
+    num_channels: int = 1,
+    layer_type=LayerType.IMAGE,
+    block_size=(64, 64, 64),
+    encoding: str = "raw",
+    max_mip: int = 0,
+    factor=(1, 2, 2),
+) -> None:
+    """Write the `info` of a new precomputed volume. Vectors are (z, y, x).
+
+    `max_mip` adds downsampled scales, each `factor` coarser than the one before.
+    """
+    CloudVolume, _ = _cloudvolume()
+    layer_type = LayerType.parse(layer_type)
+    volume_size, block_size = Cartesian(volume_size), Cartesian(block_size)
+    if min(volume_size) <= 0 or min(block_size) <= 0:
+        raise ChunkflowError(f"volume size {tuple(volume_size)} and block size "
+                             f"{tuple(block_size)} must be positive")
+    if encoding not in ENCODINGS:
+        raise ChunkflowError(f"encoding {encoding!r}: expected one of {', '.join(ENCODINGS)}")
+    if encoding == "compressed_segmentation" and layer_type is not LayerType.SEGMENTATION:
+        raise ChunkflowError("compressed_segmentation encoding is for segmentation layers only")
+    info = CloudVolume.create_new_info(
+        num_channels=num_channels,
+        layer_type="segmentation" if layer_type is LayerType.SEGMENTATION else "image",
+        data_type=str(np.dtype(dtype)),
+        encoding=encoding,
+        resolution=Cartesian(voxel_size).xyz,
+        voxel_offset=Cartesian(voxel_offset).xyz,
+        volume_size=volume_size.xyz,
+        chunk_size=block_size.minimum(volume_size).xyz,
+        max_mip=max_mip,
+        factor=Cartesian(factor).xyz,
+    )
+    vol = CloudVolume(path, info=info, progress=False, parallel=1, compress=False)
+    vol.commit_info()
+
+
+def write_precomputed(
+    chunk: Chunk,
+    path: str,
+    mip: int = 0,
+    create: bool = True,
+    block_size=(64, 64, 64),
+    encoding: str = "raw",
+    non_aligned_writes: bool = False,
+) -> None:
+    """Write `chunk` into the volume at `path`.
+
+    If the volume does not exist and `create` is set, its info is made from the chunk (bounds =
+    the chunk's bounding box, voxel size, dtype, channels and layer type of the chunk).
+    """
+    _, exceptions = _cloudvolume()
+    if create and not volume_exists(path):
+        if mip != 0:
+            raise ChunkflowError(f"{path}: no volume to write mip {mip} into; create it with create-info")
+        create_info(path, chunk.spatial_shape, chunk.voxel_size, chunk.voxel_offset, chunk.dtype,
+                    chunk.num_channels, chunk.layer_type, block_size, encoding)
+    vol = open_volume(path, mip, write=True, non_aligned_writes=non_aligned_writes)
+    if np.dtype(vol.dtype) != chunk.dtype:
+        raise ChunkflowError(f"{path}: chunk dtype {chunk.dtype} does not fit the volume's {vol.dtype}")
+    if vol.num_channels != chunk.num_channels:
+        raise ChunkflowError(f"{path}: chunk has {chunk.num_channels} channel(s), the volume "
+                             f"{vol.num_channels}")
+    bounds = _bounds(vol)
+    if not bounds.contains(chunk.bbox):
+        raise ChunkflowError(f"{path}: chunk {chunk.bbox} is outside the volume at mip {mip}, "
+                             f"which covers {bounds}")
+    array = np.asarray(chunk)
+    array = array.T if array.ndim == 3 else np.transpose(array, (3, 2, 1, 0))
+    x0, y0, z0 = chunk.bbox.start.xyz
+    x1, y1, z1 = chunk.bbox.stop.xyz
+    try:
+        vol[x0:x1, y0:y1, z0:z1] = array
+    except exceptions.AlignmentError:
+        raise ChunkflowError(
+            f"{path}: chunk {chunk.bbox} is not aligned to the volume's blocks "
+            f"{tuple(Cartesian.from_xyz(vol.chunk_size))} (z,y,x); align the chunk or use "
+            "--non-aligned-writes"
+        ) from None
+
+
+def volume_exists(path: str) -> bool:
+    from cloudfiles import CloudFiles
+
+    return CloudFiles(path).exists("info")
+
+
+def write_log(path: str, bbox: BoundingBox, record: dict) -> None:
+    """Store a task log as `{path}/log/{bbox}.json`."""
+    import json
+
+    from cloudfiles import CloudFiles
+
+    CloudFiles(path).put(f"log/{bbox.string}.json", json.dumps(record).encode(),
+                         content_type="application/json", compress=None)
