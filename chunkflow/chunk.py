@@ -51,8 +51,11 @@ class LayerType(str, Enum):
         if isinstance(value, cls):
             return value
         text = str(value).lower().replace("-", "_")
-        aliases = {"affinity": cls.AFFINITY_MAP, "probability": cls.PROBABILITY_MAP,
-                   "seg": cls.SEGMENTATION}
+        aliases = {
+            "affinity": cls.AFFINITY_MAP,
+            "probability": cls.PROBABILITY_MAP,
+            "seg": cls.SEGMENTATION,
+        }
         if text in aliases:
             return aliases[text]
         try:
@@ -195,15 +198,21 @@ class Chunk(NDArrayOperatorsMixin):
 
     def crop(self, bbox: BoundingBox) -> Chunk:
         """The part of this chunk inside `bbox` (global coordinates); a view, not a copy."""
-        return Chunk(self.array[self._local_slices(bbox)], bbox.start, self.voxel_size,
-                     self.layer_type)
+        return Chunk(
+            self.array[self._local_slices(bbox)], bbox.start, self.voxel_size, self.layer_type
+        )
 
     cutout = crop
 
     def crop_margin(self, margin) -> Chunk:
         """Remove `margin` voxels (a 3-vector or an int) from both sides of every axis."""
-        return self.crop(self.bbox.grow(-Cartesian(margin) if not isinstance(margin, int)
-                                        else -Cartesian(margin, margin, margin)))
+        return self.crop(
+            self.bbox.grow(
+                -Cartesian(margin)
+                if not isinstance(margin, int)
+                else -Cartesian(margin, margin, margin)
+            )
+        )
 
     def blit(self, other: Chunk) -> None:
         """Copy the part of `other` that overlaps this chunk into this chunk."""
@@ -231,16 +240,19 @@ class Chunk(NDArrayOperatorsMixin):
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
         unwrap = [np.asarray(x) if isinstance(x, Chunk) else x for x in inputs]
         if "out" in kwargs:
-            kwargs["out"] = tuple(np.asarray(x) if isinstance(x, Chunk) else x
-                                  for x in kwargs["out"])
+            kwargs["out"] = tuple(
+                np.asarray(x) if isinstance(x, Chunk) else x for x in kwargs["out"]
+            )
         result = getattr(ufunc, method)(*unwrap, **kwargs)
         return self._wrap(result)
 
     def _wrap(self, result):
         if isinstance(result, tuple):
             return tuple(self._wrap(r) for r in result)
-        if isinstance(result, np.ndarray) and result.ndim in (3, 4) and (
-            result.shape[-3:] == self.array.shape[-3:]
+        if (
+            isinstance(result, np.ndarray)
+            and result.ndim in (3, 4)
+            and (result.shape[-3:] == self.array.shape[-3:])
         ):
             return self.with_array(result)
         return result

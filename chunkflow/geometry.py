@@ -211,7 +211,9 @@ class BoundingBox:
 
     def grow(self, amount) -> BoundingBox:
         """Grow by `amount` voxels on both sides (negative shrinks)."""
-        amount = Cartesian(amount) if not isinstance(amount, int) else Cartesian(amount, amount, amount)
+        amount = (
+            Cartesian(amount) if not isinstance(amount, int) else Cartesian(amount, amount, amount)
+        )
         return BoundingBox(self._start - amount, self._stop + amount)
 
     def intersect(self, other: BoundingBox) -> BoundingBox:
@@ -245,7 +247,9 @@ class BoundingBox:
             return BoundingBox(self._start.ceildiv(grid) * grid, (self._stop // grid) * grid)
         if mode == "closest":
             half = grid // 2
-            return BoundingBox(((self._start + half) // grid) * grid, ((self._stop + half) // grid) * grid)
+            return BoundingBox(
+                ((self._start + half) // grid) * grid, ((self._stop + half) // grid) * grid
+            )
         raise ValueError(f"snap_to_grid mode must be grow, shrink or closest, not {mode!r}")
 
     def is_aligned(self, grid: Iterable) -> bool:

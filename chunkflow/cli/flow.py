@@ -19,8 +19,9 @@ logger = logging.getLogger("chunkflow")
 
 
 def skip_to_option(fn):
-    return click.option("--skip-to", default=None,
-                        help="Resume processing at the operator with this --name.")(fn)
+    return click.option(
+        "--skip-to", default=None, help="Resume processing at the operator with this --name."
+    )(fn)
 
 
 @operator("skip-all-zero", family="flow")
@@ -44,15 +45,17 @@ def skip_none(task, input_chunk_name, skip_to):
 
 def _marker_path(task, prefix: str, suffix: str) -> str:
     if task.bbox is None:
-        raise ChunkflowError("the task has no bounding box to name its file "
-                             "(start the chain with create-bbox or generate-tasks)")
+        raise ChunkflowError(
+            "the task has no bounding box to name its file "
+            "(start the chain with create-bbox or generate-tasks)"
+        )
     return f"{prefix}{task.bbox.string}{suffix}"
 
 
 def _file_size(path: str) -> int | None:
     """Size of a local or cloud file, None if it does not exist."""
     if "://" not in path or path.startswith("file://"):
-        local = path[len("file://"):] if path.startswith("file://") else path
+        local = path[len("file://") :] if path.startswith("file://") else path
         return os.path.getsize(local) if os.path.isfile(local) else None
     from cloudfiles import CloudFiles
 
@@ -63,9 +66,14 @@ def _file_size(path: str) -> int | None:
 @operator("skip-task-by-file", family="flow")
 @click.option("-p", "--prefix", required=True, help="Start of the file path (before the bbox).")
 @click.option("-s", "--suffix", default="", help="End of the file path (after the bbox).")
-@click.option("-m", "--mode", type=click.Choice(["exist", "missing", "empty"]), default="exist",
-              show_default=True,
-              help="Skip if {prefix}{bbox}{suffix} exists, is missing, or is missing or empty.")
+@click.option(
+    "-m",
+    "--mode",
+    type=click.Choice(["exist", "missing", "empty"]),
+    default="exist",
+    show_default=True,
+    help="Skip if {prefix}{bbox}{suffix} exists, is missing, or is missing or empty.",
+)
 @skip_to_option
 def skip_task_by_file(task, prefix, suffix, mode, skip_to):
     """Skip the task depending on a file named after its bounding box."""
@@ -73,8 +81,11 @@ def skip_task_by_file(task, prefix, suffix, mode, skip_to):
     size = _file_size(path)
     skip = {"exist": size is not None, "missing": size is None, "empty": not size}[mode]
     if skip:
-        task.skip(f"{path} {'exists' if size is not None else 'is missing'}"
-                  + (" and is empty" if size == 0 else ""), to=skip_to)
+        task.skip(
+            f"{path} {'exists' if size is not None else 'is missing'}"
+            + (" and is empty" if size == 0 else ""),
+            to=skip_to,
+        )
 
 
 @operator("mark-complete", family="flow", kind="finalizer", writes=True)
@@ -89,7 +100,7 @@ def mark_complete(task, prefix, suffix):
         folder, name = path.rsplit("/", 1)
         CloudFiles(folder).put(name, b"")
         return
-    local = path[len("file://"):] if path.startswith("file://") else path
+    local = path[len("file://") :] if path.startswith("file://") else path
     folder = os.path.dirname(os.path.abspath(local))
     if not os.path.isdir(folder):
         raise ChunkflowError(f"output folder {folder} does not exist (for {local})")
@@ -98,10 +109,25 @@ def mark_complete(task, prefix, suffix):
 
 
 @operator("copy-var", family="flow")
-@click.option("-i", "-f", "--input-chunk-name", "--from-name", "input_chunk_name",
-              default="chunk", show_default=True, help="Item to copy.")
-@click.option("-o", "-t", "--output-chunk-name", "--to-name", "output_chunk_name",
-              required=True, help="Name of the copy.")
+@click.option(
+    "-i",
+    "-f",
+    "--input-chunk-name",
+    "--from-name",
+    "input_chunk_name",
+    default="chunk",
+    show_default=True,
+    help="Item to copy.",
+)
+@click.option(
+    "-o",
+    "-t",
+    "--output-chunk-name",
+    "--to-name",
+    "output_chunk_name",
+    required=True,
+    help="Name of the copy.",
+)
 @click.option("--deep-copy/--shallow-copy", default=True, show_default=True)
 def copy_var(task, input_chunk_name, output_chunk_name, deep_copy):
     """Copy an item of the task under a new name."""
@@ -114,8 +140,16 @@ def copy_var(task, input_chunk_name, output_chunk_name, deep_copy):
 
 
 @operator("delete-chunk", family="flow", aliases=["delete-var"])
-@click.option("-i", "-v", "--input-chunk-name", "--var-names", "names", type=NameListType(),
-              required=True, help="Items to delete, comma separated.")
+@click.option(
+    "-i",
+    "-v",
+    "--input-chunk-name",
+    "--var-names",
+    "names",
+    type=NameListType(),
+    required=True,
+    help="Items to delete, comma separated.",
+)
 def delete_chunk(task, names):
     """Delete items from the task to free memory."""
     missing = [n for n in names if n not in task]
@@ -128,15 +162,21 @@ def delete_chunk(task, names):
 @operator("crop-margin", family="flow")
 @input_option()
 @output_option()
-@vec3_option("-m", "--margin-size", nonnegative=True,
-             help="Margin to remove on both sides (default: crop to the task bbox).")
+@vec3_option(
+    "-m",
+    "--margin-size",
+    nonnegative=True,
+    help="Margin to remove on both sides (default: crop to the task bbox).",
+)
 def crop_margin(task, input_chunk_name, output_chunk_name, margin_size):
     """Crop a margin off a chunk, or crop it to the task bounding box."""
     chunk = task.chunk(input_chunk_name)
     if margin_size is not None:
         if any(2 * m >= s for m, s in zip(margin_size, chunk.spatial_shape)):
-            raise ChunkflowError(f"margin {tuple(margin_size)} leaves nothing of chunk "
-                                 f"{input_chunk_name!r} of size {tuple(chunk.spatial_shape)}")
+            raise ChunkflowError(
+                f"margin {tuple(margin_size)} leaves nothing of chunk "
+                f"{input_chunk_name!r} of size {tuple(chunk.spatial_shape)}"
+            )
         task[output_chunk_name] = chunk.crop_margin(margin_size)
     elif task.bbox is not None:
         task[output_chunk_name] = chunk.crop(task.bbox)
@@ -152,15 +192,39 @@ class OptionalNames(NameListType):
 
 
 @operator("plugin", family="flow")
-@click.option("-f", "--file", "plugin_file", required=True,
-              help="Python file defining execute(*inputs, **args), or a built-in plugin name.")
-@click.option("-i", "--input-chunk-name", "--input-names", "input_names", type=OptionalNames(),
-              default="", help="Items passed to execute(), comma separated.")
-@click.option("-o", "--output-chunk-name", "--output-names", "output_names",
-              type=OptionalNames(), default="", help="Names for what execute() returns.")
-@click.option("-a", "--args", "args", default=None,
-              help="Keyword arguments: 'sigma=2;shape=(1,2,2);mode=\"nearest\"' "
-                   "(Python literals; anything else is taken as a string).")
+@click.option(
+    "-f",
+    "--file",
+    "plugin_file",
+    required=True,
+    help="Python file defining execute(*inputs, **args), or a built-in plugin name.",
+)
+@click.option(
+    "-i",
+    "--input-chunk-name",
+    "--input-names",
+    "input_names",
+    type=OptionalNames(),
+    default="",
+    help="Items passed to execute(), comma separated.",
+)
+@click.option(
+    "-o",
+    "--output-chunk-name",
+    "--output-names",
+    "output_names",
+    type=OptionalNames(),
+    default="",
+    help="Names for what execute() returns.",
+)
+@click.option(
+    "-a",
+    "--args",
+    "args",
+    default=None,
+    help="Keyword arguments: 'sigma=2;shape=(1,2,2);mode=\"nearest\"' "
+    "(Python literals; anything else is taken as a string).",
+)
 def plugin(task, plugin_file, input_names, output_names, args):
     """Run a user function on chunks of the task."""
     from chunkflow.plugins import load_plugin, parse_args, run_plugin

@@ -140,8 +140,14 @@ def operator(
 
     def decorate(fn: Callable) -> Callable:
         params = list(reversed(getattr(fn, "__click_params__", [])))
-        params.append(click.Option(["--name"], default=name, show_default=True,
-                                   help="Name of this operator in logs and for --skip-to."))
+        params.append(
+            click.Option(
+                ["--name"],
+                default=name,
+                show_default=True,
+                help="Name of this operator in logs and for --skip-to.",
+            )
+        )
         wants_config = "config" in inspect.signature(fn).parameters
 
         def callback(**kwargs):
@@ -206,9 +212,13 @@ def vec3_option(*decls, positive: bool = False, nonnegative: bool = False, **kwa
         from chunkflow.geometry import Cartesian
 
         if positive and min(value) <= 0:
-            raise click.BadParameter(f"expected three positive integers, got {' '.join(map(str, value))}")
+            raise click.BadParameter(
+                f"expected three positive integers, got {' '.join(map(str, value))}"
+            )
         if nonnegative and min(value) < 0:
-            raise click.BadParameter(f"expected three integers >= 0, got {' '.join(map(str, value))}")
+            raise click.BadParameter(
+                f"expected three integers >= 0, got {' '.join(map(str, value))}"
+            )
         return Cartesian(value)
 
     kwargs.setdefault("metavar", "Z Y X")
@@ -254,13 +264,17 @@ class VolumePathType(click.ParamType):
     def convert(self, value, param, ctx):
         text = str(value)
         if text.startswith("precomputed://"):
-            text = text[len("precomputed://"):]
+            text = text[len("precomputed://") :]
         if text.startswith("file://"):
-            return "file://" + os.path.abspath(os.path.expanduser(text[len("file://"):]))
+            return "file://" + os.path.abspath(os.path.expanduser(text[len("file://") :]))
         if "://" in text:
             if not text.startswith(self.schemes):
-                self.fail(f"unsupported volume path {value!r}: expected file://, gs://, s3:// "
-                          "or http(s)://", param, ctx)
+                self.fail(
+                    f"unsupported volume path {value!r}: expected file://, gs://, s3:// "
+                    "or http(s)://",
+                    param,
+                    ctx,
+                )
             return text
         return "file://" + os.path.abspath(os.path.expanduser(text))
 
@@ -273,18 +287,34 @@ VOLUME_PATH = VolumePathType()
 def input_option(default: str = "chunk", multiple: bool = False, help: str | None = None):
     """`-i/--input-chunk-name`: a name, or a comma list for multi-input operators."""
     return click.option(
-        "-i", "--input-chunk-name", "input_chunk_name",
-        type=NAMES if multiple else str, default=default, show_default=True,
-        help=help or ("Names of the input chunks, comma separated." if multiple
-                      else "Name of the input chunk."),
+        "-i",
+        "--input-chunk-name",
+        "input_chunk_name",
+        type=NAMES if multiple else str,
+        default=default,
+        show_default=True,
+        help=help
+        or (
+            "Names of the input chunks, comma separated."
+            if multiple
+            else "Name of the input chunk."
+        ),
     )
 
 
 def output_option(default: str = "chunk", multiple: bool = False, help: str | None = None):
     """`-o/--output-chunk-name`."""
     return click.option(
-        "-o", "--output-chunk-name", "output_chunk_name",
-        type=NAMES if multiple else str, default=default, show_default=True,
-        help=help or ("Names of the output chunks, comma separated." if multiple
-                      else "Name of the output chunk."),
+        "-o",
+        "--output-chunk-name",
+        "output_chunk_name",
+        type=NAMES if multiple else str,
+        default=default,
+        show_default=True,
+        help=help
+        or (
+            "Names of the output chunks, comma separated."
+            if multiple
+            else "Name of the output chunk."
+        ),
     )

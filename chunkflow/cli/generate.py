@@ -21,21 +21,46 @@ LAYER_TYPES = ["image", "segmentation", "probability_map", "affinity_map"]
 
 
 @operator("create-chunk", family="generate")
-@vec3_option("-s", "--size", default=(64, 64, 64), positive=True, show_default=True,
-             help="Chunk size.")
+@vec3_option(
+    "-s", "--size", positive=True, help="Chunk size [default: the task bbox, else 64 64 64]."
+)
 @click.option("-t", "--dtype", default="uint8", show_default=True, help="Data type.")
-@click.option("--pattern", type=click.Choice(["sin", "zero", "random"]), default="sin",
-              show_default=True, help="Voxel values.")
-@vec3_option("--voxel-offset", default=(0, 0, 0), show_default=True, help="Global offset.")
-@vec3_option("--voxel-size", default=(1, 1, 1), positive=True, show_default=True,
-             help="Physical size of a voxel.")
+@click.option(
+    "--pattern",
+    type=click.Choice(["sin", "zero", "random"]),
+    default="sin",
+    show_default=True,
+    help="Voxel values.",
+)
+@vec3_option("--voxel-offset", help="Global offset [default: the task bbox start, else 0 0 0].")
+@vec3_option(
+    "--voxel-size",
+    default=(1, 1, 1),
+    positive=True,
+    show_default=True,
+    help="Physical size of a voxel.",
+)
 @click.option("-c", "--num-channels", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--layer-type", type=click.Choice(LAYER_TYPES), default=None,
-              help="Layer type (default: from dtype and channels).")
+@click.option(
+    "--layer-type",
+    type=click.Choice(LAYER_TYPES),
+    default=None,
+    help="Layer type (default: from dtype and channels).",
+)
 @click.option("--seed", type=int, default=None, help="Seed of the random pattern.")
 @output_option()
-def create_chunk(task, size, dtype, pattern, voxel_offset, voxel_size, num_channels, layer_type,
-                 seed, output_chunk_name):
+def create_chunk(
+    task,
+    size,
+    dtype,
+    pattern,
+    voxel_offset,
+    voxel_size,
+    num_channels,
+    layer_type,
+    seed,
+    output_chunk_name,
+):
     """Create a synthetic chunk (sin waves, zeros or seeded random values)."""
     import numpy as np
 
@@ -45,8 +70,13 @@ def create_chunk(task, size, dtype, pattern, voxel_offset, voxel_size, num_chann
         np.dtype(dtype)
     except TypeError:
         raise ChunkflowError(f"--dtype {dtype!r} is not a numpy data type") from None
-    chunk = Chunk.create(size, dtype, pattern, voxel_offset, voxel_size, num_channels,
-                         layer_type, seed)
+    if size is None:
+        size = task.bbox.shape if task.bbox is not None else (64, 64, 64)
+    if voxel_offset is None:
+        voxel_offset = task.bbox.start if task.bbox is not None else (0, 0, 0)
+    chunk = Chunk.create(
+        size, dtype, pattern, voxel_offset, voxel_size, num_channels, layer_type, seed
+    )
     task[output_chunk_name] = chunk
     task.set_bbox_if_missing(chunk.bbox)
 
@@ -55,8 +85,14 @@ def create_chunk(task, size, dtype, pattern, voxel_offset, voxel_size, num_chann
 @vec3_option("-s", "--start", help="Start (z y x).")
 @vec3_option("-p", "--stop", help="Stop (z y x), exclusive.")
 @vec3_option("-z", "--size", positive=True, help="Size (z y x), instead of --stop.")
-@click.option("-b", "--bbox", "bbox_string", type=BBOX, default=None,
-              help="A bounding box string z0-z1_y0-y1_x0-x1 instead of start/stop.")
+@click.option(
+    "-b",
+    "--bbox",
+    "bbox_string",
+    type=BBOX,
+    default=None,
+    help="A bounding box string z0-z1_y0-y1_x0-x1 instead of start/stop.",
+)
 def create_bbox(task, start, stop, size, bbox_string):
     """Set the task bounding box from start/stop/size or a bbox string."""
     task.bbox = _roi(start, stop, size, bbox_string, what="bounding box")
@@ -77,29 +113,73 @@ def _roi(start, stop, size, bbox_string, what):
 
 
 @operator("generate-tasks", family="generate", kind="source")
-@click.option("-l", "-v", "--volume-path", "--layer-path", type=VOLUME_PATH, default=None,
-              help="Take the region from this precomputed volume's bounds.")
-@click.option("-m", "--mip", type=click.IntRange(min=0), default=None,
-              help="Mip of the volume bounds and tasks (default: global --mip).")
+@click.option(
+    "-l",
+    "-v",
+    "--volume-path",
+    "--layer-path",
+    type=VOLUME_PATH,
+    default=None,
+    help="Take the region from this precomputed volume's bounds.",
+)
+@click.option(
+    "-m",
+    "--mip",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Mip of the volume bounds and tasks (default: global --mip).",
+)
 @vec3_option("-o", "-s", "--roi-start", help="Start of the region (z y x).")
 @vec3_option("-r", "--roi-stop", help="Stop of the region (z y x).")
 @vec3_option("-z", "--roi-size", positive=True, help="Size of the region (z y x).")
-@click.option("-b", "--bounding-box", "bbox_string", type=BBOX, default=None,
-              help="The region as a bbox string z0-z1_y0-y1_x0-x1.")
+@click.option(
+    "-b",
+    "--bounding-box",
+    "bbox_string",
+    type=BBOX,
+    default=None,
+    help="The region as a bbox string z0-z1_y0-y1_x0-x1.",
+)
 @vec3_option("-c", "--chunk-size", positive=True, required=True, help="Size of each task.")
 @vec3_option("-g", "--grid-size", positive=True, help="Number of tasks per axis.")
 @vec3_option("--stride", positive=True, help="Distance between task starts (default chunk size).")
-@click.option("--respect-stop/--respect-chunk-size", default=False, show_default=True,
-              help="Clip tasks at the region stop instead of letting the last one pass it.")
-@vec3_option("-a", "--aligned-block-size", positive=True,
-             help="Grow the region to multiples of this block size first.")
-@click.option("-i", "--task-index-start", type=click.IntRange(min=0), default=0,
-              show_default=True)
-@click.option("-p", "--task-index-stop", type=click.IntRange(min=0), default=None,
-              help="Only tasks with index in [start, stop).")
-def generate_tasks(task, volume_path, mip, roi_start, roi_stop, roi_size, bbox_string, chunk_size,
-                   grid_size, stride, respect_stop, aligned_block_size, task_index_start,
-                   task_index_stop, config):
+@click.option(
+    "--respect-stop/--respect-chunk-size",
+    default=False,
+    show_default=True,
+    help="Clip tasks at the region stop instead of letting the last one pass it.",
+)
+@vec3_option(
+    "-a",
+    "--aligned-block-size",
+    positive=True,
+    help="Grow the region to multiples of this block size first.",
+)
+@click.option("-i", "--task-index-start", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option(
+    "-p",
+    "--task-index-stop",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Only tasks with index in [start, stop).",
+)
+def generate_tasks(
+    task,
+    volume_path,
+    mip,
+    roi_start,
+    roi_stop,
+    roi_size,
+    bbox_string,
+    chunk_size,
+    grid_size,
+    stride,
+    respect_stop,
+    aligned_block_size,
+    task_index_start,
+    task_index_stop,
+    config,
+):
     """Cut a region into a grid of task bounding boxes and stream them down the chain."""
     from chunkflow.geometry import BoundingBox, grid_bboxes
     from chunkflow.task import Task
@@ -115,17 +195,25 @@ def generate_tasks(task, volume_path, mip, roi_start, roi_stop, roi_size, bbox_s
     elif bbox_string is not None:
         roi = bbox_string
     elif roi_start is not None and roi_stop is None and roi_size is None and grid_size:
-        roi = BoundingBox.from_delta(roi_start, (stride or chunk_size) * (grid_size - 1) + chunk_size)
+        roi = BoundingBox.from_delta(
+            roi_start, (stride or chunk_size) * (grid_size - 1) + chunk_size
+        )
     elif roi_start is None and roi_stop is None and roi_size is None and grid_size:
-        roi = BoundingBox.from_delta((0, 0, 0), (stride or chunk_size) * (grid_size - 1) + chunk_size)
+        roi = BoundingBox.from_delta(
+            (0, 0, 0), (stride or chunk_size) * (grid_size - 1) + chunk_size
+        )
     else:
         roi = _roi(roi_start, roi_stop, roi_size, None, what="region of interest")
     if aligned_block_size is not None:
         roi = roi.snap_to_grid(aligned_block_size, mode="grow")
     bboxes = grid_bboxes(roi, chunk_size, stride, grid_size, respect_stop)
     bboxes = bboxes[task_index_start:task_index_stop]
-    logger.info("generate-tasks: %d tasks of size %s over %s", len(bboxes),
-                " ".join(map(str, chunk_size)), roi)
+    logger.info(
+        "generate-tasks: %d tasks of size %s over %s",
+        len(bboxes),
+        " ".join(map(str, chunk_size)),
+        roi,
+    )
     for bbox in bboxes:
         new = Task(bbox=bbox)
         new.log["mip"] = mip

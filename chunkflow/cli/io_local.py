@@ -24,23 +24,33 @@ def reader_options(fn):
     """Options shared by the readers: geometry overrides, cutout, dtype, output name."""
     decorators = [
         click.option("-e", "--dtype", default=None, help="Cast to this dtype after reading."),
-        click.option("-l", "--layer-type", type=click.Choice(LAYER_TYPES), default=None,
-                     help="Layer type (default: stored in the file, else from dtype)."),
+        click.option(
+            "-l",
+            "--layer-type",
+            type=click.Choice(LAYER_TYPES),
+            default=None,
+            help="Layer type (default: stored in the file, else from dtype).",
+        ),
         vec3_option("-v", "--voxel-offset", help="Override the stored voxel offset."),
         vec3_option("-x", "--voxel-size", positive=True, help="Override the stored voxel size."),
         vec3_option("-t", "--cutout-start", help="Start of the cutout, global voxels."),
         vec3_option("-p", "--cutout-stop", help="Stop of the cutout."),
         vec3_option("-s", "--cutout-size", positive=True, help="Size of the cutout."),
-        click.option("--set-bbox/--no-set-bbox", default=False, show_default=True,
-                     help="Make the chunk's bounding box the task's."),
+        click.option(
+            "--set-bbox/--no-set-bbox",
+            default=False,
+            show_default=True,
+            help="Make the chunk's bounding box the task's.",
+        ),
         output_option(),
     ]
     for decorator in reversed(decorators):
         fn = decorator(fn)
 
     @functools.wraps(fn)
-    def wrapper(task, *, cutout_start, cutout_stop, cutout_size, set_bbox, output_chunk_name,
-                **kwargs):
+    def wrapper(
+        task, *, cutout_start, cutout_stop, cutout_size, set_bbox, output_chunk_name, **kwargs
+    ):
         bbox = _cutout_bbox(task, cutout_start, cutout_stop, cutout_size)
         chunk = fn(task, bbox=bbox, **kwargs)
         task[output_chunk_name] = chunk
@@ -78,10 +88,18 @@ def _dtype(dtype):
 
 # HDF5 ----------------------------------------------------------------------------------------
 @operator("read-h5", family="io", aliases=["load-h5"])
-@click.option("-f", "--file-name", required=True,
-              help="HDF5 file, or a folder/prefix completed by the task bbox.")
-@click.option("-d", "--dataset-path", default=None,
-              help="Dataset in the file (default: /main, or the only one).")
+@click.option(
+    "-f",
+    "--file-name",
+    required=True,
+    help="HDF5 file, or a folder/prefix completed by the task bbox.",
+)
+@click.option(
+    "-d",
+    "--dataset-path",
+    default=None,
+    help="Dataset in the file (default: /main, or the only one).",
+)
 @reader_options
 def read_h5(task, file_name, dataset_path, dtype, layer_type, voxel_offset, voxel_size, bbox):
     """Read a chunk from an HDF5 file."""
@@ -94,26 +112,60 @@ def read_h5(task, file_name, dataset_path, dtype, layer_type, voxel_offset, voxe
 
 @operator("write-h5", family="io", aliases=["save-h5"], writes=True)
 @input_option()
-@click.option("-f", "--file-name", required=True,
-              help="Output .h5 file, or a folder/prefix completed by the chunk bbox.")
+@click.option(
+    "-f",
+    "--file-name",
+    required=True,
+    help="Output .h5 file, or a folder/prefix completed by the chunk bbox.",
+)
 @click.option("-d", "--dataset-path", default="main", show_default=True)
-@click.option("-c", "--compression", type=click.Choice(["none", "gzip", "lzf"]), default="none",
-              show_default=True)
-@vec3_option("-s", "--chunk-size", "--block-size", "block_size", positive=True,
-             help="HDF5 storage block (z y x); default contiguous.")
-@click.option("--with-offset/--without-offset", default=True, show_default=True,
-              help="Store the voxel offset.")
+@click.option(
+    "-c",
+    "--compression",
+    type=click.Choice(["none", "gzip", "lzf"]),
+    default="none",
+    show_default=True,
+)
+@vec3_option(
+    "-s",
+    "--chunk-size",
+    "--block-size",
+    "block_size",
+    positive=True,
+    help="HDF5 storage block (z y x); default contiguous.",
+)
+@click.option(
+    "--with-offset/--without-offset",
+    default=True,
+    show_default=True,
+    help="Store the voxel offset.",
+)
 @vec3_option("--voxel-size", positive=True, help="Override the voxel size written.")
 @click.option("-t", "--dtype", default=None, help="Cast before writing.")
-def write_h5(task, input_chunk_name, file_name, dataset_path, compression, block_size,
-             with_offset, voxel_size, dtype):
+def write_h5(
+    task,
+    input_chunk_name,
+    file_name,
+    dataset_path,
+    compression,
+    block_size,
+    with_offset,
+    voxel_size,
+    dtype,
+):
     """Write a chunk to an HDF5 file (atomically)."""
     from chunkflow.io.files import task_path
     from chunkflow.io.h5 import write_h5 as write
 
     chunk = _prepare(task.chunk(input_chunk_name), voxel_size, dtype)
-    write(chunk, task_path(file_name, chunk.bbox, H5_SUFFIXES), dataset_path, compression,
-          block_size, with_offset)
+    write(
+        chunk,
+        task_path(file_name, chunk.bbox, H5_SUFFIXES),
+        dataset_path,
+        compression,
+        block_size,
+        with_offset,
+    )
 
 
 def _prepare(chunk, voxel_size=None, dtype=None):
@@ -128,8 +180,12 @@ def _prepare(chunk, voxel_size=None, dtype=None):
 
 # TIFF ----------------------------------------------------------------------------------------
 @operator("read-tif", family="io", aliases=["load-tif"])
-@click.option("-f", "--file-name", required=True,
-              help="TIFF file, or a folder/prefix completed by the task bbox.")
+@click.option(
+    "-f",
+    "--file-name",
+    required=True,
+    help="TIFF file, or a folder/prefix completed by the task bbox.",
+)
 @reader_options
 def read_tif(task, file_name, dtype, layer_type, voxel_offset, voxel_size, bbox):
     """Read a chunk from a TIFF file (2D images become one section)."""
@@ -142,11 +198,20 @@ def read_tif(task, file_name, dtype, layer_type, voxel_offset, voxel_size, bbox)
 
 @operator("write-tif", family="io", aliases=["save-tif"], writes=True)
 @input_option()
-@click.option("-f", "--file-name", required=True,
-              help="Output .tif file, or a folder/prefix completed by the chunk bbox.")
+@click.option(
+    "-f",
+    "--file-name",
+    required=True,
+    help="Output .tif file, or a folder/prefix completed by the chunk bbox.",
+)
 @click.option("-t", "--dtype", default=None, help="Cast before writing (default: keep).")
-@click.option("-c", "--compression", type=click.Choice(["none", "zlib", "lzma", "zstd"]),
-              default="none", show_default=True)
+@click.option(
+    "-c",
+    "--compression",
+    type=click.Choice(["none", "zlib", "lzma", "zstd"]),
+    default="none",
+    show_default=True,
+)
 def write_tif(task, input_chunk_name, file_name, dtype, compression):
     """Write a chunk to a TIFF file, keeping its dtype and geometry."""
     from chunkflow.io.files import task_path
@@ -158,8 +223,12 @@ def write_tif(task, input_chunk_name, file_name, dtype, compression):
 
 # NumPy ---------------------------------------------------------------------------------------
 @operator("load-npy", family="io", aliases=["read-npy"])
-@click.option("-f", "--file-name", required=True,
-              help=".npy file, or a folder/prefix completed by the task bbox.")
+@click.option(
+    "-f",
+    "--file-name",
+    required=True,
+    help=".npy file, or a folder/prefix completed by the task bbox.",
+)
 @reader_options
 def load_npy(task, file_name, dtype, layer_type, voxel_offset, voxel_size, bbox):
     """Read a chunk from a .npy file (offset from a bbox in the name, or --voxel-offset)."""
@@ -170,15 +239,21 @@ def load_npy(task, file_name, dtype, layer_type, voxel_offset, voxel_size, bbox)
     chunk = read_npy(path, voxel_offset, voxel_size or (1, 1, 1), layer_type)
     if bbox is not None:
         if not chunk.bbox.contains(bbox):
-            raise ChunkflowError(f"{path}: cutout {bbox} is outside the data, which covers {chunk.bbox}")
+            raise ChunkflowError(
+                f"{path}: cutout {bbox} is outside the data, which covers {chunk.bbox}"
+            )
         chunk = chunk.crop(bbox)
     return _prepare(chunk, dtype=dtype)
 
 
 @operator("save-npy", family="io", aliases=["write-npy"], writes=True)
 @input_option()
-@click.option("-f", "--file-name", required=True,
-              help="Output .npy file, or a folder/prefix completed by the chunk bbox.")
+@click.option(
+    "-f",
+    "--file-name",
+    required=True,
+    help="Output .npy file, or a folder/prefix completed by the chunk bbox.",
+)
 def save_npy(task, input_chunk_name, file_name):
     """Write a chunk to a .npy file (array only; put it in a folder to keep the offset)."""
     from chunkflow.io.files import task_path
@@ -191,8 +266,14 @@ def save_npy(task, input_chunk_name, file_name):
 # zarr ----------------------------------------------------------------------------------------
 @operator("load-zarr", family="io", aliases=["read-zarr"])
 @click.option("-f", "--store", required=True, help="zarr store (a folder).")
-@click.option("-d", "--dataset", "--path", "dataset", default=None,
-              help="Array inside the store (default: the store itself or its only array).")
+@click.option(
+    "-d",
+    "--dataset",
+    "--path",
+    "dataset",
+    default=None,
+    help="Array inside the store (default: the store itself or its only array).",
+)
 @reader_options
 def load_zarr(task, store, dataset, dtype, layer_type, voxel_offset, voxel_size, bbox):
     """Read a chunk from a zarr v3 array (geometry from `resolution`/`offset` attributes)."""
@@ -202,18 +283,34 @@ def load_zarr(task, store, dataset, dtype, layer_type, voxel_offset, voxel_size,
     if voxel_offset is not None or voxel_size is not None:
         from chunkflow.chunk import Chunk
 
-        chunk = Chunk(chunk.array, voxel_offset or chunk.voxel_offset,
-                      voxel_size or chunk.voxel_size, chunk.layer_type)
+        chunk = Chunk(
+            chunk.array,
+            voxel_offset or chunk.voxel_offset,
+            voxel_size or chunk.voxel_size,
+            chunk.layer_type,
+        )
     return chunk
 
 
 @operator("save-zarr", family="io", aliases=["write-zarr"], writes=True)
 @input_option()
 @click.option("-f", "--store", required=True, help="zarr store (a folder).")
-@click.option("-d", "--dataset", "--path", "dataset", default=None,
-              help="Array inside the store (a group); default: the store is the array.")
-@vec3_option("-c", "--block-size", "--chunk-size", "block_size", positive=True,
-             help="zarr chunk shape (z y x).")
+@click.option(
+    "-d",
+    "--dataset",
+    "--path",
+    "dataset",
+    default=None,
+    help="Array inside the store (a group); default: the store is the array.",
+)
+@vec3_option(
+    "-c",
+    "--block-size",
+    "--chunk-size",
+    "block_size",
+    positive=True,
+    help="zarr chunk shape (z y x).",
+)
 def save_zarr(task, input_chunk_name, store, dataset, block_size):
     """Write a chunk to a zarr v3 array: into it if it exists, else as a new array."""
     from chunkflow.io.zarr import write_zarr

@@ -64,18 +64,35 @@ class ChainGroup(click.Group):
     cls=ChainGroup,
     chain=True,
     invoke_without_command=True,
-    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120, "terminal_width": 120},
+    context_settings={
+        "help_option_names": ["-h", "--help"],
+        "max_content_width": 120,
+        "terminal_width": 120,
+    },
 )
 @click.version_option(__version__, "--version", prog_name="chunkflow")
-@click.option("--mip", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Default mip level for operators that read or write volumes.")
+@click.option(
+    "--mip",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Default mip level for operators that read or write volumes.",
+)
 @click.option("--dry-run", is_flag=True, help="Run the chain but write nothing.")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging and full tracebacks.")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
-@click.option("--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False), default=None,
-              help="Logging level (default info; debug with --verbose).")
-@click.option("--log-file", type=click.Path(dir_okay=False, writable=True), default=None,
-              help="Also write the log to this file.")
+@click.option(
+    "--log-level",
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+    default=None,
+    help="Logging level (default info; debug with --verbose).",
+)
+@click.option(
+    "--log-file",
+    type=click.Path(dir_okay=False, writable=True),
+    default=None,
+    help="Also write the log to this file.",
+)
 @click.pass_context
 def cli(ctx, mip, dry_run, verbose, quiet, log_level, log_file):
     """Process huge 3D images chunk by chunk with a chain of operators.
@@ -111,11 +128,18 @@ def run_chain(stages: list[Stage], **_):
             entry[0] += 1
             entry[1] += seconds
         state = f" skipped ({task.skip_reason})" if task.skipped else ""
-        logger.info("task %s%s: %s", task.bbox, state,
-                    ", ".join(f"{k} {v:.3f}s" for k, v in timers.items()))
+        logger.info(
+            "task%s%s: %s",
+            f" {task.bbox}" if task.bbox else "",
+            state,
+            ", ".join(f"{k} {v:.3f}s" for k, v in timers.items()),
+        )
     if count > 1:
-        logger.info("%d tasks; total seconds per operator: %s", count,
-                    ", ".join(f"{k} {v[1]:.2f}s/{v[0]}" for k, v in totals.items()))
+        logger.info(
+            "%d tasks; total seconds per operator: %s",
+            count,
+            ", ".join(f"{k} {v[1]:.2f}s/{v[0]}" for k, v in totals.items()),
+        )
 
 
 def unique_names(stages: list[Stage]) -> None:
@@ -182,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
         _fail("aborted", verbose=False)
         return 130
     except (OperatorError, ChunkflowError) as err:
-        _fail(str(err), verbose)
+        unexpected = err.__cause__ is not None and not isinstance(err.__cause__, ChunkflowError)
+        _fail(str(err), verbose, hint=unexpected)
         return 1
     except KeyboardInterrupt:
         _fail("interrupted", verbose=False)

@@ -18,23 +18,57 @@ ENCODINGS = ["raw", "compressed_segmentation", "jpeg", "png", "compresso", "crac
 
 
 @operator("cutout", family="io", aliases=["load-precomputed"])
-@click.option("-v", "--volume-path", type=VOLUME_PATH, required=True,
-              help="Precomputed volume (file://, gs://, s3:// or a local folder).")
-@click.option("-m", "--mip", type=click.IntRange(min=0), default=None,
-              help="Mip level (default: global --mip).")
+@click.option(
+    "-v",
+    "--volume-path",
+    type=VOLUME_PATH,
+    required=True,
+    help="Precomputed volume (file://, gs://, s3:// or a local folder).",
+)
+@click.option(
+    "-m",
+    "--mip",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Mip level (default: global --mip).",
+)
 @vec3_option("-s", "--start", "--chunk-start", "start", help="Start (z y x) at this mip.")
 @vec3_option("-p", "--stop", "stop", help="Stop (z y x).")
 @vec3_option("-z", "--size", "--chunk-size", "size", positive=True, help="Size (z y x).")
-@vec3_option("-e", "--expand-margin-size", nonnegative=True,
-             help="Grow the cutout by this margin on every side.")
-@click.option("--fill-missing/--no-fill-missing", default=False, show_default=True,
-              help="Read missing blocks as zeros.")
+@vec3_option(
+    "-e",
+    "--expand-margin-size",
+    nonnegative=True,
+    help="Grow the cutout by this margin on every side.",
+)
+@click.option(
+    "--fill-missing/--no-fill-missing",
+    default=False,
+    show_default=True,
+    help="Read missing blocks as zeros.",
+)
 @click.option("-l", "--layer-type", type=click.Choice(LAYER_TYPES), default=None)
-@click.option("--set-bbox/--no-set-bbox", default=False, show_default=True,
-              help="Make the cutout's bounding box the task's.")
+@click.option(
+    "--set-bbox/--no-set-bbox",
+    default=False,
+    show_default=True,
+    help="Make the cutout's bounding box the task's.",
+)
 @output_option()
-def cutout(task, volume_path, mip, start, stop, size, expand_margin_size, fill_missing,
-           layer_type, set_bbox, output_chunk_name, config):
+def cutout(
+    task,
+    volume_path,
+    mip,
+    start,
+    stop,
+    size,
+    expand_margin_size,
+    fill_missing,
+    layer_type,
+    set_bbox,
+    output_chunk_name,
+    config,
+):
     """Cut out a chunk from a precomputed volume (the task bbox unless --start is given)."""
     from chunkflow.geometry import BoundingBox
     from chunkflow.io.precomputed import read_precomputed
@@ -47,8 +81,10 @@ def cutout(task, volume_path, mip, start, stop, size, expand_margin_size, fill_m
     elif task.bbox is not None:
         bbox = task.bbox
     else:
-        raise ChunkflowError("no region to cut out: give --start with --stop or --size, or "
-                             "start the chain with create-bbox or generate-tasks")
+        raise ChunkflowError(
+            "no region to cut out: give --start with --stop or --size, or "
+            "start the chain with create-bbox or generate-tasks"
+        )
     if bbox.is_empty:
         raise ChunkflowError(f"cutout {bbox} is empty: stop must be larger than start")
     if expand_margin_size is not None:
@@ -60,23 +96,70 @@ def cutout(task, volume_path, mip, start, stop, size, expand_margin_size, fill_m
 
 
 @operator("save", family="io", aliases=["save-precomputed"], writes=True)
-@click.option("-v", "--volume-path", type=VOLUME_PATH, required=True,
-              help="Precomputed volume; its info is created from the chunk when missing.")
+@click.option(
+    "-v",
+    "--volume-path",
+    type=VOLUME_PATH,
+    required=True,
+    help="Precomputed volume; its info is created from the chunk when missing.",
+)
 @input_option()
-@click.option("-m", "--mip", type=click.IntRange(min=0), default=None,
-              help="Mip level (default: global --mip).")
-@vec3_option("-b", "--block-size", default=(64, 64, 64), positive=True, show_default=True,
-             help="Storage block (z y x) when the info is created.")
-@click.option("-e", "--encoding", type=click.Choice(ENCODINGS), default="raw", show_default=True,
-              help="Encoding when the info is created.")
-@click.option("--non-aligned-writes", is_flag=True,
-              help="Allow chunks not aligned to the storage blocks (unsafe with many workers).")
-@click.option("-p", "--parallel", "--nproc", "parallel", type=click.IntRange(min=0), default=1,
-              show_default=True, help="Accepted for compatibility; writes use one process.")
-@click.option("--upload-log/--no-upload-log", default=False, show_default=True,
-              help="Also write the task log as JSON to {volume}/log/{bbox}.json.")
-def save(task, volume_path, input_chunk_name, mip, block_size, encoding, non_aligned_writes,
-         parallel, upload_log, config):
+@click.option(
+    "-m",
+    "--mip",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Mip level (default: global --mip).",
+)
+@vec3_option(
+    "-b",
+    "--block-size",
+    default=(64, 64, 64),
+    positive=True,
+    show_default=True,
+    help="Storage block (z y x) when the info is created.",
+)
+@click.option(
+    "-e",
+    "--encoding",
+    type=click.Choice(ENCODINGS),
+    default="raw",
+    show_default=True,
+    help="Encoding when the info is created.",
+)
+@click.option(
+    "--non-aligned-writes",
+    is_flag=True,
+    help="Allow chunks not aligned to the storage blocks (unsafe with many workers).",
+)
+@click.option(
+    "-p",
+    "--parallel",
+    "--nproc",
+    "parallel",
+    type=click.IntRange(min=0),
+    default=1,
+    show_default=True,
+    help="Accepted for compatibility; writes use one process.",
+)
+@click.option(
+    "--upload-log/--no-upload-log",
+    default=False,
+    show_default=True,
+    help="Also write the task log as JSON to {volume}/log/{bbox}.json.",
+)
+def save(
+    task,
+    volume_path,
+    input_chunk_name,
+    mip,
+    block_size,
+    encoding,
+    non_aligned_writes,
+    parallel,
+    upload_log,
+    config,
+):
     """Write a chunk into a precomputed volume, creating the volume if needed."""
     from chunkflow.io.precomputed import write_precomputed
 
@@ -91,22 +174,57 @@ def save(task, volume_path, input_chunk_name, mip, block_size, encoding, non_ali
 
 @operator("create-info", family="io", writes=True)
 @click.option("-v", "--volume-path", type=VOLUME_PATH, required=True)
-@input_option(default=None, help="Take dtype, channels, size, offset and voxel size from this chunk.")
-@click.option("-c", "--num-channels", "--channel-num", "num_channels", type=click.IntRange(min=1),
-              default=None, help="Number of channels [default: 1].")
-@click.option("-t", "--layer-type", type=click.Choice(LAYER_TYPES), default=None,
-              help="Layer type [default: image].")
-@click.option("-d", "--dtype", "--data-type", "dtype", default=None, help="Data type [default: uint8].")
+@input_option(
+    default=None, help="Take dtype, channels, size, offset and voxel size from this chunk."
+)
+@click.option(
+    "-c",
+    "--num-channels",
+    "--channel-num",
+    "num_channels",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Number of channels [default: 1].",
+)
+@click.option(
+    "-t",
+    "--layer-type",
+    type=click.Choice(LAYER_TYPES),
+    default=None,
+    help="Layer type [default: image].",
+)
+@click.option(
+    "-d", "--dtype", "--data-type", "dtype", default=None, help="Data type [default: uint8]."
+)
 @click.option("-e", "--encoding", type=click.Choice(ENCODINGS), default="raw", show_default=True)
 @vec3_option("-s", "--voxel-size", positive=True, help="Voxel size (z y x) [default: 1 1 1].")
 @vec3_option("-o", "--voxel-offset", help="Voxel offset (z y x) [default: 0 0 0].")
 @vec3_option("-z", "--volume-size", positive=True, help="Volume size (z y x) in voxels.")
 @vec3_option("-b", "--block-size", default=(64, 64, 64), positive=True, show_default=True)
-@vec3_option("-f", "--factor", default=(1, 2, 2), positive=True, show_default=True,
-             help="Downsampling factor (z y x) between mips.")
+@vec3_option(
+    "-f",
+    "--factor",
+    default=(1, 2, 2),
+    positive=True,
+    show_default=True,
+    help="Downsampling factor (z y x) between mips.",
+)
 @click.option("-m", "--max-mip", type=click.IntRange(min=0), default=0, show_default=True)
-def create_info(task, volume_path, input_chunk_name, num_channels, layer_type, dtype, encoding,
-                voxel_size, voxel_offset, volume_size, block_size, factor, max_mip):
+def create_info(
+    task,
+    volume_path,
+    input_chunk_name,
+    num_channels,
+    layer_type,
+    dtype,
+    encoding,
+    voxel_size,
+    voxel_offset,
+    volume_size,
+    block_size,
+    factor,
+    max_mip,
+):
     """Create the info of a precomputed volume (from options or from a chunk)."""
     from chunkflow.io.precomputed import create_info as create
 
@@ -120,6 +238,16 @@ def create_info(task, volume_path, input_chunk_name, num_channels, layer_type, d
         volume_size = volume_size or chunk.spatial_shape
     if volume_size is None:
         raise ChunkflowError("--volume-size is required (or -i to take it from a chunk)")
-    create(volume_path, volume_size, voxel_size or (1, 1, 1), voxel_offset or (0, 0, 0),
-           dtype or "uint8", num_channels or 1, layer_type or "image", block_size, encoding,
-           max_mip, factor)
+    create(
+        volume_path,
+        volume_size,
+        voxel_size or (1, 1, 1),
+        voxel_offset or (0, 0, 0),
+        dtype or "uint8",
+        num_channels or 1,
+        layer_type or "image",
+        block_size,
+        encoding,
+        max_mip,
+        factor,
+    )

@@ -31,8 +31,13 @@ def _array_datasets(f) -> list[str]:
     import h5py
 
     names = []
-    f.visititems(lambda n, o: names.append("/" + n) if isinstance(o, h5py.Dataset)
-                 and n.split("/")[-1] not in METADATA else None)
+    f.visititems(
+        lambda n, o: (
+            names.append("/" + n)
+            if isinstance(o, h5py.Dataset) and n.split("/")[-1] not in METADATA
+            else None
+        )
+    )
     return names
 
 
@@ -57,9 +62,8 @@ def read_h5(
             elif len(arrays) == 1:
                 dataset = arrays[0]
             else:
-                raise ChunkflowError(
-                    f"{path}: which dataset? use --dataset-path, one of: {', '.join(arrays) or 'none'}"
-                )
+                names = ", ".join(arrays) or "none"
+                raise ChunkflowError(f"{path}: which dataset? use --dataset-path, one of: {names}")
         if dataset not in f or not hasattr(f[dataset], "shape"):
             raise ChunkflowError(
                 f"{path}: no dataset {dataset!r} (datasets: {', '.join(_array_datasets(f))})"
@@ -115,12 +119,17 @@ def write_h5(
         chunks = True
     with atomic_output(path) as tmp:
         with h5py.File(tmp, "w") as f:
-            f.create_dataset(dataset, data=np.asarray(chunk), chunks=chunks,
-                             compression=None if compression == "none" else compression)
+            f.create_dataset(
+                dataset,
+                data=np.asarray(chunk),
+                chunks=chunks,
+                compression=None if compression == "none" else compression,
+            )
             f.create_dataset("voxel_size", data=np.asarray(chunk.voxel_size, dtype=np.int64))
             if with_offset:
-                f.create_dataset("voxel_offset",
-                                 data=np.asarray(chunk.voxel_offset, dtype=np.int64))
+                f.create_dataset(
+                    "voxel_offset", data=np.asarray(chunk.voxel_offset, dtype=np.int64)
+                )
             f.attrs["layer_type"] = chunk.layer_type.value
 
 

@@ -25,25 +25,40 @@ def _cloudvolume():
     return CloudVolume, exceptions
 
 
-def open_volume(path: str, mip: int = 0, fill_missing: bool = False, write: bool = False,
-                non_aligned_writes: bool = False):
+def open_volume(
+    path: str,
+    mip: int = 0,
+    fill_missing: bool = False,
+    write: bool = False,
+    non_aligned_writes: bool = False,
+):
     """Open an existing volume at `mip`; one-line errors for a missing volume or mip."""
     CloudVolume, exceptions = _cloudvolume()
     try:
         vol = CloudVolume(
-            path, mip=0, fill_missing=fill_missing, bounded=True, progress=False, parallel=1,
-            cache=False, compress=False if write else None,
+            path,
+            mip=0,
+            fill_missing=fill_missing,
+            bounded=True,
+            progress=False,
+            parallel=1,
+            cache=False,
+            compress=False if write else None,
             non_aligned_writes=non_aligned_writes,
         )
     except exceptions.InfoUnavailableError:
-        raise ChunkflowError(f"{path}: no precomputed volume there (its info file is missing)") from None
+        raise ChunkflowError(
+            f"{path}: no precomputed volume there (its info file is missing)"
+        ) from None
     except exceptions.UnsupportedProtocolError as err:
         raise ChunkflowError(f"{path}: unsupported volume path ({err})") from None
     except (ValueError, KeyError, TypeError) as err:
         raise ChunkflowError(f"{path}: unreadable precomputed info ({err})") from None
     num_mips = len(vol.info.get("scales", []))
     if not 0 <= mip < num_mips:
-        raise ChunkflowError(f"{path}: mip {mip} does not exist (the volume has mips 0..{num_mips - 1})")
+        raise ChunkflowError(
+            f"{path}: mip {mip} does not exist (the volume has mips 0..{num_mips - 1})"
+        )
     vol.mip = mip
     return vol
 
@@ -75,16 +90,18 @@ def read_precomputed(
     vol = open_volume(path, mip, fill_missing=fill_missing)
     bounds = _bounds(vol)
     if bbox.is_empty or not bounds.contains(bbox):
-        raise ChunkflowError(f"{path}: cutout {bbox} at mip {mip} is outside the volume, "
-                             f"which covers {bounds}")
+        raise ChunkflowError(
+            f"{path}: cutout {bbox} at mip {mip} is outside the volume, which covers {bounds}"
+        )
     _, exceptions = _cloudvolume()
     x0, y0, z0 = bbox.start.xyz
     x1, y1, z1 = bbox.stop.xyz
     try:
         cutout = vol[x0:x1, y0:y1, z0:z1]
     except exceptions.EmptyVolumeException:
-        raise ChunkflowError(f"{path}: data missing in {bbox} at mip {mip} "
-                             "(use --fill-missing to read zeros)") from None
+        raise ChunkflowError(
+            f"{path}: data missing in {bbox} at mip {mip} (use --fill-missing to read zeros)"
+        ) from None
     array = np.ascontiguousarray(np.transpose(np.asarray(cutout), (3, 2, 1, 0)))
     if array.shape[0] == 1:
         array = array[0]
@@ -115,12 +132,18 @@ def create_info(
     layer_type = LayerType.parse(layer_type)
     volume_size, block_size = Cartesian(volume_size), Cartesian(block_size)
     if min(volume_size) <= 0 or min(block_size) <= 0:
-        raise ChunkflowError(f"volume size {tuple(volume_size)} and block size "
-                             f"{tuple(block_size)} must be positive")
+        raise ChunkflowError(
+            f"volume size {tuple(volume_size)} and block size {tuple(block_size)} must be positive"
+        )
     if encoding not in ENCODINGS:
         raise ChunkflowError(f"encoding {encoding!r}: expected one of {', '.join(ENCODINGS)}")
-    if encoding == "compressed_segmentation" and layer_type is not LayerType.SEGMENTATION:
-        raise ChunkflowError("compressed_segmentation encoding is for segmentation layers only")
+    if encoding == "compressed_segmentation" and (
+        layer_type is not LayerType.SEGMENTATION or np.dtype(dtype) not in (np.uint32, np.uint64)
+    ):
+        raise ChunkflowError(
+            "compressed_segmentation encoding is for uint32/uint64 segmentation "
+            f"layers only, not {layer_type.value} {np.dtype(dtype)}"
+        )
     info = CloudVolume.create_new_info(
         num_channels=num_channels,
         layer_type="segmentation" if layer_type is LayerType.SEGMENTATION else "image",
@@ -154,19 +177,41 @@ def write_precomputed(
     _, exceptions = _cloudvolume()
     if create and not volume_exists(path):
         if mip != 0:
-            raise ChunkflowError(f"{path}: no volume to write mip {mip} into; create it with create-info")
-        create_info(path, chunk.spatial_shape, chunk.voxel_size, chunk.voxel_offset, chunk.dtype,
-                    chunk.num_channels, chunk.layer_type, block_size, encoding)
-    vol = open_volume(path, mip, write=True, non_aligned_writes=non_aligned_writes)
+            raise ChunkflowError(
+                f"{path}: no volume to write mip {mip} into; create it with create-info"
+            )
+        create_info(
+            path,
+            chunk.spatial_shape,
+            chunk.voxel_size,
+            chunk.voxel_offset,
+            chunk.dtype,
+            chunk.num_channels,
+            chunk.layer_type,
+            block_size,
+            encoding,
+        )
+    # a non-aligned write reads the blocks it touches; blocks never written count as zeros
+    vol = open_volume(
+        path,
+        mip,
+        fill_missing=non_aligned_writes,
+        write=True,
+        non_aligned_writes=non_aligned_writes,
+    )
     if np.dtype(vol.dtype) != chunk.dtype:
-        raise ChunkflowError(f"{path}: chunk dtype {chunk.dtype} does not fit the volume's {vol.dtype}")
+        raise ChunkflowError(
+            f"{path}: chunk dtype {chunk.dtype} does not fit the volume's {vol.dtype}"
+        )
     if vol.num_channels != chunk.num_channels:
-        raise ChunkflowError(f"{path}: chunk has {chunk.num_channels} channel(s), the volume "
-                             f"{vol.num_channels}")
+        raise ChunkflowError(
+            f"{path}: chunk has {chunk.num_channels} channel(s), the volume {vol.num_channels}"
+        )
     bounds = _bounds(vol)
     if not bounds.contains(chunk.bbox):
-        raise ChunkflowError(f"{path}: chunk {chunk.bbox} is outside the volume at mip {mip}, "
-                             f"which covers {bounds}")
+        raise ChunkflowError(
+            f"{path}: chunk {chunk.bbox} is outside the volume at mip {mip}, which covers {bounds}"
+        )
     array = np.asarray(chunk)
     array = array.T if array.ndim == 3 else np.transpose(array, (3, 2, 1, 0))
     x0, y0, z0 = chunk.bbox.start.xyz
@@ -193,5 +238,9 @@ def write_log(path: str, bbox: BoundingBox, record: dict) -> None:
 
     from cloudfiles import CloudFiles
 
-    CloudFiles(path).put(f"log/{bbox.string}.json", json.dumps(record).encode(),
-                         content_type="application/json", compress=None)
+    CloudFiles(path).put(
+        f"log/{bbox.string}.json",
+        json.dumps(record).encode(),
+        content_type="application/json",
+        compress=None,
+    )

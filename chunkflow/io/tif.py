@@ -14,8 +14,14 @@ from chunkflow.geometry import BoundingBox
 from chunkflow.io.files import atomic_output, require_file
 
 
-def read_tif(path: str, bbox: BoundingBox | None = None, voxel_offset=None, voxel_size=None,
-             dtype=None, layer_type=None) -> Chunk:
+def read_tif(
+    path: str,
+    bbox: BoundingBox | None = None,
+    voxel_offset=None,
+    voxel_size=None,
+    dtype=None,
+    layer_type=None,
+) -> Chunk:
     """Read a chunk from a TIFF file; `bbox` (global coordinates) cuts out a part."""
     import tifffile
 
@@ -38,7 +44,9 @@ def read_tif(path: str, bbox: BoundingBox | None = None, voxel_offset=None, voxe
     )
     if bbox is not None:
         if bbox.is_empty or not chunk.bbox.contains(bbox):
-            raise ChunkflowError(f"{path}: cutout {bbox} is outside the data, which covers {chunk.bbox}")
+            raise ChunkflowError(
+                f"{path}: cutout {bbox} is outside the data, which covers {chunk.bbox}"
+            )
         chunk = chunk.crop(bbox)
     if dtype is not None:
         chunk = chunk.astype(dtype)
@@ -55,5 +63,10 @@ def write_tif(chunk: Chunk, path: str, compression: str = "none") -> None:
         "layer_type": chunk.layer_type.value,
     }
     with atomic_output(path) as tmp:
-        tifffile.imwrite(tmp, np.asarray(chunk), metadata=metadata,
-                         compression=None if compression == "none" else compression)
+        tifffile.imwrite(
+            tmp,
+            np.asarray(chunk),
+            metadata=metadata,
+            photometric="minisblack",
+            compression=None if compression == "none" else compression,
+        )

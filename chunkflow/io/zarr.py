@@ -46,8 +46,13 @@ def _geometry(array) -> tuple[Cartesian, Cartesian]:
     return offset // voxel_size, voxel_size
 
 
-def read_zarr(store: str, dataset: str | None = None, bbox: BoundingBox | None = None,
-              dtype=None, layer_type=None) -> Chunk:
+def read_zarr(
+    store: str,
+    dataset: str | None = None,
+    bbox: BoundingBox | None = None,
+    dtype=None,
+    layer_type=None,
+) -> Chunk:
     array = _open_array(store, dataset)
     if array.ndim not in (3, 4):
         raise ChunkflowError(f"{store}: array of shape {array.shape}; expected 3D or 4D")
@@ -56,7 +61,9 @@ def read_zarr(store: str, dataset: str | None = None, bbox: BoundingBox | None =
     if bbox is None:
         bbox = data_bbox
     elif bbox.is_empty or not data_bbox.contains(bbox):
-        raise ChunkflowError(f"{store}: cutout {bbox} is outside the data, which covers {data_bbox}")
+        raise ChunkflowError(
+            f"{store}: cutout {bbox} is outside the data, which covers {data_bbox}"
+        )
     data = array[(Ellipsis, *bbox.shift(-voxel_offset).to_slices())]
     if dtype is not None:
         data = data.astype(dtype, copy=False)
@@ -111,10 +118,16 @@ def _write_into(chunk: Chunk, array, where: str) -> None:
     voxel_offset, voxel_size = _geometry(array)
     data_bbox = BoundingBox.from_delta(voxel_offset, array.shape[-3:])
     if np.dtype(array.dtype) != chunk.dtype:
-        raise ChunkflowError(f"{where}: chunk dtype {chunk.dtype} does not fit dataset dtype {array.dtype}")
+        raise ChunkflowError(
+            f"{where}: chunk dtype {chunk.dtype} does not fit dataset dtype {array.dtype}"
+        )
     if tuple(array.shape[:-3]) != tuple(chunk.shape[:-3]):
-        raise ChunkflowError(f"{where}: chunk of shape {chunk.shape} does not fit dataset channels "
-                             f"{array.shape[:-3] or '(none)'}")
+        raise ChunkflowError(
+            f"{where}: chunk of shape {chunk.shape} does not fit dataset channels "
+            f"{array.shape[:-3] or '(none)'}"
+        )
     if not data_bbox.contains(chunk.bbox):
-        raise ChunkflowError(f"{where}: chunk {chunk.bbox} is outside the dataset, which covers {data_bbox}")
+        raise ChunkflowError(
+            f"{where}: chunk {chunk.bbox} is outside the dataset, which covers {data_bbox}"
+        )
     array[(Ellipsis, *chunk.bbox.shift(-voxel_offset).to_slices())] = np.asarray(chunk)

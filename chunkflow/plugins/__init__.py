@@ -20,8 +20,9 @@ BUILTIN_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
 def builtin_plugins() -> list[str]:
-    return sorted(f[:-3] for f in os.listdir(BUILTIN_DIR)
-                  if f.endswith(".py") and not f.startswith("_"))
+    return sorted(
+        f[:-3] for f in os.listdir(BUILTIN_DIR) if f.endswith(".py") and not f.startswith("_")
+    )
 
 
 def find_plugin(name: str) -> str:
@@ -36,7 +37,7 @@ def find_plugin(name: str) -> str:
     )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_plugin(name: str):
     """Import the plugin file and return its `execute` function."""
     path = find_plugin(name)
@@ -89,13 +90,20 @@ def run_plugin(execute, inputs: list, kwargs: dict, output_names: list[str]) -> 
         return {}
     values = list(result) if isinstance(result, (tuple, list)) else [result]
     if len(values) != len(output_names):
-        raise ChunkflowError(f"plugin returned {len(values)} value(s) for {len(output_names)} "
-                             f"output name(s) {','.join(output_names)}")
+        raise ChunkflowError(
+            f"plugin returned {len(values)} value(s) for {len(output_names)} "
+            f"output name(s) {','.join(output_names)}"
+        )
     template = next((x for x in inputs if isinstance(x, Chunk)), None)
     named = {}
     for name, value in zip(output_names, values):
-        if (isinstance(value, np.ndarray) and not isinstance(value, Chunk) and template is not None
-                and value.ndim in (3, 4) and value.shape[-3:] == template.shape[-3:]):
+        if (
+            isinstance(value, np.ndarray)
+            and not isinstance(value, Chunk)
+            and template is not None
+            and value.ndim in (3, 4)
+            and value.shape[-3:] == template.shape[-3:]
+        ):
             value = template.with_array(value)
         named[name] = value
     return named

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The main end-to-end job (`make demo`): real FIB-SEM EM data with ground truth
+# (data/gala_fibsem, 50x100x200 voxels, about 10 nm isotropic) goes through chunkflow:
+#   1. read the raw image and the ground-truth labels from HDF5, write both as
+#      Neuroglancer precomputed volumes (labels with compressed_segmentation),
+#   2. cut the volume into 8 tasks and process them one by one: cut out image and
+#      labels, write one HDF5 file per task, mark each task complete,
+#   3. cut out a sub-volume again and write it as HDF5, TIFF and zarr.
+# Usage: examples/demo.sh [OUTPUT_DIR]   (default: demo-output)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${1:-demo-output}
+DATA=data/gala_fibsem
+rm -rf "$OUT"
+mkdir -p "$OUT/tasks" "$OUT/done"
+
+echo "== 1. HDF5 -> precomputed"
+chunkflow \
+  read-h5 -f "$DATA/test-image.h5" --voxel-size 10 10 10 -o image \
+  read-h5 -f "$DATA/test-gt.lzf.h5" --voxel-size 10 10 10 --dtype uint32 -o gt \
+  save -i image -v "file://$OUT/image" --block-size 25 50 50 \
+  save -i gt -v "file://$OUT/gt" --block-size 25 50 50 -e compressed_segmentation
+
+echo "== 2. 8 tasks over the volume, one HDF5 file per task"
+chunkflow \
+  generate-tasks -v "file://$OUT/image" --chunk-size 25 50 100 \
+  skip-task-by-file -p "$OUT/done/" -m exist \
+  cutout -v "file://$OUT/image" -o image \
+  cutout -v "file://$OUT/gt" -o gt \
+  write-h5 -i image -f "$OUT/tasks/image_" \
+  write-h5 -i gt -f "$OUT/tasks/gt_" \
+  mark-complete -p "$OUT/done/"
+
+echo "== 3. cut out a sub-volume again: HDF5, TIFF and zarr"
+chunkflow \
+  cutout -v "file://$OUT/image" --start 10 20 40 --size 32 64 128 -o image \
+  cutout -v "file://$OUT/gt" --start 10 20 40 --size 32 64 128 -o gt \
+  write-h5 -i image -f "$OUT/cutout-image.h5" \
+  write-tif -i gt -f "$OUT/cutout-gt.tif" \
+  save-zarr -i image -f "$OUT/cutout.zarr" -d raw \
+  save-zarr -i gt -f "$OUT/cutout.zarr" -d labels
+
+echo
+echo "Results in $OUT/:"
+echo "  image/, gt/             precomputed volumes (open with neuroglancer or cloud-volume)"
+echo "  tasks/                  $(ls "$OUT/tasks" | wc -l) HDF5 files, one per task and layer"
+echo "  done/                   $(ls "$OUT/done" | wc -l) completion markers (a rerun skips these tasks)"
+echo "  cutout-image.h5, cutout-gt.tif, cutout.zarr   the 32x64x128 cutout at 10 20 40"

@@ -1,0 +1,200 @@
+"""The chain itself: help, version, streaming, skip/finalizer rule, dry run, errors."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from chunkflow import __version__
+from chunkflow.cli.framework import Stage
+from chunkflow.task import Task
+from tests.conftest import error_line
+
+CHUNKFLOW = str(Path(sys.executable).parent / "chunkflow")
+
+
+def test_version(run_cli):
+    assert __version__ in run_cli("--version").out
+
+
+def test_help_lists_operators_by_family_with_aliases(run_cli):
+    out = run_cli("--help").out
+    for title in ("Create chunks and tasks", "Read and write", "Task flow"):
+        assert title in out
+    for name in (
+        "create-chunk",
+        "generate-tasks",
+        "read-h5",
+        "write-h5",
+        "cutout",
+        "save",
+        "create-info",
+        "skip-all-zero",
+        "mark-complete",
+        "plugin",
+        "delete-chunk",
+    ):
+        assert f"\n  {name} " in out
+    assert "alias: load-h5" in out and "alias: save-precomputed" in out
+    # one line per operator
+    lines = [line for line in out.splitlines() if line.startswith("  read-h5 ")]
+    assert len(lines) == 1 and "Read a chunk from an HDF5 file" in lines[0]
+
+
+def test_no_arguments_prints_help(run_cli):
+    assert "Create chunks and tasks" in run_cli("").out
+
+
+def test_help_imports_nothing_heavy():
+    code = (
+        "import sys; from chunkflow.cli.main import main; main(['--help']); "
+        "heavy = [m for m in ('torch', 'cloudvolume', 'neuroglancer', 'h5py', 'zarr', "
+        "'tifffile', 'tensorstore', 'numpy') if m in sys.modules]; print('HEAVY', heavy)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "HEAVY []" in out.stdout
+
+
+def test_console_script_error_is_one_line_without_traceback(tmp_path):
+    proc = subprocess.run(
+        [CHUNKFLOW, "read-h5", "-f", "missing.h5"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == (
+        "chunkflow: error: read-h5: missing.h5: no such file (expected an HDF5 file)"
+    )
+    verbose = subprocess.run(
+        [CHUNKFLOW, "-v", "read-h5", "-f", "missing.h5"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert verbose.returncode == 1 and "Traceback" in verbose.stderr
+
+
+def test_python_dash_m(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "chunkflow", "--version"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0 and __version__ in proc.stdout
+
+
+def test_unknown_operator_and_option(run_cli):
+    line = error_line(run_cli("read-hdf5 -f x.h5", expect=2))
+    assert "read-hdf5" in line
+    line = error_line(run_cli("create-chunk --sizes 1 2 3", expect=2))
+    assert "create-chunk" in line and "--sizes" in line
+
+
+def test_aliases_run_the_same_operator(run_cli, tmp_path):
+    run_cli("create-chunk -s 2 3 4 save-h5 -f a.h5 load-h5 -f a.h5 -o b write-h5 -i b -f b.h5")
+    assert (tmp_path / "a.h5").exists() and (tmp_path / "b.h5").exists()
+
+
+def _write_recorder(tmp_path):
+    plugin = tmp_path / "record.py"
+    plugin.write_text(
+        "def execute(chunk, tag, log):\n"
+        "    with open(log, 'a') as f:\n"
+        "        f.write(f'{tag} {chunk.voxel_offset.x}\\n')\n"
+    )
+    return plugin
+
+
+def test_tasks_stream_one_at_a_time(run_cli, tmp_path):
+    _write_recorder(tmp_path)
+    run_cli(
+        "generate-tasks -s 0 0 0 -z 2 2 6 -c 2 2 2 create-chunk "
+        "plugin -f record.py -i chunk -a 'tag=a;log=events.txt' "
+        "plugin -f record.py -i chunk -a 'tag=b;log=events.txt'"
+    )
+    events = (tmp_path / "events.txt").read_text().split("\n")[:-1]
+    assert events == ["a 0", "b 0", "a 2", "b 2", "a 4", "b 4"]
+
+
+def test_skipped_tasks_reach_finalizers_only(run_cli, tmp_path):
+    (tmp_path / "done").mkdir()
+    run_cli(
+        "generate-tasks -s 0 0 0 -z 2 2 4 -c 2 2 2 create-chunk --pattern zero "
+        "skip-all-zero write-h5 -f out/ mark-complete -p done/ -s .done"
+    )
+    assert not (tmp_path / "out").exists()
+    assert sorted(os.listdir(tmp_path / "done")) == ["0-2_0-2_0-2.done", "0-2_0-2_2-4.done"]
+
+
+def test_skip_to_resumes_at_the_named_operator(run_cli, tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    run_cli(
+        "create-bbox -s 0 0 0 -z 2 2 2 create-chunk --pattern zero "
+        "skip-all-zero --skip-to final write-h5 -f a/ write-h5 --name final -f b/"
+    )
+    assert os.listdir(tmp_path / "a") == []
+    assert os.listdir(tmp_path / "b") == ["0-2_0-2_0-2.h5"]
+
+
+def test_finalizer_is_a_property_of_the_stage():
+    ran = []
+    skipped = Task()
+    skipped.skip("test")
+    compute = Stage("compute", "map", lambda t: ran.append("compute"))
+    final = Stage("final", "finalizer", lambda t: ran.append("final"))
+    out = list(final(compute(iter([skipped, Task()]))))
+    assert ran == ["final", "compute", "final"]
+    assert len(out) == 2 and out[0].skipped
+
+
+def test_repeated_operators_keep_separate_timers(run_cli, tmp_path):
+    run_cli("--log-file run.log create-chunk -s 2 2 2 write-h5 -f a.h5 write-h5 -f b.h5")
+    log = (tmp_path / "run.log").read_text()
+    assert "write-h5 " in log and "write-h5#2 " in log
+
+
+def test_dry_run_writes_nothing(run_cli, tmp_path):
+    run_cli(
+        "--dry-run create-bbox -s 0 0 0 -z 2 2 2 create-chunk write-h5 -f a.h5 "
+        "write-tif -f a.tif save-npy -f a.npy save-zarr -f a.zarr save -v vol "
+        "create-info -v info --volume-size 4 4 4 mark-complete -p m_"
+    )
+    assert os.listdir(tmp_path) == []
+
+
+def test_log_levels(run_cli, tmp_path):
+    assert "INFO" in run_cli("create-chunk -s 2 2 2").err
+    assert run_cli("-q create-chunk -s 2 2 2").err == ""
+    assert "DEBUG" in run_cli("--log-level debug create-chunk -s 2 2 2").err
+
+
+def test_unexpected_failure_is_one_line_with_hint(run_cli, tmp_path):
+    (tmp_path / "boom.py").write_text("def execute(chunk):\n    raise RuntimeError('kaboom')\n")
+    result = run_cli("create-chunk -s 2 2 2 plugin -f boom.py -i chunk", expect=1)
+    line = error_line(result)
+    assert "plugin" in line and "RuntimeError: kaboom" in line and "--verbose" in line
+
+
+def test_error_names_operator_and_task_bbox(run_cli):
+    line = error_line(run_cli("create-bbox -s 0 0 0 -z 2 2 2 crop-margin -i image", expect=1))
+    assert line == (
+        "chunkflow: error: crop-margin (task 0-2_0-2_0-2): no chunk named 'image' "
+        "in the task (it holds: nothing)"
+    )
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        "create-bbox -s 0 0 0 -z 0 2 2",
+        "create-bbox -s 0 0 0 -p 0 2 2",
+        "create-chunk -s 2 -1 2",
+        "generate-tasks -c 0 1 1 -z 2 2 2",
+    ],
+)
+def test_zero_or_negative_sizes(run_cli, args):
+    result = run_cli(args, expect=None)
+    assert result.code != 0
+    error_line(result)

@@ -1,0 +1,149 @@
+import numpy as np
+import pytest
+
+from chunkflow.chunk import Chunk, LayerType
+from chunkflow.errors import ChunkflowError
+from chunkflow.geometry import BoundingBox
+
+
+def make(shape=(4, 6, 8), offset=(10, 20, 30), dtype="uint8"):
+    return Chunk(np.arange(np.prod(shape)).reshape(shape).astype(dtype), offset, (40, 4, 4))
+
+
+class TestGeometry:
+    def test_bbox_and_shapes(self):
+        chunk = make()
+        assert chunk.bbox == BoundingBox((10, 20, 30), (14, 26, 38))
+        assert chunk.spatial_shape == (4, 6, 8)
+        assert chunk.voxel_stop == (14, 26, 38)
+        assert chunk.num_channels == 1
+        four = Chunk(np.zeros((3, 4, 6, 8), "float32"), (1, 2, 3))
+        assert four.num_channels == 3
+        assert four.bbox == BoundingBox((1, 2, 3), (5, 8, 11))
+
+    def test_rejects_2d_and_5d(self):
+        with pytest.raises(ChunkflowError, match="3D"):
+            Chunk(np.zeros((4, 4)))
+        with pytest.raises(ChunkflowError):
+            Chunk(np.zeros((1, 1, 4, 4, 4)))
+
+    def test_crop_by_global_bbox_is_a_view(self):
+        chunk = make()
+        part = chunk.crop(BoundingBox((11, 21, 31), (13, 25, 37)))
+        assert part.voxel_offset == (11, 21, 31)
+        assert part.voxel_size == chunk.voxel_size
+        np.testing.assert_array_equal(part.array, chunk.array[1:3, 1:5, 1:7])
+        part.array[0, 0, 0] = 255
+        assert chunk.array[1, 1, 1] == 255
+        assert chunk[BoundingBox((11, 21, 31), (12, 22, 32))].array.item() == 255
+
+    def test_crop_outside_names_both_boxes(self):
+        with pytest.raises(ChunkflowError, match="0-20_20-26_30-38.*10-14_20-26_30-38"):
+            make().crop(BoundingBox((0, 20, 30), (20, 26, 38)))
+
+    def test_crop_margin_and_channels(self):
+        four = Chunk(np.random.default_rng(0).random((2, 6, 6, 6)), (0, 0, 0))
+        inner = four.crop_margin((1, 2, 2))
+        assert inner.shape == (2, 4, 2, 2)
+        assert inner.voxel_offset == (1, 2, 2)
+        np.testing.assert_array_equal(inner.array, four.array[:, 1:5, 2:4, 2:4])
+
+    def test_setitem_and_blit(self):
+        big = Chunk(np.zeros((10, 10, 10), "uint8"))
+        small = Chunk(np.full((4, 4, 4), 7, "uint8"), (8, 8, 8))
+        big.blit(small)  # only the overlapping 2x2x2 corner is written
+        assert big.array.sum() == 7 * 8
+        assert big.array[8:, 8:, 8:].min() == 7
+        big[BoundingBox((0, 0, 0), (1, 1, 1))] = 3
+        assert big.array[0, 0, 0] == 3
+
+
+class TestNumpyInterop:
+    def test_ufuncs_keep_geometry_and_type(self):
+        chunk = make(dtype="float32")
+        doubled = chunk * 2
+        assert isinstance(doubled, Chunk)
+        assert doubled.voxel_offset == chunk.voxel_offset
+        assert doubled.voxel_size == chunk.voxel_size
+        assert doubled.layer_type is LayerType.IMAGE
+        np.testing.assert_array_equal(np.sqrt(chunk).array, np.sqrt(chunk.array))
+
+    def test_comparison_gives_a_mask_chunk(self):
+        mask = make() > 10
+        assert isinstance(mask, Chunk) and mask.dtype == bool
+        assert mask.voxel_offset == (10, 20, 30)
+
+    def test_reductions_and_asarray_are_plain(self):
+        chunk = make()
+        assert np.asarray(chunk) is chunk.array
+        assert isinstance(np.sum(chunk.array), np.integer)
+        assert chunk.array.max() == np.asarray(chunk).max()
+        assert isinstance(chunk[0], np.ndarray)
+
+    def test_astype_and_with_array(self):
+        chunk = make()
+        as_float = chunk.astype("float32")
+        assert as_float.dtype == np.float32 and as_float.voxel_offset == chunk.voxel_offset
+        with pytest.raises(ValueError):
+            chunk.with_array(np.zeros((1, 2, 3)))
+
+
+class TestLayerType:
+    def test_explicit_type_is_kept(self):
+        labels = Chunk(np.zeros((2, 2, 2), "uint8"), layer_type="segmentation")
+        assert labels.is_segmentation
+        affs = Chunk(np.zeros((3, 2, 2, 2), "float32"), layer_type=LayerType.PROBABILITY_MAP)
+        assert affs.is_probability_map
+
+    @pytest.mark.parametrize(
+        "dtype, shape, expected",
+        [
+            ("uint8", (2, 2, 2), LayerType.IMAGE),
+            ("float32", (2, 2, 2), LayerType.IMAGE),
+            ("uint32", (2, 2, 2), LayerType.SEGMENTATION),
+            ("uint64", (2, 2, 2), LayerType.SEGMENTATION),
+            ("bool", (2, 2, 2), LayerType.SEGMENTATION),
+            ("float32", (3, 2, 2, 2), LayerType.AFFINITY_MAP),
+            ("float32", (1, 2, 2, 2), LayerType.PROBABILITY_MAP),
+        ],
+    )
+    def test_default_depends_on_dtype_and_shape_only(self, dtype, shape, expected):
+        assert Chunk(np.zeros(shape, dtype)).layer_type is expected
+        # values never change the decision
+        assert Chunk(np.ones(shape, dtype)).layer_type is expected
+
+    def test_no_data_scan_on_construction(self):
+        # 10^11 virtual voxels: any scan of the values would take minutes.
+        import time
+
+        huge = np.broadcast_to(np.uint32(0), (1000, 10000, 10000))
+        start = time.perf_counter()
+        chunk = Chunk(huge, (0, 0, 0), (40, 4, 4))
+        assert chunk.layer_type is LayerType.SEGMENTATION
+        assert chunk.bbox.voxel_count == 10**11
+        assert time.perf_counter() - start < 10.0  # a scan would take minutes, not a speed target
+
+    def test_parse_names_and_errors(self):
+        assert LayerType.parse("affinity-map") is LayerType.AFFINITY_MAP
+        assert LayerType.parse("seg") is LayerType.SEGMENTATION
+        with pytest.raises(ChunkflowError, match="unknown layer type"):
+            LayerType.parse("mesh")
+
+
+class TestCreate:
+    def test_patterns(self):
+        sin = Chunk.create((8, 16, 16), "uint8", "sin", voxel_offset=(1, 2, 3))
+        assert sin.shape == (8, 16, 16) and sin.voxel_offset == (1, 2, 3)
+        assert 0 <= sin.array.min() < sin.array.max() <= 255
+        assert not Chunk.create((4, 4, 4), "uint16", "zero").array.any()
+        a = Chunk.create((4, 4, 4), "float32", "random", seed=3)
+        b = Chunk.create((4, 4, 4), "float32", "random", seed=3)
+        np.testing.assert_array_equal(a.array, b.array)
+        assert 0 <= a.array.min() and a.array.max() <= 1
+
+    def test_channels_and_bad_input(self):
+        assert Chunk.create((4, 4, 4), "float32", num_channels=3).is_affinity_map
+        with pytest.raises(ChunkflowError):
+            Chunk.create((0, 4, 4))
+        with pytest.raises(ChunkflowError, match="pattern"):
+            Chunk.create((4, 4, 4), pattern="noise")

@@ -1,0 +1,47 @@
+"""`make demo` end to end on the bundled real EM volume, checked voxel by voxel."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from chunkflow.io.h5 import read_h5
+from chunkflow.io.precomputed import read_precomputed
+from chunkflow.io.tif import read_tif
+from chunkflow.io.zarr import read_zarr
+from tests.conftest import GALA, REPO, read_stack
+
+
+def test_demo_pipeline(tmp_path):
+    out = tmp_path / "demo"
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    proc = subprocess.run(
+        ["bash", str(REPO / "examples" / "demo.sh"), str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert f"Results in {out}" in proc.stdout
+
+    image = read_stack(GALA / "test-image.h5")
+    gt = read_stack(GALA / "test-gt.lzf.h5").astype(np.uint32)
+    whole = read_precomputed(f"file://{out}/image", read_h5(str(GALA / "test-image.h5")).bbox)
+    np.testing.assert_array_equal(whole.array, image)
+    assert whole.voxel_size == (10, 10, 10)
+
+    tasks = sorted(os.listdir(out / "tasks"))
+    assert len(tasks) == 16 and len(os.listdir(out / "done")) == 8
+    for name in tasks:
+        chunk = read_h5(str(out / "tasks" / name))
+        expected = gt if name.startswith("gt_") else image
+        np.testing.assert_array_equal(chunk.array, expected[chunk.bbox.to_slices()])
+
+    box = (slice(10, 42), slice(20, 84), slice(40, 168))
+    np.testing.assert_array_equal(read_h5(str(out / "cutout-image.h5")).array, image[box])
+    labels = read_tif(str(out / "cutout-gt.tif"))
+    np.testing.assert_array_equal(labels.array, gt[box])
+    assert labels.voxel_offset == (10, 20, 40) and labels.is_segmentation
+    np.testing.assert_array_equal(read_zarr(str(out / "cutout.zarr"), "labels").array, gt[box])
