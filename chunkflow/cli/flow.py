@@ -205,8 +205,9 @@ class OptionalNames(NameListType):
     "--input-names",
     "input_names",
     type=OptionalNames(),
-    default="",
-    help="Items passed to execute(), comma separated.",
+    default="chunk",
+    show_default=True,
+    help="Items passed to execute(), comma separated ('' for none).",
 )
 @click.option(
     "-o",

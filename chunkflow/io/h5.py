@@ -2,7 +2,8 @@
 
 Layout: the array in a dataset (`/main` by default), the geometry as root datasets
 `/voxel_offset` and `/voxel_size` in (z, y, x) order and the layer type as root attribute
-`layer_type`. Reading finds the array by name, or takes the only array in the file.
+`layer_type`. Reading finds the array by name, or takes the only array in the file, and also
+understands CREMI/gunpowder files (dataset attributes `resolution` and `offset` in world units).
 """
 
 from __future__ import annotations
@@ -73,10 +74,16 @@ def read_h5(
             raise ChunkflowError(
                 f"{path}:{dataset} has shape {dset.shape}; expected 3D (z,y,x) or 4D (c,z,y,x)"
             )
-        if voxel_offset is None:
-            voxel_offset = f["voxel_offset"][()] if "voxel_offset" in f else (0, 0, 0)
+        # geometry: options, else the chunkflow layout, else CREMI/gunpowder dataset attributes
+        # `resolution` and `offset` (world units)
+        resolution = dset.attrs.get("resolution", (1, 1, 1))
         if voxel_size is None:
-            voxel_size = f["voxel_size"][()] if "voxel_size" in f else (1, 1, 1)
+            voxel_size = f["voxel_size"][()] if "voxel_size" in f else resolution
+        if voxel_offset is None:
+            if "voxel_offset" in f:
+                voxel_offset = f["voxel_offset"][()]
+            else:
+                voxel_offset = Cartesian(dset.attrs.get("offset", (0, 0, 0))) // resolution
         if layer_type is None and "layer_type" in f.attrs:
             layer_type = _text(f.attrs["layer_type"])
         voxel_offset = Cartesian(voxel_offset)

@@ -42,6 +42,20 @@ def test_reads_the_original_chunkflow_layout(tmp_path):
     assert chunk.voxel_offset == (1, 2, 3) and chunk.is_segmentation
 
 
+def test_reads_cremi_style_attributes(tmp_path):
+    path = tmp_path / "sample_A.hdf"
+    with h5py.File(path, "w") as f:
+        raw = f.create_dataset("volumes/raw", data=np.zeros((2, 3, 4), "uint8"))
+        raw.attrs["resolution"] = (40.0, 4.0, 4.0)
+        labels = f.create_dataset("volumes/labels/neuron_ids", data=np.ones((2, 3, 4), "uint64"))
+        labels.attrs["resolution"] = (40.0, 4.0, 4.0)
+        labels.attrs["offset"] = (80.0, 8.0, 0.0)
+    raw = read_h5(str(path), "/volumes/raw")
+    assert raw.voxel_size == (40, 4, 4) and raw.voxel_offset == (0, 0, 0)
+    labels = read_h5(str(path), "/volumes/labels/neuron_ids")
+    assert labels.voxel_offset == (2, 2, 0) and labels.is_segmentation
+
+
 def test_real_gala_volume_cutout(gala):
     image = read_stack(gala / "test-image.h5")
     chunk = read_h5(str(gala / "test-image.h5"), bbox=BoundingBox((5, 10, 20), (15, 60, 120)))

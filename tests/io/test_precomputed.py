@@ -146,6 +146,12 @@ class TestCli:
             read_h5("b.h5").array, Chunk.create((8, 32, 32), "uint16").array
         )
 
+    def test_upload_log(self, run_cli, tmp_path):
+        run_cli("create-bbox -b 0-4_0-8_0-8 create-chunk save -v vol --upload-log")
+        log = json.loads((tmp_path / "vol" / "log" / "0-4_0-8_0-8.json").read_text())
+        assert log["bbox"] == "0-4_0-8_0-8"
+        assert set(log["timer"]) == {"create-bbox", "create-chunk"}  # save is still running
+
     def test_create_info_from_chunk(self, run_cli, tmp_path):
         run_cli(
             "create-chunk -s 4 8 8 -t uint32 --voxel-offset 1 2 3 --voxel-size 8 8 8 "
