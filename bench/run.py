@@ -1,0 +1,259 @@
+"""Benchmark this chunkflow against the original chunkflow 1.2.0 from PyPI.
+
+What is compared, and why:
+
+* start-up: `chunkflow --help`, the fixed cost every command pays (and every task of a
+  distributed run that starts a process). Target: ours at most 0.5 s.
+* HDF5 round trip: the whole CLI command that reads a 64x1024x1024 uint8 chunk from an HDF5
+  file and writes it to another one, each tool with its own defaults (ours writes uncompressed,
+  the original gzip), process start-up included. Target: ours at most 0.4x the original, with our
+  output a bit-exact copy. For information: ours with gzip too (same codec as the original), and
+  the in-process library round trip (chunkflow.io.h5.read_h5 / write_h5) without start-up.
+
+The two tools run side by side, interleaved, in the same run; each figure is a median. The
+original is installed once into bench/.venv-orig; when that fails, only our numbers are shown.
+Results go to stdout as a table and to bench/results.json. The exit code is 0 even when a target
+is missed: this is a report, not a test.
+
+To add a benchmark (inference, segmentation, meshing, ...), write a function that takes a Context
+and returns a list of Row, and append it to BENCHMARKS.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+ORIG_VENV = BENCH / ".venv-orig"
+RESULTS = BENCH / "results.json"
+ORIG_TORCH = "torch==2.13.0"  # a local CPU wheel; unpinned, pip would pull gigabytes of CUDA
+ORIG_PACKAGES = ("chunkflow==1.2.0", "numpy<2", "opencv-python-headless")
+
+STARTUP_RUNS = 5
+ROUNDTRIP_RUNS = 3
+SHAPE = (64, 1024, 1024)
+
+
+@dataclass
+class Context:
+    ours: Path  # our `chunkflow` executable
+    orig: Path | None  # the original's, or None when it could not be installed
+    tmp: Path  # a temporary directory, removed at the end
+
+
+@dataclass
+class Row:
+    name: str
+    ours_s: float
+    orig_s: float | None = None
+    target: str = ""  # e.g. "ours <= 0.5 s", "ratio <= 0.4", or "" for information only
+    passed: bool | None = None  # None: no target, or it could not be evaluated
+    detail: dict = field(default_factory=dict)
+
+    @property
+    def ratio(self) -> float | None:
+        return self.ours_s / self.orig_s if self.orig_s else None
+
+
+def run_checked(argv: list, cwd: Path) -> None:
+    proc = subprocess.run([str(a) for a in argv], cwd=cwd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"{' '.join(map(str, argv))} failed ({proc.returncode}):\n"
+            f"{proc.stdout[-2000:]}{proc.stderr[-2000:]}"
+        )
+
+
+def timed(argv: list, cwd: Path) -> float:
+    start = time.perf_counter()
+    run_checked(argv, cwd)
+    return time.perf_counter() - start
+
+
+def interleaved(commands: dict, runs: int, cwd: Path, before=None) -> dict:
+    """Median wall time of each command; the commands take turns, after one untimed warm-up."""
+    times = {name: [] for name in commands}
+    for i in range(runs + 1):
+        for name, argv in commands.items():
+            if before:
+                before(name)
+            t = timed(argv, cwd)
+            if i:
+                times[name].append(t)
+    return {name: (statistics.median(ts), ts) for name, ts in times.items()}
+
+
+def ensure_original() -> Path | None:
+    """The original's `chunkflow` executable, installing it into bench/.venv-orig when missing."""
+    exe = ORIG_VENV / "bin" / "chunkflow"
+    if exe.exists():
+        return exe
+    pip = ORIG_VENV / "bin" / "pip"
+    print(
+        f"installing the original chunkflow into {ORIG_VENV.relative_to(ROOT)} (once) ...",
+        flush=True,
+    )
+    steps = [
+        ["python3", "-m", "venv", ORIG_VENV],
+        [pip, "install", "-q", ORIG_TORCH],
+        [pip, "install", "-q", *ORIG_PACKAGES],
+    ]
+    try:
+        for argv in steps:
+            run_checked(argv, ROOT)
+    except (RuntimeError, OSError) as e:
+        last = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        print(f"SKIPPED comparison: the original chunkflow 1.2.0 could not be installed ({last})")
+        return None
+    return exe if exe.exists() else None
+
+
+def bench_startup(ctx: Context) -> list[Row]:
+    commands = {"ours": [ctx.ours, "--help"]}
+    if ctx.orig:
+        commands["orig"] = [ctx.orig, "--help"]
+    res = interleaved(commands, STARTUP_RUNS, ctx.tmp)
+    ours = res["ours"][0]
+    return [
+        Row(
+            "start-up: chunkflow --help",
+            ours,
+            res["orig"][0] if ctx.orig else None,
+            "ours <= 0.5 s",
+            ours <= 0.5,
+            {"runs_s": res["ours"][1], "orig_runs_s": res["orig"][1] if ctx.orig else None},
+        )
+    ]
+
+
+def bench_h5_roundtrip(ctx: Context) -> list[Row]:
+    import h5py
+
+    from chunkflow.io.h5 import read_h5, write_h5
+
+    data = np.random.default_rng(0).integers(0, 256, SHAPE, dtype=np.uint8)
+    src = ctx.tmp / "in.h5"
+    with h5py.File(src, "w") as f:
+        f.create_dataset("main", data=data)
+    out = {name: ctx.tmp / f"out-{name}.h5" for name in ("ours", "ours_gzip", "orig")}
+    ours_cmd = [ctx.ours, "read-h5", "-f", src, "-o", "chunk", "write-h5", "-i", "chunk", "-f"]
+    commands = {
+        "ours": [*ours_cmd, out["ours"]],
+        "ours_gzip": [*ours_cmd, out["ours_gzip"], "-c", "gzip"],
+    }
+    if ctx.orig:
+        commands["orig"] = [ctx.orig, "load-h5", "-f", src, "save-h5", "-f", out["orig"]]
+    res = interleaved(
+        commands, ROUNDTRIP_RUNS, ctx.tmp, before=lambda name: out[name].unlink(missing_ok=True)
+    )
+
+    def same(path: Path) -> bool:
+        with h5py.File(path, "r") as f:
+            return f["main"].dtype == data.dtype and np.array_equal(f["main"][()], data)
+
+    exact = {name: same(out[name]) for name in commands}
+    orig = res["orig"][0] if ctx.orig else None
+    ours = res["ours"][0]
+    passed = None if orig is None else (ours / orig <= 0.4 and exact["ours"])
+    rows = [
+        Row(
+            "HDF5 round trip, CLI (64x1024x1024 u8)",
+            ours,
+            orig,
+            "ratio <= 0.4",
+            passed,
+            {
+                "runs_s": res["ours"][1],
+                "bit_exact": exact["ours"],
+                "shape": SHAPE,
+                "orig_runs_s": res["orig"][1] if ctx.orig else None,
+                "orig_bit_exact": exact.get("orig"),
+                "compression": "ours none, original gzip",
+            },
+        ),
+        Row(
+            "  ours CLI with -c gzip, as the original",
+            res["ours_gzip"][0],
+            orig,
+            detail={"runs_s": res["ours_gzip"][1], "bit_exact": exact["ours_gzip"]},
+        ),
+    ]
+
+    lib = []
+    for _ in range(ROUNDTRIP_RUNS):
+        path = ctx.tmp / "out-lib.h5"
+        path.unlink(missing_ok=True)
+        start = time.perf_counter()
+        write_h5(read_h5(str(src)), str(path))
+        lib.append(time.perf_counter() - start)
+    rows.append(
+        Row(
+            "  ours in-process read_h5 + write_h5",
+            statistics.median(lib),
+            detail={"runs_s": lib, "bit_exact": same(path)},
+        )
+    )
+    return rows
+
+
+BENCHMARKS = [bench_startup, bench_h5_roundtrip]
+
+
+def fmt(x: float | None, suffix: str = "") -> str:
+    return "-" if x is None else f"{x:.3f}{suffix}"
+
+
+def report(rows: list[Row], ctx: Context) -> None:
+    head = f"{'benchmark':<42} {'ours':>9} {'original':>9} {'ours/orig':>9}  {'target':<14} result"
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        result = {True: "PASS", False: "FAIL", None: "SKIP" if r.target else ""}[r.passed]
+        print(
+            f"{r.name:<42} {fmt(r.ours_s, ' s'):>9} {fmt(r.orig_s, ' s'):>9} "
+            f"{fmt(r.ratio, 'x'):>9}  {r.target:<14} {result}"
+        )
+    if not ctx.orig:
+        print("(original chunkflow 1.2.0 not available: comparison skipped)")
+    failed = [r.name.strip() for r in rows if r.passed is False]
+    print("FAIL: " + "; ".join(failed) if failed else "all targets met")
+
+
+def main() -> int:
+    orig = ensure_original()
+    ours = Path(sys.executable).parent / "chunkflow"
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="chunkflow-bench-") as tmp:
+        ctx = Context(ours, orig, Path(tmp))
+        for bench in BENCHMARKS:
+            rows += bench(ctx)
+    report(rows, ctx)
+    RESULTS.write_text(
+        json.dumps(
+            {
+                "python": platform.python_version(),
+                "machine": f"{platform.system()} {platform.machine()}",
+                "original": "chunkflow 1.2.0" if orig else None,
+                "results": [asdict(r) | {"name": r.name.strip(), "ratio": r.ratio} for r in rows],
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    print(f"results written to {RESULTS.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
