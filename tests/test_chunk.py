@@ -123,6 +123,11 @@ class TestLayerType:
         assert chunk.bbox.voxel_count == 10**11
         assert time.perf_counter() - start < 10.0  # a scan would take minutes, not a speed target
 
+    def test_cli_choices_match_the_enum(self):
+        from chunkflow.cli.framework import LAYER_TYPE_NAMES
+
+        assert LAYER_TYPE_NAMES == tuple(t.value for t in LayerType)
+
     def test_parse_names_and_errors(self):
         assert LayerType.parse("affinity-map") is LayerType.AFFINITY_MAP
         assert LayerType.parse("seg") is LayerType.SEGMENTATION

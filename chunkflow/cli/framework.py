@@ -279,9 +279,40 @@ class VolumePathType(click.ParamType):
         return "file://" + os.path.abspath(os.path.expanduser(text))
 
 
+class DTypeType(click.ParamType):
+    """A numpy data type name (uint8, float32, ...)."""
+
+    name = "dtype"
+
+    def convert(self, value, param, ctx):
+        import numpy as np
+
+        try:
+            return np.dtype(value)
+        except TypeError:
+            self.fail(
+                f"{value!r} is not a numpy data type (e.g. uint8, uint32, float32)", param, ctx
+            )
+
+
+LAYER_TYPE_NAMES = ("image", "segmentation", "probability_map", "affinity_map")
+LAYER_TYPE = click.Choice(LAYER_TYPE_NAMES)
+
 BBOX = BBoxType()
+DTYPE = DTypeType()
 NAMES = NameListType()
 VOLUME_PATH = VolumePathType()
+
+
+def mip_option():
+    """`-m/--mip`; None means the global `--mip`, resolved by the operator from its config."""
+    return click.option(
+        "-m",
+        "--mip",
+        type=click.IntRange(min=0),
+        default=None,
+        help="Mip level (default: the global --mip).",
+    )
 
 
 def input_option(default: str = "chunk", multiple: bool = False, help: str | None = None):

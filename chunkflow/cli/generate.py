@@ -8,7 +8,10 @@ import click
 
 from chunkflow.cli.framework import (
     BBOX,
+    DTYPE,
+    LAYER_TYPE,
     VOLUME_PATH,
+    mip_option,
     operator,
     output_option,
     vec3_option,
@@ -17,14 +20,12 @@ from chunkflow.errors import ChunkflowError
 
 logger = logging.getLogger("chunkflow")
 
-LAYER_TYPES = ["image", "segmentation", "probability_map", "affinity_map"]
-
 
 @operator("create-chunk", family="generate")
 @vec3_option(
     "-s", "--size", positive=True, help="Chunk size [default: the task bbox, else 64 64 64]."
 )
-@click.option("-t", "--dtype", default="uint8", show_default=True, help="Data type.")
+@click.option("-t", "--dtype", type=DTYPE, default="uint8", show_default=True, help="Data type.")
 @click.option(
     "--pattern",
     type=click.Choice(["sin", "zero", "random"]),
@@ -43,7 +44,7 @@ LAYER_TYPES = ["image", "segmentation", "probability_map", "affinity_map"]
 @click.option("-c", "--num-channels", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option(
     "--layer-type",
-    type=click.Choice(LAYER_TYPES),
+    type=LAYER_TYPE,
     default=None,
     help="Layer type (default: from dtype and channels).",
 )
@@ -62,14 +63,8 @@ def create_chunk(
     output_chunk_name,
 ):
     """Create a synthetic chunk (sin waves, zeros or seeded random values)."""
-    import numpy as np
-
     from chunkflow.chunk import Chunk
 
-    try:
-        np.dtype(dtype)
-    except TypeError:
-        raise ChunkflowError(f"--dtype {dtype!r} is not a numpy data type") from None
     if size is None:
         size = task.bbox.shape if task.bbox is not None else (64, 64, 64)
     if voxel_offset is None:
@@ -122,13 +117,7 @@ def _roi(start, stop, size, bbox_string, what):
     default=None,
     help="Take the region from this precomputed volume's bounds.",
 )
-@click.option(
-    "-m",
-    "--mip",
-    type=click.IntRange(min=0),
-    default=None,
-    help="Mip of the volume bounds and tasks (default: global --mip).",
-)
+@mip_option()
 @vec3_option("-o", "-s", "--roi-start", help="Start of the region (z y x).")
 @vec3_option("-r", "--roi-stop", help="Stop of the region (z y x).")
 @vec3_option("-z", "--roi-size", positive=True, help="Size of the region (z y x).")

@@ -12,10 +12,16 @@ import functools
 
 import click
 
-from chunkflow.cli.framework import input_option, operator, output_option, vec3_option
+from chunkflow.cli.framework import (
+    DTYPE,
+    LAYER_TYPE,
+    input_option,
+    operator,
+    output_option,
+    vec3_option,
+)
 from chunkflow.errors import ChunkflowError
 
-LAYER_TYPES = ["image", "segmentation", "probability_map", "affinity_map"]
 H5_SUFFIXES = (".h5", ".hdf5", ".hdf")
 TIF_SUFFIXES = (".tif", ".tiff")
 
@@ -23,11 +29,13 @@ TIF_SUFFIXES = (".tif", ".tiff")
 def reader_options(fn):
     """Options shared by the readers: geometry overrides, cutout, dtype, output name."""
     decorators = [
-        click.option("-e", "--dtype", default=None, help="Cast to this dtype after reading."),
+        click.option(
+            "-e", "--dtype", type=DTYPE, default=None, help="Cast to this dtype after reading."
+        ),
         click.option(
             "-l",
             "--layer-type",
-            type=click.Choice(LAYER_TYPES),
+            type=LAYER_TYPE,
             default=None,
             help="Layer type (default: stored in the file, else from dtype).",
         ),
@@ -75,17 +83,6 @@ def _cutout_bbox(task, start, stop, size):
     return bbox
 
 
-def _dtype(dtype):
-    if dtype is None:
-        return None
-    import numpy as np
-
-    try:
-        return np.dtype(dtype)
-    except TypeError:
-        raise ChunkflowError(f"--dtype {dtype!r} is not a numpy data type") from None
-
-
 # HDF5 ----------------------------------------------------------------------------------------
 @operator("read-h5", family="io", aliases=["load-h5"])
 @click.option(
@@ -107,7 +104,7 @@ def read_h5(task, file_name, dataset_path, dtype, layer_type, voxel_offset, voxe
     from chunkflow.io.h5 import read_h5 as read
 
     path = task_path(file_name, task.bbox, H5_SUFFIXES)
-    return read(path, dataset_path, bbox, voxel_offset, voxel_size, _dtype(dtype), layer_type)
+    return read(path, dataset_path, bbox, voxel_offset, voxel_size, dtype, layer_type)
 
 
 @operator("write-h5", family="io", aliases=["save-h5"], writes=True)
@@ -141,7 +138,7 @@ def read_h5(task, file_name, dataset_path, dtype, layer_type, voxel_offset, voxe
     help="Store the voxel offset.",
 )
 @vec3_option("--voxel-size", positive=True, help="Override the voxel size written.")
-@click.option("-t", "--dtype", default=None, help="Cast before writing.")
+@click.option("-t", "--dtype", type=DTYPE, default=None, help="Cast before writing.")
 def write_h5(
     task,
     input_chunk_name,
@@ -172,7 +169,7 @@ def _prepare(chunk, voxel_size=None, dtype=None):
     from chunkflow.chunk import Chunk
 
     if dtype is not None:
-        chunk = chunk.astype(_dtype(dtype))
+        chunk = chunk.astype(dtype)
     if voxel_size is not None:
         chunk = Chunk(chunk.array, chunk.voxel_offset, voxel_size, chunk.layer_type)
     return chunk
@@ -193,7 +190,7 @@ def read_tif(task, file_name, dtype, layer_type, voxel_offset, voxel_size, bbox)
     from chunkflow.io.tif import read_tif as read
 
     path = task_path(file_name, task.bbox, TIF_SUFFIXES)
-    return read(path, bbox, voxel_offset, voxel_size, _dtype(dtype), layer_type)
+    return read(path, bbox, voxel_offset, voxel_size, dtype, layer_type)
 
 
 @operator("write-tif", family="io", aliases=["save-tif"], writes=True)
@@ -204,7 +201,9 @@ def read_tif(task, file_name, dtype, layer_type, voxel_offset, voxel_size, bbox)
     required=True,
     help="Output .tif file, or a folder/prefix completed by the chunk bbox.",
 )
-@click.option("-t", "--dtype", default=None, help="Cast before writing (default: keep).")
+@click.option(
+    "-t", "--dtype", type=DTYPE, default=None, help="Cast before writing (default: keep)."
+)
 @click.option(
     "-c",
     "--compression",
@@ -279,7 +278,7 @@ def load_zarr(task, store, dataset, dtype, layer_type, voxel_offset, voxel_size,
     """Read a chunk from a zarr v3 array (geometry from `resolution`/`offset` attributes)."""
     from chunkflow.io.zarr import read_zarr
 
-    chunk = read_zarr(store, dataset, bbox, _dtype(dtype), layer_type)
+    chunk = read_zarr(store, dataset, bbox, dtype, layer_type)
     if voxel_offset is not None or voxel_size is not None:
         from chunkflow.chunk import Chunk
 

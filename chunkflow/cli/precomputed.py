@@ -5,16 +5,17 @@ from __future__ import annotations
 import click
 
 from chunkflow.cli.framework import (
+    DTYPE,
+    LAYER_TYPE,
     VOLUME_PATH,
     input_option,
+    mip_option,
     operator,
     output_option,
     vec3_option,
 )
 from chunkflow.errors import ChunkflowError
-
-LAYER_TYPES = ["image", "segmentation", "probability_map", "affinity_map"]
-ENCODINGS = ["raw", "compressed_segmentation", "jpeg", "png", "compresso", "crackle", "fpzip"]
+from chunkflow.io import PRECOMPUTED_ENCODINGS
 
 
 @operator("cutout", family="io", aliases=["load-precomputed"])
@@ -25,13 +26,7 @@ ENCODINGS = ["raw", "compressed_segmentation", "jpeg", "png", "compresso", "crac
     required=True,
     help="Precomputed volume (file://, gs://, s3:// or a local folder).",
 )
-@click.option(
-    "-m",
-    "--mip",
-    type=click.IntRange(min=0),
-    default=None,
-    help="Mip level (default: global --mip).",
-)
+@mip_option()
 @vec3_option("-s", "--start", "--chunk-start", "start", help="Start (z y x) at this mip.")
 @vec3_option("-p", "--stop", "stop", help="Stop (z y x).")
 @vec3_option("-z", "--size", "--chunk-size", "size", positive=True, help="Size (z y x).")
@@ -47,7 +42,7 @@ ENCODINGS = ["raw", "compressed_segmentation", "jpeg", "png", "compresso", "crac
     show_default=True,
     help="Read missing blocks as zeros.",
 )
-@click.option("-l", "--layer-type", type=click.Choice(LAYER_TYPES), default=None)
+@click.option("-l", "--layer-type", type=LAYER_TYPE, default=None)
 @click.option(
     "--set-bbox/--no-set-bbox",
     default=False,
@@ -104,13 +99,7 @@ def cutout(
     help="Precomputed volume; its info is created from the chunk when missing.",
 )
 @input_option()
-@click.option(
-    "-m",
-    "--mip",
-    type=click.IntRange(min=0),
-    default=None,
-    help="Mip level (default: global --mip).",
-)
+@mip_option()
 @vec3_option(
     "-b",
     "--block-size",
@@ -122,7 +111,7 @@ def cutout(
 @click.option(
     "-e",
     "--encoding",
-    type=click.Choice(ENCODINGS),
+    type=click.Choice(PRECOMPUTED_ENCODINGS),
     default="raw",
     show_default=True,
     help="Encoding when the info is created.",
@@ -189,14 +178,22 @@ def save(
 @click.option(
     "-t",
     "--layer-type",
-    type=click.Choice(LAYER_TYPES),
+    type=LAYER_TYPE,
     default=None,
     help="Layer type [default: image].",
 )
 @click.option(
-    "-d", "--dtype", "--data-type", "dtype", default=None, help="Data type [default: uint8]."
+    "-d",
+    "--dtype",
+    "--data-type",
+    "dtype",
+    type=DTYPE,
+    default=None,
+    help="Data type [default: uint8].",
 )
-@click.option("-e", "--encoding", type=click.Choice(ENCODINGS), default="raw", show_default=True)
+@click.option(
+    "-e", "--encoding", type=click.Choice(PRECOMPUTED_ENCODINGS), default="raw", show_default=True
+)
 @vec3_option("-s", "--voxel-size", positive=True, help="Voxel size (z y x) [default: 1 1 1].")
 @vec3_option("-o", "--voxel-offset", help="Voxel offset (z y x) [default: 0 0 0].")
 @vec3_option("-z", "--volume-size", positive=True, help="Volume size (z y x) in voxels.")

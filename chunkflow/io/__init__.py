@@ -1,0 +1,11 @@
+"""Readers and writers, one module per format. Importing this package loads nothing heavy."""
+
+PRECOMPUTED_ENCODINGS = (
+    "raw",
+    "compressed_segmentation",
+    "jpeg",
+    "png",
+    "compresso",
+    "crackle",
+    "fpzip",
+)

@@ -15,8 +15,7 @@ import numpy as np
 from chunkflow.chunk import Chunk, LayerType
 from chunkflow.errors import ChunkflowError
 from chunkflow.geometry import BoundingBox, Cartesian
-
-ENCODINGS = ("raw", "compressed_segmentation", "jpeg", "png", "compresso", "crackle", "fpzip")
+from chunkflow.io import PRECOMPUTED_ENCODINGS
 
 
 def _cloudvolume():
@@ -135,8 +134,10 @@ def create_info(
         raise ChunkflowError(
             f"volume size {tuple(volume_size)} and block size {tuple(block_size)} must be positive"
         )
-    if encoding not in ENCODINGS:
-        raise ChunkflowError(f"encoding {encoding!r}: expected one of {', '.join(ENCODINGS)}")
+    if encoding not in PRECOMPUTED_ENCODINGS:
+        raise ChunkflowError(
+            f"encoding {encoding!r}: expected one of {', '.join(PRECOMPUTED_ENCODINGS)}"
+        )
     if encoding == "compressed_segmentation" and (
         layer_type is not LayerType.SEGMENTATION or np.dtype(dtype) not in (np.uint32, np.uint64)
     ):

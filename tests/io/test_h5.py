@@ -140,7 +140,6 @@ class TestCli:
             ("read-h5 -f {gala}/vi-results.npy", "is not an HDF5 file"),
             ("read-h5 -f {gala}/test-image.h5 -t 0 0 0 -s 60 1 1", "outside the data"),
             ("read-h5 -f {gala}/test-image.h5 -t 0 0 0", "exactly one of"),
-            ("read-h5 -f {gala}/test-image.h5 -e int99", "--dtype 'int99'"),
             ("read-h5 -f {gala}/test-image.h5 write-h5 -f nowhere/x.h5", "output folder"),
             (
                 "read-h5 -f {gala}/test-image.h5 -o image write-h5 -i img -f x.h5",
@@ -152,3 +151,9 @@ class TestCli:
         result = run_cli(args.format(gala=gala), expect=1)
         assert message in error_line(result)
         assert not any(p.suffix == ".h5" for p in tmp_path.iterdir())
+
+    def test_bad_dtype_is_a_usage_error(self, run_cli, gala):
+        line = error_line(run_cli(f"read-h5 -f {gala}/test-image.h5 -e int99", expect=2))
+        assert (
+            "read-h5" in line and "--dtype" in line and "'int99' is not a numpy data type" in line
+        )
