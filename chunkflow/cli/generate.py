@@ -169,7 +169,7 @@ def generate_tasks(
     task_index_stop,
     config,
 ):
-    """Cut a region into a grid of task bounding boxes and stream them down the chain."""
+    """Cut a region into a grid of tasks and stream them down the chain."""
     from chunkflow.geometry import BoundingBox, grid_bboxes
     from chunkflow.task import Task
 

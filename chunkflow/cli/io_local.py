@@ -185,7 +185,7 @@ def _prepare(chunk, voxel_size=None, dtype=None):
 )
 @reader_options
 def read_tif(task, file_name, dtype, layer_type, voxel_offset, voxel_size, bbox):
-    """Read a chunk from a TIFF file (2D images become one section)."""
+    """Read a chunk from a TIFF file (a 2D image is one section)."""
     from chunkflow.io.files import task_path
     from chunkflow.io.tif import read_tif as read
 
@@ -212,7 +212,7 @@ def read_tif(task, file_name, dtype, layer_type, voxel_offset, voxel_size, bbox)
     show_default=True,
 )
 def write_tif(task, input_chunk_name, file_name, dtype, compression):
-    """Write a chunk to a TIFF file, keeping its dtype and geometry."""
+    """Write a chunk to a TIFF file, keeping dtype and geometry."""
     from chunkflow.io.files import task_path
     from chunkflow.io.tif import write_tif as write
 
@@ -230,7 +230,10 @@ def write_tif(task, input_chunk_name, file_name, dtype, compression):
 )
 @reader_options
 def load_npy(task, file_name, dtype, layer_type, voxel_offset, voxel_size, bbox):
-    """Read a chunk from a .npy file (offset from a bbox in the name, or --voxel-offset)."""
+    """Read a chunk from a .npy file.
+
+    The voxel offset comes from --voxel-offset, else from a bbox string in the file name.
+    """
     from chunkflow.io.files import task_path
     from chunkflow.io.npy import read_npy
 
@@ -254,7 +257,11 @@ def load_npy(task, file_name, dtype, layer_type, voxel_offset, voxel_size, bbox)
     help="Output .npy file, or a folder/prefix completed by the chunk bbox.",
 )
 def save_npy(task, input_chunk_name, file_name):
-    """Write a chunk to a .npy file (array only; put it in a folder to keep the offset)."""
+    """Write a chunk to a .npy file.
+
+    The file holds only the array: write into a folder (`-f out/`) to keep the offset in the
+    file name.
+    """
     from chunkflow.io.files import task_path
     from chunkflow.io.npy import write_npy
 
@@ -275,7 +282,10 @@ def save_npy(task, input_chunk_name, file_name):
 )
 @reader_options
 def load_zarr(task, store, dataset, dtype, layer_type, voxel_offset, voxel_size, bbox):
-    """Read a chunk from a zarr v3 array (geometry from `resolution`/`offset` attributes)."""
+    """Read a chunk from a zarr v3 array.
+
+    Voxel size and offset come from the `resolution` and `offset` attributes (world units).
+    """
     from chunkflow.io.zarr import read_zarr
 
     chunk = read_zarr(store, dataset, bbox, dtype, layer_type)
@@ -311,7 +321,7 @@ def load_zarr(task, store, dataset, dtype, layer_type, voxel_offset, voxel_size,
     help="zarr chunk shape (z y x).",
 )
 def save_zarr(task, input_chunk_name, store, dataset, block_size):
-    """Write a chunk to a zarr v3 array: into it if it exists, else as a new array."""
+    """Write a chunk into a zarr v3 array, new or existing."""
     from chunkflow.io.zarr import write_zarr
 
     write_zarr(task.chunk(input_chunk_name), store, dataset, block_size)

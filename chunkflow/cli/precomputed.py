@@ -64,7 +64,10 @@ def cutout(
     output_chunk_name,
     config,
 ):
-    """Cut out a chunk from a precomputed volume (the task bbox unless --start is given)."""
+    """Cut out a chunk from a precomputed volume.
+
+    The region is --start with --stop or --size, else the task bounding box.
+    """
     from chunkflow.geometry import BoundingBox
     from chunkflow.io.precomputed import read_precomputed
 
@@ -149,7 +152,11 @@ def save(
     upload_log,
     config,
 ):
-    """Write a chunk into a precomputed volume, creating the volume if needed."""
+    """Write a chunk into a precomputed volume (created if missing).
+
+    A missing volume gets an info made from the chunk: its bounding box, voxel size, dtype,
+    channels and layer type. With many workers, create the info first (create-info).
+    """
     from chunkflow.io.precomputed import write_precomputed
 
     mip = config.mip if mip is None else mip
