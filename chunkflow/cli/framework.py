@@ -40,6 +40,7 @@ KINDS = ("map", "source", "finalizer", "stream")
 FAMILIES = {
     "generate": "Create chunks and tasks",
     "io": "Read and write (HDF5, TIFF, NumPy, zarr, Neuroglancer precomputed)",
+    "inference": "ConvNet inference",
     "flow": "Task flow: skip, mark, copy, delete, plugins",
 }
 

@@ -16,7 +16,13 @@ import traceback
 import click
 
 from chunkflow import __version__
-from chunkflow.cli import flow, generate, io_local, precomputed  # noqa: F401  (register operators)
+from chunkflow.cli import (  # noqa: F401  (importing registers the operators)
+    flow,
+    generate,
+    inference,
+    io_local,
+    precomputed,
+)
 from chunkflow.cli.framework import (
     ALIASES,
     FAMILIES,

@@ -1,0 +1,202 @@
+"""The inference operator."""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+import click
+
+from chunkflow.cli.framework import LAYER_TYPE, input_option, operator, output_option, vec3_option
+
+logger = logging.getLogger("chunkflow")
+
+
+@functools.lru_cache(maxsize=4)
+def build_inferencer(
+    framework,
+    convnet_model,
+    convnet_weight_path,
+    device,
+    num_threads,
+    input_patch_size,
+    output_patch_size,
+    output_patch_overlap,
+    output_crop_margin,
+    patch_num,
+    mask_output_chunk,
+    num_input_channels,
+    num_output_channels,
+    batch_size,
+    bump,
+    dtype,
+    augment,
+    output_layer_type,
+    mask_myelin_threshold,
+):
+    """Load the model once per operator; later tasks reuse it."""
+    import torch
+
+    from chunkflow.inference.backends import choose_device, describe_device, load_backend
+    from chunkflow.inference.bump import bump as make_bump
+    from chunkflow.inference.engine import Inferencer
+    from chunkflow.inference.grid import PatchGrid
+
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
+    grid = PatchGrid.create(
+        input_patch_size,
+        output_patch_size,
+        output_patch_overlap,
+        output_crop_margin,
+        mask_output_chunk,
+        patch_num,
+    )
+    torch_device = choose_device(device)
+    logger.info("inference on %s", describe_device(torch_device))
+    backend = load_backend(
+        framework,
+        convnet_model,
+        convnet_weight_path,
+        torch_device,
+        grid.patch_crop_margin,
+        num_input_channels,
+        num_output_channels,
+        make_bump(grid.output_patch_size, bump),
+    )
+    if output_layer_type is None and framework == "identity":
+        output_layer_type = "image"
+    return Inferencer(
+        backend,
+        grid,
+        torch_device,
+        num_input_channels,
+        num_output_channels,
+        batch_size,
+        bump,
+        dtype,
+        augment,
+        output_layer_type,
+        mask_myelin_threshold,
+    )
+
+
+@operator("inference", family="inference")
+@click.option(
+    "-m",
+    "--convnet-model",
+    default=None,
+    help="Model file (.py, or a TorchScript archive for pytorch).",
+)
+@click.option("-w", "--convnet-weight-path", default=None, help="Trained weights (state dict).")
+@vec3_option(
+    "-s",
+    "--input-patch-size",
+    "--patch-size",
+    "input_patch_size",
+    positive=True,
+    required=True,
+    help="Input patch size.",
+)
+@vec3_option(
+    "-z",
+    "--output-patch-size",
+    positive=True,
+    help="Output patch size [default: input patch size].",
+)
+@vec3_option(
+    "-v",
+    "--output-patch-overlap",
+    "--patch-overlap",
+    "output_patch_overlap",
+    nonnegative=True,
+    help="Overlap of output patches [default: half a patch].",
+)
+@vec3_option(
+    "--output-crop-margin",
+    nonnegative=True,
+    help="Crop from the output [default: 0 with --mask-output-chunk, else the overlap].",
+)
+@vec3_option(
+    "-n",
+    "--patch-num",
+    positive=True,
+    help="Expected number of patches; the chunk size must hold exactly these.",
+)
+@click.option("--num-input-channels", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option(
+    "-c", "--num-output-channels", type=click.IntRange(min=1), default=3, show_default=True
+)
+@click.option(
+    "-f",
+    "--framework",
+    type=click.Choice(["identity", "pytorch", "universal", "general"]),
+    default="universal",
+    show_default=True,
+    help="Model backend (general = universal).",
+)
+@click.option("-b", "--batch-size", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option(
+    "--bump",
+    type=click.Choice(["wu", "zung"]),
+    default="wu",
+    show_default=True,
+    help="Blending weight of a patch.",
+)
+@click.option(
+    "--mask-output-chunk/--no-mask-output-chunk",
+    default=False,
+    show_default=True,
+    help="Normalise the chunk borders too, so the whole chunk is output.",
+)
+@click.option(
+    "-d",
+    "--dtype",
+    type=click.Choice(["float32", "float16"]),
+    default="float32",
+    show_default=True,
+    help="Output data type.",
+)
+@click.option(
+    "--augment/--no-augment",
+    default=False,
+    show_default=True,
+    help="Average over 16 flips/transposes (test-time augmentation).",
+)
+@click.option(
+    "--device",
+    default="auto",
+    show_default=True,
+    help="auto (CUDA when present), cpu, cuda or cuda:N.",
+)
+@click.option(
+    "--num-threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="CPU threads for torch [default: torch's choice].",
+)
+@click.option(
+    "-y",
+    "--mask-myelin-threshold",
+    type=float,
+    default=None,
+    help="Zero the outputs where the last (myelin) channel exceeds this; drop it.",
+)
+@click.option(
+    "--output-layer-type",
+    type=LAYER_TYPE,
+    default=None,
+    help="[default: affinity_map for 3 channels, else probability_map; identity: image]",
+)
+@input_option()
+@output_option()
+def inference(task, input_chunk_name, output_chunk_name, **options):
+    """ConvNet inference over a chunk of any size, blending overlapping patches.
+
+    The chunk is cut into overlapping patches; their outputs are weighted by a bump and
+    normalised so that overlapping weights sum to 1. Integer input is scaled to [0, 1] by its
+    dtype range; an all-zero input skips the network.
+    """
+    inferencer = build_inferencer(**options)
+    task[output_chunk_name] = inferencer(task.chunk(input_chunk_name))
+    task.log["device"] = str(inferencer.device)

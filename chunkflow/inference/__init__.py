@@ -1,0 +1,6 @@
+"""Patch-blending ConvNet inference.
+
+A chunk of any size is cut into overlapping patches (`grid`), the patches run through a model
+in batches (`backends`), and the outputs are blended with a bump weight (`bump`) so that seams
+vanish (`engine`). Test-time augmentation lives in `augment`.
+"""

@@ -1,0 +1,183 @@
+"""The blending engine: run a backend over every patch of a chunk and blend the outputs.
+
+Each output patch is weighted by the bump divided by the sum of the bumps of all patches that
+cover the voxel (`weight_sum`), and added to the output buffer. The weights of overlapping
+patches therefore sum to exactly 1 everywhere, at chunk borders too, for any chunk size.
+
+Input, patches, weights and the output buffer live on the chosen device (a GPU if asked for);
+only the finished chunk is copied back. The output buffer has the output dtype (float16 halves
+it); accumulation in float16 adds at most a few float16 rounding steps per voxel.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from chunkflow.chunk import Chunk, LayerType
+from chunkflow.errors import ChunkflowError
+from chunkflow.inference import augment as tta
+from chunkflow.inference.bump import bump as make_bump
+from chunkflow.inference.grid import PatchGrid, Plan
+
+logger = logging.getLogger("chunkflow")
+
+
+def _local(bbox, origin) -> tuple:
+    return tuple(slice(a - o, b - o) for a, b, o in zip(bbox.start, bbox.stop, origin))
+
+
+class Inferencer:
+    """Apply a patch model to chunks of any size."""
+
+    def __init__(
+        self,
+        backend,
+        grid: PatchGrid,
+        device,
+        num_input_channels: int = 1,
+        num_output_channels: int = 3,
+        batch_size: int = 1,
+        bump: str = "wu",
+        dtype: str = "float32",
+        augment: bool = False,
+        output_layer_type=None,
+        mask_myelin_threshold: float | None = None,
+    ):
+        import torch
+
+        if batch_size < 1:
+            raise ChunkflowError(f"--batch-size {batch_size} must be at least 1")
+        if mask_myelin_threshold is not None and num_output_channels < 2:
+            raise ChunkflowError("--mask-myelin-threshold needs a myelin channel after the others")
+        self.backend = backend
+        self.grid = grid
+        self.device = device
+        self.num_input_channels = num_input_channels
+        self.num_output_channels = num_output_channels
+        self.batch_size = batch_size
+        self.dtype = getattr(torch, dtype)
+        self.augment = augment
+        self.mask_myelin_threshold = mask_myelin_threshold
+        channels = num_output_channels - (mask_myelin_threshold is not None)
+        if output_layer_type is None:
+            output_layer_type = (
+                LayerType.AFFINITY_MAP if channels == 3 else LayerType.PROBABILITY_MAP
+            )
+        self.output_layer_type = LayerType.parse(output_layer_type)
+        self.bump = torch.from_numpy(make_bump(grid.output_patch_size, bump)).to(device)
+        self._weight_cache: dict = {}
+        self.forward_seconds = 0.0
+
+    # weights ----------------------------------------------------------------------------------
+    def weight_sum(self, plan: Plan):
+        """Sum of the bumps of all patches at every voxel of the region (cached per geometry)."""
+        import torch
+
+        key = (plan.region.shape, tuple(b.start - plan.region.start for _, b in plan.patches))
+        if key not in self._weight_cache:
+            total = torch.zeros(tuple(plan.region.shape), dtype=torch.float32, device=self.device)
+            for _, out_bbox in plan.patches:
+                total[_local(out_bbox, plan.region.start)] += self.bump
+            self._weight_cache = {key: total}
+        return self._weight_cache[key]
+
+    # running ----------------------------------------------------------------------------------
+    def _forward(self, batch):
+        import time
+
+        import torch
+
+        start = time.perf_counter()
+        affinity = self.output_layer_type is LayerType.AFFINITY_MAP
+        with torch.inference_mode():
+            if self.augment:
+                out = tta.augmented(self.backend, batch, affinity)
+            else:
+                out = self.backend(batch)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.forward_seconds += time.perf_counter() - start
+        return out
+
+    def _check_output(self, out, count: int) -> None:
+        expected = (count, self.num_output_channels, *self.grid.output_patch_size)
+        if tuple(out.shape[:2]) == expected[:2] and tuple(out.shape[2:]) == expected[2:]:
+            return
+        if out.ndim != 5:
+            raise ChunkflowError(
+                f"the model returned shape {tuple(out.shape)}; expected 5D "
+                f"(batch, channel, z, y, x) = {expected}"
+            )
+        if out.shape[1] != self.num_output_channels:
+            raise ChunkflowError(
+                f"the model returned {out.shape[1]} output channels but --num-output-channels "
+                f"is {self.num_output_channels}"
+            )
+        raise ChunkflowError(
+            f"the model returned patches of {tuple(out.shape[2:])}; expected the output patch "
+            f"size {tuple(self.grid.output_patch_size)} (check --output-patch-size)"
+        )
+
+    def __call__(self, chunk: Chunk) -> Chunk:
+        import torch
+
+        if chunk.num_channels != self.num_input_channels:
+            raise ChunkflowError(
+                f"the input chunk has {chunk.num_channels} channel(s) but --num-input-channels "
+                f"is {self.num_input_channels}"
+            )
+        plan = self.grid.plan(chunk.bbox)
+        channels = self.num_output_channels - (self.mask_myelin_threshold is not None)
+        shape = (channels, *plan.output_bbox.shape)
+        if not chunk.array.any():
+            logger.info("inference: input %s is all zero, the network is skipped", chunk.bbox)
+            return self._chunk(np.zeros(shape, dtype=str(self.dtype).split(".")[1]), plan, chunk)
+
+        x = self._to_device(chunk)
+        weight_sum = self.weight_sum(plan)
+        weight = torch.ones_like(self.bump) if self.backend.premasked else self.bump
+        out = torch.zeros(
+            (self.num_output_channels, *plan.region.shape), dtype=self.dtype, device=self.device
+        )
+        batch = torch.empty(
+            (self.batch_size, self.num_input_channels, *self.grid.input_patch_size),
+            dtype=torch.float32,
+            device=self.device,
+        )
+        origin_in, origin_out = chunk.voxel_offset, plan.region.start
+        patches = plan.patches
+        for first in range(0, len(patches), self.batch_size):
+            group = patches[first : first + self.batch_size]
+            for k, (in_bbox, _) in enumerate(group):
+                batch[k] = x[(slice(None), *_local(in_bbox, origin_in))]
+            y = self._forward(batch[: len(group)])
+            self._check_output(y, len(group))
+            for k, (_, out_bbox) in enumerate(group):
+                local = _local(out_bbox, origin_out)
+                out[(slice(None), *local)].addcmul_(y[k], weight / weight_sum[local])
+        logger.debug(
+            "inference: %d patches, %.2f s in the network", len(patches), self.forward_seconds
+        )
+
+        out = out[(slice(None), *_local(plan.output_bbox, origin_out))]
+        if self.mask_myelin_threshold is not None:
+            out = out[:-1] * (out[-1:] <= self.mask_myelin_threshold)
+        return self._chunk(out.cpu().numpy(), plan, chunk)
+
+    def _to_device(self, chunk: Chunk):
+        import torch
+
+        array = np.asarray(chunk)
+        if array.ndim == 3:
+            array = array[np.newaxis]
+        x = torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
+        if array.dtype.kind in "iu":
+            return x.to(torch.float32).div_(float(np.iinfo(array.dtype).max))
+        if array.dtype == np.bool_:
+            return x.to(torch.float32)
+        return x.to(torch.float32)
+
+    def _chunk(self, array: np.ndarray, plan: Plan, chunk: Chunk) -> Chunk:
+        return Chunk(array, plan.output_bbox.start, chunk.voxel_size, self.output_layer_type)

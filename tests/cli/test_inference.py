@@ -1,0 +1,153 @@
+"""The inference operator through the real entry point: frameworks, options, bad input."""
+
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from chunkflow.io.h5 import read_h5
+from tests.conftest import error_line, read_stack
+from tests.inference import models
+
+PATCH = "--input-patch-size 8 32 32 --output-patch-overlap 2 8 8"
+
+
+@pytest.fixture
+def image(run_cli, gala, tmp_path):
+    """A 20x64x80 cutout of the real EM image, written to image.h5 at offset 5 10 20."""
+    run_cli(
+        f"read-h5 -f {gala}/test-image.h5 --cutout-start 5 10 20 --cutout-size 20 64 80 "
+        "-x 10 10 10 write-h5 -f image.h5"
+    )
+    return read_stack(gala / "test-image.h5")[5:25, 10:74, 20:100] / 255.0
+
+
+def test_identity_with_tutorial_spellings(run_cli, image):
+    run_cli(
+        "read-h5 -f image.h5 -o image inference -i image -o out --framework identity "
+        "--patch-size 8 32 32 --patch-overlap 2 8 8 --num-output-channels 1 --batch-size 3 "
+        "--mask-output-chunk write-h5 -i out -f out.h5"
+    )
+    out = read_h5("out.h5")
+    assert out.voxel_offset == (5, 10, 20) and out.voxel_size == (10, 10, 10)
+    np.testing.assert_allclose(out.array[0], image, atol=1e-5)
+
+
+def test_without_mask_the_overlap_is_cropped(run_cli, image):
+    run_cli(f"read-h5 -f image.h5 inference -f identity {PATCH} -c 1 write-h5 -f out.h5")
+    out = read_h5("out.h5")
+    assert out.voxel_offset == (7, 18, 28) and out.shape == (1, 16, 48, 64)
+    np.testing.assert_allclose(out.array[0], image[2:-2, 8:-8, 8:-8], atol=1e-5)
+
+
+def test_pytorch_model_file_with_weights(run_cli, image, tmp_path):
+    model = models.write(tmp_path, "net.py", models.PATCH_DEPENDENT, CROP=(1, 4, 4), CHANNELS=3)
+    net = {"scale": torch.tensor([0.5])}
+    torch.save({"state_dict": net}, tmp_path / "w.pt")
+    run_cli(
+        f"read-h5 -f image.h5 -o image inference -i image -o affs -f pytorch "
+        f"--convnet-model {model} --convnet-weight-path w.pt --input-patch-size 8 32 32 "
+        "--output-patch-size 6 24 24 --output-patch-overlap 2 8 8 --batch-size 4 "
+        "--mask-output-chunk --num-threads 1 --device cpu write-h5 -i affs -f affs.h5"
+    )
+    affs = read_h5("affs.h5")
+    assert affs.is_affinity_map and affs.shape == (3, 18, 56, 72)
+    assert affs.voxel_offset == (6, 14, 24)  # input offset + crop margin 1 4 4
+    # the net is core * (1 + mean) * 0.5: between core/2 and core
+    core = image[1:-1, 4:-4, 4:-4]
+    assert np.all(affs.array[0] >= core * 0.5 - 1e-5) and np.all(affs.array[0] <= core + 1e-5)
+
+
+def test_torchscript_archive(run_cli, image, tmp_path):
+    scripted = torch.jit.script(torch.nn.Sequential(torch.nn.Identity()))
+    scripted.save(str(tmp_path / "model.ts"))
+    run_cli(
+        f"read-h5 -f image.h5 inference -f pytorch -m model.ts {PATCH} -c 1 "
+        "--mask-output-chunk -d float16 write-h5 -f out.h5"
+    )
+    out = read_h5("out.h5")
+    assert out.dtype == np.float16
+    np.testing.assert_allclose(out.array[0], image, atol=2e-3)
+
+
+@pytest.mark.parametrize("framework", ["universal", "general"])
+def test_universal_patch_inferencer(run_cli, image, tmp_path, framework):
+    models.write(tmp_path, "universal.py", models.UNIVERSAL)
+    (tmp_path / "gain.txt").write_text("2.0")
+    run_cli(
+        f"read-h5 -f image.h5 inference -f {framework} -m universal.py -w gain.txt {PATCH} "
+        "-c 1 -b 4 --mask-output-chunk write-h5 -f out.h5"
+    )
+    np.testing.assert_allclose(read_h5("out.h5").array[0], 2 * image, atol=1e-5)
+
+
+def test_augment_and_bump_options(run_cli, image):
+    run_cli(
+        f"read-h5 -f image.h5 inference -f identity {PATCH} -c 1 --augment --bump zung "
+        "--mask-output-chunk write-h5 -f out.h5"
+    )
+    np.testing.assert_allclose(read_h5("out.h5").array[0], image, atol=1e-5)
+
+
+def test_device_is_reported(run_cli, image):
+    result = run_cli(f"--log-file run.log read-h5 -f image.h5 inference -f identity {PATCH} -c 1")
+    assert "inference on cpu" in result.err or "inference on cuda" in result.err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
+def test_cuda_requested_without_cuda(run_cli, image):
+    line = error_line(
+        run_cli(f"read-h5 -f image.h5 inference -f identity {PATCH} -c 1 --device cuda", expect=1)
+    )
+    assert "--device cuda: CUDA is not available" in line
+
+
+def test_weights_are_never_unpickled(run_cli, image, tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.mkdir, (str(marker),))
+
+    (tmp_path / "evil.pt").write_bytes(pickle.dumps({"state_dict": Evil()}))
+    model = models.write(tmp_path, "net.py", models.PATCH_DEPENDENT, CROP=(0, 0, 0), CHANNELS=1)
+    line = error_line(
+        run_cli(
+            f"read-h5 -f image.h5 inference -f pytorch -m {model} -w evil.pt {PATCH} -c 1", expect=1
+        )
+    )
+    assert "not a loadable PyTorch state dict" in line
+    assert not marker.exists()
+
+
+BAD = [
+    ("-f pytorch -m missing.py {patch} -c 1", "model file missing.py: no such file"),
+    ("-f pytorch -m net.py -w missing.pt {patch} -c 1", "weight file missing.pt: no such file"),
+    ("-f pytorch -m empty.py {patch} -c 1", "defines neither InstantiatedModel nor load_model"),
+    ("-f universal -m empty.py {patch} -c 1", "defines no class PatchInferencer"),
+    ("-f pytorch -m net.py -w wrong.pt {patch} -c 1", "do not fit the model"),
+    ("-f pytorch -m net.py {patch} -c 3", "returned 1 output channels but --num-output-channels"),
+    ("-f identity -s 8 128 128 -c 1", "is larger than the chunk"),
+    ("-f identity -s 8 32 32 -v 8 8 8 -c 1", "smaller than the output patch"),
+    ("-f identity -s 8 32 32 -z 8 31 31 -c 1", "must be even"),
+    ("-f identity {patch} -c 1 --patch-num 2 2 2", "--patch-num 2 2 2 does not fit"),
+    ("-f pytorch {patch} -c 1", "needs --convnet-model"),
+]
+
+
+@pytest.mark.parametrize("options, message", BAD)
+def test_bad_input(run_cli, image, tmp_path, options, message):
+    models.write(
+        tmp_path, "net.py", models.PATCH_DEPENDENT.replace("CHANNELS", "1"), CROP=(0, 0, 0)
+    )
+    (tmp_path / "empty.py").write_text("x = 1\n")
+    torch.save({"other": torch.zeros(2)}, tmp_path / "wrong.pt")
+    result = run_cli(
+        f"read-h5 -f image.h5 -o image inference -i image -o out "
+        f"{options.format(patch=PATCH)} write-h5 -i out -f out.h5",
+        expect=1,
+    )
+    assert message in error_line(result)
+    assert not (tmp_path / "out.h5").exists()
