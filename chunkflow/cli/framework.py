@@ -41,6 +41,8 @@ FAMILIES = {
     "generate": "Create chunks and tasks",
     "io": "Read and write (HDF5, TIFF, NumPy, zarr, Neuroglancer precomputed)",
     "inference": "ConvNet inference",
+    "segmentation": "Segmentation and evaluation",
+    "image": "Image processing and downsampling",
     "flow": "Task flow: skip, mark, copy, delete, plugins",
 }
 

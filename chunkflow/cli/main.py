@@ -22,6 +22,7 @@ from chunkflow.cli import (  # noqa: F401  (importing registers the operators)
     inference,
     io_local,
     precomputed,
+    segmentation,
 )
 from chunkflow.cli.framework import (
     ALIASES,

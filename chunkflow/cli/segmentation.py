@@ -1,0 +1,328 @@
+"""Segmentation and evaluation operators."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import click
+
+from chunkflow.cli.framework import (
+    NAMES,
+    VOLUME_PATH,
+    input_option,
+    mip_option,
+    operator,
+    output_option,
+)
+from chunkflow.errors import ChunkflowError
+
+logger = logging.getLogger("chunkflow")
+
+
+@operator("threshold", family="segmentation")
+@input_option()
+@output_option()
+@click.option(
+    "-t",
+    "--threshold",
+    type=float,
+    default=0.5,
+    show_default=True,
+    help="Voxels above this become 1.",
+)
+def threshold(task, input_chunk_name, output_chunk_name, threshold):
+    """Binarise a map: 1 above the threshold, 0 elsewhere (uint8)."""
+    from chunkflow.segmentation.labels import threshold as run
+
+    task[output_chunk_name] = run(task.chunk(input_chunk_name), threshold)
+
+
+@operator("connected-components", family="segmentation", aliases=["cc"])
+@input_option()
+@output_option()
+@click.option(
+    "-t",
+    "--threshold",
+    type=float,
+    default=None,
+    help="Foreground is above this; without it the input is a label map.",
+)
+@click.option(
+    "-c", "--connectivity", type=click.Choice(["6", "18", "26"]), default="6", show_default=True
+)
+def connected_components(task, input_chunk_name, output_chunk_name, threshold, connectivity):
+    """Label connected components (cc3d); output uint32 ids 1..N."""
+    from chunkflow.segmentation.labels import connected_components as run
+
+    task[output_chunk_name] = run(task.chunk(input_chunk_name), threshold, int(connectivity))
+
+
+def _affinity_options(fn):
+    for decorator in reversed(
+        [
+            click.option(
+                "--aff-threshold-low",
+                type=float,
+                default=0.0001,
+                show_default=True,
+                help="Watershed: affinities below are boundaries.",
+            ),
+            click.option(
+                "--aff-threshold-high",
+                type=float,
+                default=0.9999,
+                show_default=True,
+                help="Watershed: affinities above are inside one object.",
+            ),
+        ]
+    ):
+        fn = decorator(fn)
+    return fn
+
+
+@operator("agglomerate", family="segmentation")
+@input_option(default="affs")
+@output_option(default="seg")
+@click.option(
+    "-t",
+    "--threshold",
+    type=float,
+    default=0.7,
+    show_default=True,
+    help="Merge regions while 1 - mean affinity is below this.",
+)
+@_affinity_options
+@click.option(
+    "-s",
+    "--scoring-function",
+    default=None,
+    help="waterz scoring function [default: mean affinity].",
+)
+@click.option(
+    "-f",
+    "--fragments-chunk-name",
+    default=None,
+    help="Agglomerate these fragments instead of running the watershed.",
+)
+@click.option(
+    "--keep-fragments",
+    "fragments_output",
+    default=None,
+    help="Also store the watershed fragments under this name.",
+)
+def agglomerate(
+    task,
+    input_chunk_name,
+    output_chunk_name,
+    threshold,
+    aff_threshold_low,
+    aff_threshold_high,
+    scoring_function,
+    fragments_chunk_name,
+    fragments_output,
+):
+    """Watershed plus mean-affinity agglomeration of an affinity map (waterz).
+
+    Affinities: (3, z, y, x), channel order z, y, x; channel c of voxel p links p and p - e_c.
+    """
+    from chunkflow.segmentation.agglomerate import MEAN_AFFINITY
+    from chunkflow.segmentation.agglomerate import agglomerate as run
+
+    fragments = task.chunk(fragments_chunk_name) if fragments_chunk_name else None
+    result = run(
+        task.chunk(input_chunk_name),
+        threshold,
+        aff_threshold_low,
+        aff_threshold_high,
+        scoring_function or MEAN_AFFINITY,
+        fragments,
+        fragments_output is not None,
+    )
+    if fragments_output is not None:
+        task[output_chunk_name], task[fragments_output] = result
+    else:
+        task[output_chunk_name] = result
+
+
+@operator("watershed", family="segmentation")
+@input_option(default="affs")
+@output_option(default="fragments")
+@_affinity_options
+def watershed(task, input_chunk_name, output_chunk_name, aff_threshold_low, aff_threshold_high):
+    """Watershed fragments of an affinity map (waterz), without agglomeration."""
+    from chunkflow.segmentation.agglomerate import watershed as run
+
+    task[output_chunk_name] = run(
+        task.chunk(input_chunk_name), aff_threshold_low, aff_threshold_high
+    )
+
+
+@operator("evaluate-segmentation", family="segmentation")
+@click.option("-s", "--segmentation-chunk-name", default="seg", show_default=True)
+@click.option("-g", "--groundtruth-chunk-name", default="gt", show_default=True)
+@click.option(
+    "-r",
+    "--result-name",
+    default="evaluation",
+    show_default=True,
+    help="Task item (and log entry) holding the metrics.",
+)
+@click.option("-o", "--output", default=None, help="Also write the metrics to this JSON file.")
+def evaluate_segmentation(
+    task, segmentation_chunk_name, groundtruth_chunk_name, result_name, output
+):
+    """Compare a segmentation with ground truth: Rand and VOI split/merge.
+
+    Ground-truth label 0 is ignored; VOI is in bits; split = H(seg|gt), merge = H(gt|seg).
+    """
+    from chunkflow.segmentation.evaluate import evaluate_segmentation as run
+    from chunkflow.segmentation.evaluate import format_metrics
+
+    seg, gt = task.chunk(segmentation_chunk_name), task.chunk(groundtruth_chunk_name)
+    if seg.bbox != gt.bbox:
+        raise ChunkflowError(
+            f"segmentation {segmentation_chunk_name!r} covers {seg.bbox} but "
+            f"ground truth {groundtruth_chunk_name!r} covers {gt.bbox}"
+        )
+    metrics = run(seg.array, gt.array)
+    click.echo(format_metrics(metrics))
+    task[result_name] = metrics
+    task.log[result_name] = metrics
+    if output:
+        from chunkflow.io.files import atomic_output
+
+        with atomic_output(output) as tmp, open(tmp, "w") as f:
+            json.dump(metrics, f, indent=2)
+
+
+@operator("mask", family="segmentation")
+@input_option(multiple=True)
+@output_option(default=None, multiple=True, help="Names of the masked chunks [default: -i].")
+@click.option("-v", "--volume-path", type=VOLUME_PATH, required=True, help="Mask volume.")
+@mip_option()
+@click.option(
+    "--chunk-mip",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Mip of the chunks [default: global --mip].",
+)
+@click.option(
+    "--inverse/--no-inverse",
+    default=False,
+    show_default=True,
+    help="Zero where the mask is nonzero instead.",
+)
+@click.option("--fill-missing/--no-fill-missing", default=False, show_default=True)
+@click.option(
+    "--check-all-zero",
+    is_flag=True,
+    help="Leave the chunks as they are; only skip the task if masking zeroes all.",
+)
+@click.option("--skip-to", default=None, help="When skipping, resume at this operator.")
+def mask(
+    task,
+    input_chunk_name,
+    output_chunk_name,
+    volume_path,
+    mip,
+    chunk_mip,
+    inverse,
+    fill_missing,
+    check_all_zero,
+    skip_to,
+    config,
+):
+    """Zero chunks where a (possibly coarser) mask volume is 0; skip the task if all is zero."""
+    from chunkflow.segmentation.mask import apply_mask, read_mask
+
+    chunk_mip = config.mip if chunk_mip is None else chunk_mip
+    mask_mip = chunk_mip if mip is None else mip
+    outputs = output_chunk_name or input_chunk_name
+    if len(outputs) != len(input_chunk_name):
+        raise ChunkflowError("-o needs as many names as -i")
+    chunks = task.chunks(input_chunk_name)
+    keep = read_mask(volume_path, chunks[0].bbox, chunk_mip, mask_mip, fill_missing)
+    if not (~keep if inverse else keep).any():
+        task.skip(f"mask {volume_path} covers all of the chunk", to=skip_to)
+        return
+    if check_all_zero:
+        return
+    masked = [
+        apply_mask(
+            c,
+            keep
+            if c.bbox == chunks[0].bbox
+            else read_mask(volume_path, c.bbox, chunk_mip, mask_mip, fill_missing),
+            inverse,
+        )
+        for c in chunks
+    ]
+    for name, chunk in zip(outputs, masked):
+        task[name] = chunk
+    if not any(c.array.any() for c in masked):
+        task.skip("the masked chunks are all zero", to=skip_to)
+
+
+@operator("mask-out-objects", family="segmentation")
+@input_option()
+@output_option()
+@click.option(
+    "-d",
+    "--dust-size-threshold",
+    "--dust-threshold",
+    "dust_threshold",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Remove objects smaller than this many voxels.",
+)
+@click.option(
+    "-s",
+    "--selected-obj-ids",
+    "--keep-ids",
+    "selected",
+    type=NAMES,
+    default=None,
+    help="Keep only these ids (comma separated).",
+)
+@click.option("--remove-ids", type=NAMES, default=None, help="Remove these ids (comma separated).")
+def mask_out_objects(
+    task, input_chunk_name, output_chunk_name, dust_threshold, selected, remove_ids
+):
+    """Remove small objects, or keep or remove selected ids."""
+    from chunkflow.segmentation.labels import mask_out_objects as run
+
+    chunk = task.chunk(input_chunk_name)
+    if chunk.dtype.kind not in "iu":
+        raise ChunkflowError(f"{input_chunk_name!r} is {chunk.dtype}, not an integer segmentation")
+    task[output_chunk_name] = run(chunk, dust_threshold, _ids(selected), _ids(remove_ids))
+
+
+def _ids(names):
+    if names is None:
+        return None
+    try:
+        return {int(n) for n in names}
+    except ValueError:
+        raise ChunkflowError(f"object ids must be integers, got {','.join(names)}") from None
+
+
+@operator("remap", family="segmentation", aliases=["renumber"])
+@input_option()
+@output_option()
+@click.option(
+    "--start",
+    type=click.IntRange(min=0),
+    default=1,
+    show_default=True,
+    help="First new id (0 stays 0).",
+)
+def remap(task, input_chunk_name, output_chunk_name, start):
+    """Renumber a segmentation to consecutive ids."""
+    from chunkflow.segmentation.labels import renumber
+
+    chunk = task.chunk(input_chunk_name)
+    if chunk.dtype.kind not in "iu":
+        raise ChunkflowError(f"{input_chunk_name!r} is {chunk.dtype}, not an integer segmentation")
+    task[output_chunk_name], _ = renumber(chunk, start)
