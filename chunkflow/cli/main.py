@@ -19,6 +19,7 @@ from chunkflow import __version__
 from chunkflow.cli import (  # noqa: F401  (importing registers the operators)
     flow,
     generate,
+    image,
     inference,
     io_local,
     precomputed,
