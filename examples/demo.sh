@@ -5,7 +5,9 @@
 #      Neuroglancer precomputed volumes (labels with compressed_segmentation),
 #   2. cut the volume into 8 tasks and process them one by one: cut out image and
 #      labels, write one HDF5 file per task, mark each task complete,
-#   3. cut out a sub-volume again and write it as HDF5, TIFF and zarr.
+#   3. cut out a sub-volume again and write it as HDF5, TIFF and zarr,
+#   4. predict affinities with the bundled 3D U-Net (examples/inference), agglomerate them
+#      into a segmentation and evaluate it against the ground truth.
 # Usage: examples/demo.sh [OUTPUT_DIR]   (default: demo-output)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,9 +42,25 @@ chunkflow \
   save-zarr -i image -f "$OUT/cutout.zarr" -d raw \
   save-zarr -i gt -f "$OUT/cutout.zarr" -d labels
 
+echo "== 4. inference -> affinities -> agglomeration -> evaluation against the ground truth"
+chunkflow \
+  read-h5 -f "$DATA/test-image.h5" --voxel-size 10 10 10 -o image \
+  inference -i image -o affs --framework pytorch \
+    --convnet-model examples/inference/unet.py --convnet-weight-path examples/inference/unet.pt \
+    --input-patch-size 16 64 64 --output-patch-overlap 4 16 16 --num-output-channels 3 \
+    --batch-size 4 --mask-output-chunk \
+  write-h5 -i affs -f "$OUT/affs.h5" \
+  save -i affs -v "file://$OUT/affs" --block-size 25 50 50 \
+  agglomerate -i affs -o seg --threshold 0.7 --aff-threshold-low 0.001 --aff-threshold-high 0.9999 \
+  save -i seg -v "file://$OUT/seg" --block-size 25 50 50 -e compressed_segmentation \
+  read-h5 -f "$DATA/test-gt.lzf.h5" --voxel-size 10 10 10 -o gt \
+  evaluate-segmentation -s seg -g gt -o "$OUT/evaluation.json"
+
 echo
 echo "Results in $OUT/:"
 echo "  image/, gt/             precomputed volumes (open with neuroglancer or cloud-volume)"
 echo "  tasks/                  $(ls "$OUT/tasks" | wc -l) HDF5 files, one per task and layer"
 echo "  done/                   $(ls "$OUT/done" | wc -l) completion markers (a rerun skips these tasks)"
 echo "  cutout-image.h5, cutout-gt.tif, cutout.zarr   the 32x64x128 cutout at 10 20 40"
+echo "  affs.h5, affs/, seg/    predicted affinities and their agglomeration"
+echo "  evaluation.json         Rand and VOI of seg against the ground truth (printed above)"
