@@ -9,6 +9,14 @@ What is compared, and why:
   the original gzip), process start-up included. Target: ours at most 0.4x the original, with our
   output a bit-exact copy. For information: ours with gzip too (same codec as the original), and
   the in-process library round trip (chunkflow.io.h5.read_h5 / write_h5) without start-up.
+* inference: ConvNet inference of a 64x512x512 chunk with a small 3D net on the CPU, whole CLI
+  command against the original (target: ours at most 0.5x), our in-process overhead over the
+  bare network (target: at most 10 %), and our peak memory against its budget; see inference.py.
+* segmentation: connected components of a 64x512x512 probability map (target: ours at most 0.5x
+  the original) and waterz agglomeration of a 3x64x256x256 affinity map (target: at most 0.7x,
+  against the original's waterz plugin), whole CLI commands, with their outputs compared; and
+  downsample-upload of a 64x1024x1024 image to mips 1-4, time and peak memory; see
+  segmentation.py.
 
 The two tools run side by side, interleaved, in the same run; each figure is a median. The
 original is installed once into bench/.venv-orig; when that fails, only our numbers are shown.
@@ -55,15 +63,16 @@ class Context:
 @dataclass
 class Row:
     name: str
-    ours_s: float
+    ours_s: float | None  # None: not a timing (e.g. a memory check, whose figures are in `note`)
     orig_s: float | None = None
     target: str = ""  # e.g. "ours <= 0.5 s", "ratio <= 0.4", or "" for information only
     passed: bool | None = None  # None: no target, or it could not be evaluated
     detail: dict = field(default_factory=dict)
+    note: str = ""  # a short figure for the table, e.g. a peak memory or an overhead
 
     @property
     def ratio(self) -> float | None:
-        return self.ours_s / self.orig_s if self.orig_s else None
+        return self.ours_s / self.orig_s if self.ours_s and self.orig_s else None
 
 
 def run_checked(argv: list, cwd: Path) -> None:
@@ -207,7 +216,19 @@ def bench_h5_roundtrip(ctx: Context) -> list[Row]:
     return rows
 
 
-BENCHMARKS = [bench_startup, bench_h5_roundtrip]
+def bench_inference(ctx: Context) -> list[Row]:
+    from inference import measure  # bench/inference.py: the workload and its measurements
+
+    return [Row(**row) for row in measure(ctx)]
+
+
+def bench_segmentation(ctx: Context) -> list[Row]:
+    from segmentation import measure  # bench/segmentation.py: the workloads and their checks
+
+    return [Row(**row) for row in measure(ctx)]
+
+
+BENCHMARKS = [bench_startup, bench_h5_roundtrip, bench_inference, bench_segmentation]
 
 
 def fmt(x: float | None, suffix: str = "") -> str:
@@ -215,14 +236,17 @@ def fmt(x: float | None, suffix: str = "") -> str:
 
 
 def report(rows: list[Row], ctx: Context) -> None:
-    head = f"{'benchmark':<42} {'ours':>9} {'original':>9} {'ours/orig':>9}  {'target':<14} result"
+    head = (
+        f"{'benchmark':<42} {'ours':>9} {'original':>9} {'ours/orig':>9}  {'target':<14} "
+        "result  note"
+    )
     print(head)
     print("-" * len(head))
     for r in rows:
         result = {True: "PASS", False: "FAIL", None: "SKIP" if r.target else ""}[r.passed]
         print(
             f"{r.name:<42} {fmt(r.ours_s, ' s'):>9} {fmt(r.orig_s, ' s'):>9} "
-            f"{fmt(r.ratio, 'x'):>9}  {r.target:<14} {result}"
+            f"{fmt(r.ratio, 'x'):>9}  {r.target:<14} {result:<4}  {r.note}".rstrip()
         )
     if not ctx.orig:
         print("(original chunkflow 1.2.0 not available: comparison skipped)")

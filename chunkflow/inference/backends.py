@@ -131,6 +131,13 @@ class PytorchBackend:
             self.pre_process = getattr(source, "pre_process", None)
             self.post_process = getattr(source, "post_process", None)
         self.model = self.model.to(device).eval()
+        # oneDNN runs 3D convolutions channels-last; feeding it that layout saves a conversion
+        # around every layer (1.25-1.8x faster on CPU, measured in bench/inference.py)
+        self.channels_last = device.type == "cpu" and any(
+            p.dim() == 5 for p in self.model.parameters()
+        )
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last_3d)
 
     @staticmethod
     def _load_torchscript(model_path, weight_path, device):
@@ -174,12 +181,16 @@ class PytorchBackend:
             ) from None
 
     def __call__(self, batch):
+        import torch
+
         x = self.pre_process(batch) if self.pre_process else batch
+        if self.channels_last and x.dim() == 5:
+            x = x.contiguous(memory_format=torch.channels_last_3d)
         y = self.model(x)
         y = self.post_process(y) if self.post_process else y
         if isinstance(y, (list, tuple)):
             y = y[0]
-        return y
+        return y.contiguous() if self.channels_last else y
 
 
 class UniversalBackend:

@@ -122,8 +122,9 @@ class PatchGrid:
         output_bbox = region.grow(-self.output_crop_margin)
         if output_bbox.is_empty:
             raise ChunkflowError(
-                f"--output-crop-margin {_vec(self.output_crop_margin)} leaves nothing of the "
-                f"output region {_vec(region.shape)}"
+                f"the output crop margin {_vec(self.output_crop_margin)} leaves nothing of the "
+                f"output region {_vec(region.shape)} (set --output-crop-margin, or use "
+                "--mask-output-chunk; without it the margin defaults to the patch overlap)"
             )
         starts = [
             axis_starts(n, p, s)

@@ -134,6 +134,7 @@ BAD = [
     ("-f identity -s 8 32 32 -z 8 31 31 -c 1", "must be even"),
     ("-f identity {patch} -c 1 --patch-num 2 2 2", "--patch-num 2 2 2 does not fit"),
     ("-f pytorch {patch} -c 1", "needs --convnet-model"),
+    ("-f identity -s 20 64 80 -c 1", "crop margin 10 32 40 leaves nothing"),
 ]
 
 
