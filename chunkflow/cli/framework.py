@@ -43,6 +43,7 @@ FAMILIES = {
     "inference": "ConvNet inference",
     "segmentation": "Segmentation and evaluation",
     "image": "Image processing and downsampling",
+    "mesh": "Meshes and skeletons",
     "flow": "Task flow: skip, mark, copy, delete, plugins",
 }
 

@@ -22,6 +22,7 @@ from chunkflow.cli import (  # noqa: F401  (importing registers the operators)
     image,
     inference,
     io_local,
+    mesh,
     precomputed,
     segmentation,
 )

@@ -1,0 +1,166 @@
+"""Meshing operators: mesh, mesh-manifest."""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+import click
+
+from chunkflow.cli.framework import (
+    NAMES,
+    VOLUME_PATH,
+    input_option,
+    mip_option,
+    operator,
+    vec3_option,
+)
+from chunkflow.errors import ChunkflowError
+
+logger = logging.getLogger("chunkflow")
+
+
+def _ids(names, option):
+    if names is None:
+        return None
+    try:
+        return [int(n) for n in names]
+    except ValueError:
+        raise ChunkflowError(
+            f"{option}: object ids must be integers, got {','.join(names)}"
+        ) from None
+
+
+@functools.lru_cache(maxsize=8)
+def _target(path, fmt, mip, voxel_size):
+    from chunkflow.mesh.mesh import MeshTarget
+
+    return MeshTarget(path, fmt, mip, voxel_size)
+
+
+@operator("mesh", family="mesh", writes=True)
+@input_option(default="seg")
+@click.option(
+    "-o",
+    "--output-path",
+    "--volume-path",
+    "output_path",
+    type=VOLUME_PATH,
+    required=True,
+    help="Precomputed segmentation volume, or a folder.",
+)
+@click.option(
+    "-t",
+    "--output-format",
+    type=click.Choice(["precomputed", "ply", "obj"]),
+    default="precomputed",
+    show_default=True,
+)
+@vec3_option(
+    "-v",
+    "--voxel-size",
+    positive=True,
+    help="Voxel size (z y x) [default: the volume's at --mip; required for folders].",
+)
+@mip_option()
+@click.option(
+    "-s",
+    "--simplification-factor",
+    type=click.IntRange(min=0),
+    default=100,
+    show_default=True,
+    help="Target triangle reduction (0: no simplification).",
+)
+@click.option(
+    "-e",
+    "--max-simplification-error",
+    type=click.FloatRange(min=0),
+    default=8.0,
+    show_default=True,
+    help="Largest vertex displacement, world units.",
+)
+@click.option(
+    "-d",
+    "--dust-threshold",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Skip objects smaller than this many voxels.",
+)
+@click.option("--ids", type=NAMES, default=None, help="Mesh only these ids (comma separated).")
+@click.option("--skip-ids", type=NAMES, default=None, help="Do not mesh these ids.")
+@click.option(
+    "--manifest/--no-manifest",
+    default=False,
+    show_default=True,
+    help="Write {id}:0 manifests too (when one chunk holds whole objects).",
+)
+def mesh(
+    task,
+    input_chunk_name,
+    output_path,
+    output_format,
+    voxel_size,
+    mip,
+    simplification_factor,
+    max_simplification_error,
+    dust_threshold,
+    ids,
+    skip_ids,
+    manifest,
+    config,
+):
+    """Mesh every object of a segmentation chunk (zmesh) into fragments.
+
+    Precomputed fragments are named {id}:0:{bbox in world units}; run mesh-manifest afterwards.
+    Neighbouring chunks need one voxel of overlap (generate-tasks --stride = chunk size - 1).
+    """
+    from chunkflow.mesh.mesh import mesh_chunk, world_bbox
+
+    mip = config.mip if mip is None else mip
+    target = _target(output_path, output_format, mip, voxel_size)
+    seg = task.chunk(input_chunk_name)
+    meshes = mesh_chunk(
+        seg,
+        target.voxel_size,
+        simplification_factor,
+        max_simplification_error,
+        dust_threshold,
+        _ids(ids, "--ids"),
+        _ids(skip_ids, "--skip-ids"),
+    )
+    names = target.write(meshes, world_bbox(seg, target.voxel_size), manifest)
+    logger.info("mesh: %d objects of %s written to %s", len(names), seg.bbox, target.path)
+
+
+@operator("mesh-manifest", family="mesh", writes=True)
+@click.option(
+    "-v",
+    "--volume-path",
+    type=VOLUME_PATH,
+    required=True,
+    help="Precomputed segmentation volume holding mesh fragments.",
+)
+@click.option(
+    "-p",
+    "--prefix",
+    default=None,
+    help="Only ids starting with these digits ('0' means the prefix 0) [default: all].",
+)
+@click.option(
+    "-d",
+    "--digits",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Length of --prefix, checked when given (prefixes split the work).",
+)
+def mesh_manifest(task, volume_path, prefix, digits):
+    """Collect mesh fragments into {id}:0 manifests so neuroglancer shows whole objects.
+
+    Jobs with different, non-nested prefixes (0-9, or 00-99) can run at the same time.
+    """
+    from chunkflow.mesh.mesh import write_manifests
+
+    if prefix is not None and (not prefix.isdigit() or (digits and len(prefix) != digits)):
+        raise ChunkflowError(f"--prefix {prefix!r}: expected {digits or 'some'} decimal digit(s)")
+    write_manifests(volume_path, prefix)

@@ -1,0 +1,239 @@
+"""Meshing segmentation chunks with zmesh and writing neuroglancer legacy meshes.
+
+Coordinates: vertices are in world units (nm), x, y, z order as neuroglancer expects:
+(voxel index + chunk voxel offset) × voxel size, voxel centred (as igneous meshes).
+
+Files, for a chunk with world bounding box B (z0-z1_y0-y1_x0-x1, voxel offset × voxel size):
+
+- precomputed: fragment `{id}:0:{B}` (neuroglancer legacy binary mesh), manifest `{id}:0` =
+  {"fragments": [...]} written by `mesh-manifest` (or `mesh --manifest` when one chunk holds
+  whole objects); a volume also gets "mesh": "mesh" in its info and `mesh/info`
+  {"@type": "neuroglancer_legacy_mesh"}.
+- ply / obj (folder output only): `{id}_{B}.ply` / `.obj`.
+
+Neighbouring chunks must overlap by one voxel so their surfaces meet: cut tasks with a stride
+one voxel smaller than the chunk, e.g. `generate-tasks --chunk-size 65 257 257 --stride 64 256
+256`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+
+import numpy as np
+
+from chunkflow.chunk import Chunk
+from chunkflow.errors import ChunkflowError
+from chunkflow.geometry import BoundingBox, Cartesian
+
+logger = logging.getLogger("chunkflow")
+
+FORMATS = ("precomputed", "ply", "obj")
+FRAGMENT = re.compile(r"^(\d+):0:(.+)$")
+
+
+def world_bbox(chunk: Chunk, voxel_size) -> BoundingBox:
+    voxel_size = Cartesian(voxel_size)
+    return BoundingBox(chunk.voxel_offset * voxel_size, chunk.voxel_stop * voxel_size)
+
+
+def mesh_chunk(
+    seg: Chunk,
+    voxel_size,
+    simplification_factor: int = 100,
+    max_simplification_error: float = 8.0,
+    dust_threshold: int = 0,
+    ids=None,
+    skip_ids=None,
+) -> dict:
+    """Mesh every object of a segmentation chunk; returns {id: zmesh.Mesh} in world units."""
+    import fastremap
+    import zmesh
+
+    array = np.asarray(seg)
+    if array.ndim != 3 or array.dtype.kind not in "iu" or not seg.is_segmentation:
+        raise ChunkflowError(
+            f"meshing needs a 3D integer segmentation, got a {seg.layer_type.value} chunk of "
+            f"{array.dtype} and shape {array.shape}"
+        )
+    if ids is not None:
+        present = set(int(i) for i in fastremap.unique(array))
+        missing = sorted(set(ids) - present)
+        if missing:
+            raise ChunkflowError(
+                f"--ids {','.join(map(str, missing))} are not in the chunk {seg.bbox}"
+            )
+        array = fastremap.mask_except(array, list(ids))
+    if skip_ids:
+        array = fastremap.mask(array, list(skip_ids))
+    if dust_threshold > 0:
+        labels, counts = fastremap.unique(array, return_counts=True)
+        small = [int(i) for i, c in zip(labels, counts) if c < dust_threshold and i != 0]
+        if small:
+            array = fastremap.mask(array, small)
+    voxel_size = Cartesian(voxel_size)
+    mesher = zmesh.Mesher(voxel_size.xyz)
+    mesher.mesh(array.T)  # an (x, y, z) view: vertices come out in x, y, z
+    offset = np.asarray((seg.voxel_offset * voxel_size).xyz, dtype=np.float32)
+    meshes = {}
+    for label in mesher.ids():
+        mesh = mesher.get(
+            int(label),
+            normals=False,
+            reduction_factor=simplification_factor,
+            max_error=max_simplification_error,
+            voxel_centered=True,
+        )
+        mesh.vertices += offset
+        meshes[int(label)] = mesh
+    mesher.clear()
+    return meshes
+
+
+def encode(mesh, fmt: str) -> bytes:
+    if fmt == "precomputed":
+        return mesh.to_precomputed()
+    if fmt == "ply":
+        return mesh.to_ply()
+    if fmt == "obj":
+        return mesh.to_obj()
+    raise ChunkflowError(f"--output-format {fmt!r}: expected one of {', '.join(FORMATS)}")
+
+
+def fragment_name(label: int, bbox: BoundingBox, fmt: str) -> str:
+    if fmt == "precomputed":
+        return f"{label}:0:{bbox.string}"
+    return f"{label}_{bbox.string}.{fmt}"
+
+
+# where meshes go ------------------------------------------------------------------------------
+class MeshTarget:
+    """A precomputed segmentation volume (its mesh dir) or a plain folder."""
+
+    def __init__(self, path: str, fmt: str, mip: int, voxel_size=None):
+        from chunkflow.io.precomputed import open_volume, volume_exists
+
+        if fmt not in FORMATS:
+            raise ChunkflowError(f"--output-format {fmt!r}: expected one of {', '.join(FORMATS)}")
+        self.format = fmt
+        if volume_exists(path):
+            vol = open_volume(path, mip)
+            if vol.layer_type != "segmentation":
+                raise ChunkflowError(
+                    f"{path} is a {vol.layer_type} volume; meshes need a segmentation volume"
+                )
+            if fmt != "precomputed":
+                raise ChunkflowError(
+                    f"{path} is a precomputed volume: use --output-format "
+                    "precomputed, or a folder for ply/obj"
+                )
+            self.volume = path
+            self.path = f"{path.rstrip('/')}/{vol.info.get('mesh') or 'mesh'}"
+            self.voxel_size = Cartesian.from_xyz(vol.resolution)
+            self._info = vol
+        else:
+            if not path.startswith("file://"):
+                raise ChunkflowError(
+                    f"{path}: no segmentation info there (create the volume "
+                    "first, e.g. with save or create-info)"
+                )
+            if voxel_size is None:
+                raise ChunkflowError(f"{path} is a folder, not a volume: give --voxel-size")
+            folder = path[len("file://") :]
+            parent = os.path.dirname(folder.rstrip("/")) or "."
+            if not os.path.isdir(folder) and not os.path.isdir(parent):
+                raise ChunkflowError(f"output folder {parent} does not exist (for {folder})")
+            try:
+                os.makedirs(folder, exist_ok=True)
+            except OSError as err:
+                raise ChunkflowError(
+                    f"output folder {folder} is not writable ({err.strerror})"
+                ) from None
+            if not os.access(folder, os.W_OK):
+                raise ChunkflowError(f"output folder {folder} is not writable")
+            self.volume = None
+            self.path = path
+            self.voxel_size = None
+            self._info = None
+        if voxel_size is not None:
+            self.voxel_size = Cartesian(voxel_size)
+
+    def prepare(self) -> None:
+        """Add the mesh entries to the volume info (once, before the first fragments)."""
+        if self._info is None:
+            return
+        vol = self._info
+        if not vol.info.get("mesh"):
+            vol.info["mesh"] = "mesh"
+            vol.commit_info()
+        put(self.path, "info", json.dumps({"@type": "neuroglancer_legacy_mesh"}).encode())
+        self._info = None
+
+    def write(self, meshes: dict, bbox: BoundingBox, manifest: bool = False) -> list[str]:
+        self.prepare()
+        names = []
+        files = []
+        for label, mesh in meshes.items():
+            name = fragment_name(label, bbox, self.format)
+            files.append((name, encode(mesh, self.format)))
+            if manifest and self.format == "precomputed":
+                files.append((f"{label}:0", json.dumps({"fragments": [name]}).encode()))
+            names.append(name)
+        put_many(self.path, files)
+        return names
+
+
+def put(path: str, name: str, data: bytes) -> None:
+    put_many(path, [(name, data)])
+
+
+def put_many(path: str, files: list) -> None:
+    """Write files under a cloud path; local files go to a temporary name first."""
+    if path.startswith("file://"):
+        from chunkflow.io.files import atomic_output
+
+        folder = path[len("file://") :]
+        os.makedirs(folder, exist_ok=True)
+        for name, data in files:
+            with atomic_output(os.path.join(folder, name)) as tmp, open(tmp, "wb") as f:
+                f.write(data)
+        return
+    from cloudfiles import CloudFiles
+
+    CloudFiles(path).puts(files, compress=None, content_type="application/octet-stream")
+
+
+# manifests -------------------------------------------------------------------------------------
+def write_manifests(volume_path: str, prefix: str | None = None) -> int:
+    """Write `{id}:0` manifests for every object (with an id starting with `prefix`) from the
+    fragments in the volume's mesh dir. Returns the number of manifests written."""
+    from cloudfiles import CloudFiles
+
+    from chunkflow.io.precomputed import open_volume
+
+    vol = open_volume(volume_path, 0)
+    if vol.layer_type != "segmentation":
+        raise ChunkflowError(f"{volume_path} is a {vol.layer_type} volume, not a segmentation")
+    mesh_path = f"{volume_path.rstrip('/')}/{vol.info.get('mesh') or 'mesh'}"
+    fragments: dict[int, list[str]] = {}
+    for name in CloudFiles(mesh_path).list(prefix=prefix or ""):
+        match = FRAGMENT.match(os.path.basename(name))
+        if match:
+            fragments.setdefault(int(match.group(1)), []).append(os.path.basename(name))
+    put_many(
+        mesh_path,
+        [
+            (f"{label}:0", json.dumps({"fragments": sorted(names)}).encode())
+            for label, names in sorted(fragments.items())
+        ],
+    )
+    logger.info(
+        "mesh-manifest: %d manifests for ids starting with %r in %s",
+        len(fragments),
+        prefix or "",
+        mesh_path,
+    )
+    return len(fragments)
