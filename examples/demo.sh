@@ -7,7 +7,7 @@
 #      labels, write one HDF5 file per task, mark each task complete,
 #   3. cut out a sub-volume again and write it as HDF5, TIFF and zarr,
 #   4. predict affinities with the bundled 3D U-Net (examples/inference), agglomerate them
-#      into a segmentation and evaluate it against the ground truth.
+#      into a segmentation, evaluate it against the ground truth, and mesh it for neuroglancer.
 # Usage: examples/demo.sh [OUTPUT_DIR]   (default: demo-output)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -53,6 +53,8 @@ chunkflow \
   save -i affs -v "file://$OUT/affs" --block-size 25 50 50 \
   agglomerate -i affs -o seg --threshold 0.7 --aff-threshold-low 0.001 --aff-threshold-high 0.9999 \
   save -i seg -v "file://$OUT/seg" --block-size 25 50 50 -e compressed_segmentation \
+  mesh -i seg -o "file://$OUT/seg" --dust-threshold 100 \
+  mesh-manifest -v "file://$OUT/seg" \
   read-h5 -f "$DATA/test-gt.lzf.h5" --voxel-size 10 10 10 -o gt \
   evaluate-segmentation -s seg -g gt -o "$OUT/evaluation.json"
 
@@ -62,5 +64,5 @@ echo "  image/, gt/             precomputed volumes (open with neuroglancer or c
 echo "  tasks/                  $(ls "$OUT/tasks" | wc -l) HDF5 files, one per task and layer"
 echo "  done/                   $(ls "$OUT/done" | wc -l) completion markers (a rerun skips these tasks)"
 echo "  cutout-image.h5, cutout-gt.tif, cutout.zarr   the 32x64x128 cutout at 10 20 40"
-echo "  affs.h5, affs/, seg/    predicted affinities and their agglomeration"
+echo "  affs.h5, affs/, seg/    predicted affinities and their agglomeration, with meshes"
 echo "  evaluation.json         Rand and VOI of seg against the ground truth (printed above)"

@@ -56,3 +56,10 @@ def test_demo_pipeline(tmp_path):
     assert metrics["voi_split"] < 1.0 and metrics["voi_merge"] < 1.0
     seg = read_precomputed(f"file://{out}/seg", whole.bbox)
     assert seg.is_segmentation and len(np.unique(seg.array)) > 20
+    from cloudvolume import CloudVolume
+
+    ids, counts = np.unique(seg.array[seg.array > 0], return_counts=True)
+    biggest = int(ids[counts.argmax()])
+    mesh = CloudVolume(f"file://{out}/seg").mesh.get(biggest)
+    mesh = mesh[biggest] if isinstance(mesh, dict) else mesh
+    assert len(mesh.faces) > 100
