@@ -25,6 +25,7 @@ from chunkflow.cli import (  # noqa: F401  (importing registers the operators)
     mesh,
     precomputed,
     segmentation,
+    skeleton,
 )
 from chunkflow.cli.framework import (
     ALIASES,
