@@ -210,7 +210,7 @@ def in_process(paths: dict) -> dict:
     chunk = read_h5(str(paths["image"]))
     inferencer = build(paths)
     plan = inferencer.grid.plan(chunk.bbox)
-    model = inferencer.backend.model
+    model = inferencer.backend  # the model as the engine calls it (layout, pre/post included)
     image = torch.from_numpy(np.ascontiguousarray(chunk.array))
     patches = [image[tuple(slice(a, b) for a, b in zip(i.start, i.stop))] for i, _ in plan.patches]
     batches = [torch.stack(patches[k : k + BATCH])[:, None] for k in range(0, len(patches), BATCH)]

@@ -81,11 +81,29 @@ def downsample(chunk: Chunk, factor=DEFAULT_FACTOR) -> Chunk:
 def pyramid(chunk: Chunk, factor=DEFAULT_FACTOR, num_mips: int = 1) -> list[Chunk]:
     """`num_mips` successive downsamplings of `chunk`; element i is i + 1 mips coarser."""
     check_divisible(chunk, factor, num_mips)
+    factor = as_factor(factor)
+    if not (chunk.is_segmentation or chunk.dtype == np.bool_) and factor != (1, 1, 1):
+        return _average_pyramid(chunk, factor, num_mips)
     levels = []
     for _ in range(num_mips):
         chunk = downsample(chunk, factor)
         levels.append(chunk)
     return levels
+
+
+def _average_pyramid(chunk: Chunk, factor: Cartesian, num_mips: int) -> list[Chunk]:
+    """All mips from one tinybrain call: each averages the full-resolution voxels, so integer
+    truncation happens once per mip instead of accumulating mip after mip."""
+    import tinybrain
+
+    array = np.ascontiguousarray(chunk.array)
+    levels = tinybrain.downsample_with_averaging(array.T, factor.xyz, num_mips=num_mips)
+    chunks, offset, voxel_size = [], chunk.voxel_offset, chunk.voxel_size
+    for level in levels:
+        offset, voxel_size = offset // factor, voxel_size * factor
+        level = np.ascontiguousarray(np.asarray(level, dtype=array.dtype).T)
+        chunks.append(Chunk(level, offset, voxel_size, chunk.layer_type))
+    return chunks
 
 
 def _average(array: np.ndarray, factor: Cartesian) -> np.ndarray:
@@ -180,14 +198,11 @@ def downsample_upload(
     mips = mip_range(chunk_mip, start_mip, stop_mip)
     check_divisible(chunk, factor, mips[-1] - chunk_mip)
     ensure_scales(path, factor, chunk_mip, mips[-1])
-    current = chunk
-    for mip in range(chunk_mip + 1, mips.stop):
-        current = downsample(current, factor)
+    levels = pyramid(chunk, factor, mips[-1] - chunk_mip)
+    for mip, level in zip(range(chunk_mip + 1, mips.stop), levels):
         if mip in mips:
-            write_precomputed(
-                current, path, mip, create=False, non_aligned_writes=non_aligned_writes
-            )
-            logger.info("downsample-upload: wrote mip %d, %s, to %s", mip, current.bbox, path)
+            write_precomputed(level, path, mip, create=False, non_aligned_writes=non_aligned_writes)
+            logger.info("downsample-upload: wrote mip %d, %s, to %s", mip, level.bbox, path)
     return list(mips)
 
 

@@ -1,8 +1,8 @@
 """Label maps from probability maps and label clean-up.
 
 Output dtype: `threshold` gives uint8 (0/1); `connected_components` always gives uint32
-(cc3d's compact labels, 1..N, 0 = background), whatever the input size; more than 2^32 - 1
-components is an error.
+(cc3d's compact labels, 1..N, 0 = background), whatever the input size; chunks of 2^32 voxels
+or more are refused.
 """
 
 from __future__ import annotations
@@ -54,14 +54,15 @@ def connected_components(
         array = array > threshold
     elif array.dtype.kind == "f":
         raise ChunkflowError("connected-components of a float map needs --threshold")
+    if array.size >= np.iinfo(np.uint32).max:
+        raise ChunkflowError(
+            "a chunk of 2^32 voxels or more may hold more components than "
+            "uint32 ids: use smaller chunks"
+        )
     labels = cc3d.connected_components(
-        np.ascontiguousarray(array), connectivity=connectivity, out_dtype=np.uint64
+        np.ascontiguousarray(array), connectivity=connectivity, out_dtype=np.uint32
     )
-    if labels.max() > np.iinfo(np.uint32).max:
-        raise ChunkflowError("more than 2^32 - 1 connected components: use a smaller chunk")
-    return Chunk(
-        labels.astype(np.uint32), chunk.voxel_offset, chunk.voxel_size, LayerType.SEGMENTATION
-    )
+    return Chunk(labels, chunk.voxel_offset, chunk.voxel_size, LayerType.SEGMENTATION)
 
 
 def renumber(chunk: Chunk, start: int = 1, preserve_zero: bool = True) -> tuple[Chunk, dict]:

@@ -128,7 +128,7 @@ def test_factor_1_1_1_is_a_copy():
     assert out.array is not chunk.array and out.voxel_offset == (1, 1, 1)
 
 
-def test_pyramid_is_repeated_downsampling():
+def test_image_pyramid_truncates_once_per_mip():
     chunk = Chunk(
         np.random.default_rng(0).integers(0, 255, (4, 16, 16), dtype=np.uint8),
         (0, 16, 32),
@@ -137,9 +137,13 @@ def test_pyramid_is_repeated_downsampling():
     levels = pyramid(chunk, (1, 2, 2), 3)
     assert [c.shape for c in levels] == [(4, 8, 8), (4, 4, 4), (4, 2, 2)]
     assert levels[2].voxel_offset == (0, 2, 4) and levels[2].voxel_size == (40, 32, 32)
-    np.testing.assert_array_equal(
-        levels[1].array, downsample(downsample(chunk, (1, 2, 2)), (1, 2, 2)).array
-    )
+    # every mip is the truncated mean of its full-resolution block, not of rounded means
+    for k, level in enumerate(levels, 1):
+        f = 2**k
+        exact = chunk.array.reshape(4, 16 // f, f, 16 // f, f).astype(float).mean(axis=(2, 4))
+        difference = exact - level.array
+        assert difference.min() >= 0 and difference.max() < 1
+    assert levels[0].array.tolist() == downsample(chunk, (1, 2, 2)).array.tolist()
 
 
 @pytest.mark.parametrize(
