@@ -17,13 +17,12 @@ the same device.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
-import sys
 import zipfile
 
 from chunkflow.errors import ChunkflowError
+from chunkflow.plugins import load_source
 
 logger = logging.getLogger("chunkflow")
 
@@ -56,25 +55,6 @@ def describe_device(device) -> str:
     if device.type == "cuda":
         return f"{device} ({torch.cuda.get_device_name(device)})"
     return f"cpu ({torch.get_num_threads()} threads)"
-
-
-def load_source(path: str, what: str = "model file"):
-    """Import a Python file as a module; files next to it can be imported."""
-    if not path or not os.path.isfile(path):
-        raise ChunkflowError(f"{what} {path}: no such file")
-    folder = os.path.dirname(os.path.abspath(path))
-    spec = importlib.util.spec_from_file_location(f"chunkflow_model_{abs(hash(path))}", path)
-    if spec is None:
-        raise ChunkflowError(f"{what} {path} is not a Python file")
-    module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, folder)
-    try:
-        spec.loader.exec_module(module)
-    except Exception as err:
-        raise ChunkflowError(f"{what} {path} failed to load: {type(err).__name__}: {err}") from err
-    finally:
-        sys.path.remove(folder)
-    return module
 
 
 class IdentityBackend:
@@ -111,7 +91,7 @@ class PytorchBackend:
             self.model = self._load_torchscript(model_path, weight_path, device)
             self.pre_process = self.post_process = None
         else:
-            source = load_source(model_path)
+            source = load_source(model_path, "model file")
             if hasattr(source, "load_model"):
                 self.model = source.load_model(weight_path)
             elif hasattr(source, "InstantiatedModel"):
@@ -199,7 +179,7 @@ class UniversalBackend:
     premasked = True
 
     def __init__(self, model_path: str, weight_path: str | None, output_patch_mask, device):
-        source = load_source(model_path)
+        source = load_source(model_path, "model file")
         if not hasattr(source, "PatchInferencer"):
             raise ChunkflowError(f"model file {model_path} defines no class PatchInferencer")
         self.inferencer = source.PatchInferencer(weight_path, output_patch_mask)

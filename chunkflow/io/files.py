@@ -67,3 +67,20 @@ def atomic_output(path: str):
             shutil.rmtree(tmp, ignore_errors=True)
         elif os.path.exists(tmp):
             os.remove(tmp)
+
+
+def put_files(path: str, files: list) -> None:
+    """Write [(name, bytes)] under a cloud path (file://, gs://, s3://), one put each.
+
+    Local files go to a temporary name first and are renamed, so no reader sees half a file.
+    """
+    if path.startswith("file://"):
+        folder = path[len("file://") :]
+        os.makedirs(folder, exist_ok=True)
+        for name, data in files:
+            with atomic_output(os.path.join(folder, name)) as tmp, open(tmp, "wb") as f:
+                f.write(data)
+        return
+    from cloudfiles import CloudFiles
+
+    CloudFiles(path).puts(files, compress=None, content_type="application/octet-stream")

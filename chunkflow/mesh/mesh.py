@@ -28,6 +28,7 @@ import numpy as np
 from chunkflow.chunk import Chunk
 from chunkflow.errors import ChunkflowError
 from chunkflow.geometry import BoundingBox, Cartesian
+from chunkflow.io.files import put_files
 
 logger = logging.getLogger("chunkflow")
 
@@ -169,7 +170,7 @@ class MeshTarget:
         if not vol.info.get("mesh"):
             vol.info["mesh"] = "mesh"
             vol.commit_info()
-        put(self.path, "info", json.dumps({"@type": "neuroglancer_legacy_mesh"}).encode())
+        put_files(self.path, [("info", json.dumps({"@type": "neuroglancer_legacy_mesh"}).encode())])
         self._info = None
 
     def write(self, meshes: dict, bbox: BoundingBox, manifest: bool = False) -> list[str]:
@@ -182,28 +183,8 @@ class MeshTarget:
             if manifest and self.format == "precomputed":
                 files.append((f"{label}:0", json.dumps({"fragments": [name]}).encode()))
             names.append(name)
-        put_many(self.path, files)
+        put_files(self.path, files)
         return names
-
-
-def put(path: str, name: str, data: bytes) -> None:
-    put_many(path, [(name, data)])
-
-
-def put_many(path: str, files: list) -> None:
-    """Write files under a cloud path; local files go to a temporary name first."""
-    if path.startswith("file://"):
-        from chunkflow.io.files import atomic_output
-
-        folder = path[len("file://") :]
-        os.makedirs(folder, exist_ok=True)
-        for name, data in files:
-            with atomic_output(os.path.join(folder, name)) as tmp, open(tmp, "wb") as f:
-                f.write(data)
-        return
-    from cloudfiles import CloudFiles
-
-    CloudFiles(path).puts(files, compress=None, content_type="application/octet-stream")
 
 
 # manifests -------------------------------------------------------------------------------------
@@ -223,7 +204,7 @@ def write_manifests(volume_path: str, prefix: str | None = None) -> int:
         match = FRAGMENT.match(os.path.basename(name))
         if match:
             fragments.setdefault(int(match.group(1)), []).append(os.path.basename(name))
-    put_many(
+    put_files(
         mesh_path,
         [
             (f"{label}:0", json.dumps({"fragments": sorted(names)}).encode())

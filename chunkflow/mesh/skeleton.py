@@ -31,6 +31,7 @@ import numpy as np
 from chunkflow.chunk import Chunk
 from chunkflow.errors import ChunkflowError
 from chunkflow.geometry import BoundingBox, Cartesian
+from chunkflow.io.files import put_files
 
 logger = logging.getLogger("chunkflow")
 
@@ -189,10 +190,10 @@ class SkeletonVolume:
 
         if not self.has_skeletons:
             self.info["skeletons"] = self.dir
-            put_many(self.volume_path, [("info", json.dumps(self.info, indent=2).encode())])
+            put_files(self.volume_path, [("info", json.dumps(self.info, indent=2).encode())])
         if not CloudFiles(self.path).exists("info"):
             info = dict(SKELETON_INFO, mip=self.mip)
-            put_many(self.path, [("info", json.dumps(info, indent=2).encode())])
+            put_files(self.path, [("info", json.dumps(info, indent=2).encode())])
 
     def vertex_attributes(self) -> list:
         from cloudfiles import CloudFiles
@@ -207,25 +208,8 @@ class SkeletonVolume:
             (fragment_name(label, bbox), skeleton.to_precomputed())
             for label, skeleton in skeletons.items()
         ]
-        put_many(self.path, files)
+        put_files(self.path, files)
         return [name for name, _ in files]
-
-
-def put_many(path: str, files: list) -> None:
-    """Write files under a cloud path, one put each; local files go to a temporary name first
-    and are renamed, so a reader never sees half a file."""
-    if path.startswith("file://"):
-        from chunkflow.io.files import atomic_output
-
-        folder = path[len("file://") :]
-        os.makedirs(folder, exist_ok=True)
-        for name, data in files:
-            with atomic_output(os.path.join(folder, name)) as tmp, open(tmp, "wb") as f:
-                f.write(data)
-        return
-    from cloudfiles import CloudFiles
-
-    CloudFiles(path).puts(files, compress=None, content_type="application/octet-stream")
 
 
 # merging -------------------------------------------------------------------------------------
@@ -289,7 +273,7 @@ def merge_skeletons(
                 if files.exists(str(label)):
                     files.delete(str(label))
                 continue
-            put_many(target.path, [(str(label), skeleton.to_precomputed())])
+            put_files(target.path, [(str(label), skeleton.to_precomputed())])
             merged += 1
     logger.info(
         "skeleton-merge: %d skeletons merged, %d dropped as dust, ids starting with %r in %s",

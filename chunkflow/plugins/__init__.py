@@ -37,22 +37,30 @@ def find_plugin(name: str) -> str:
     )
 
 
-@functools.cache
-def load_plugin(name: str):
-    """Import the plugin file and return its `execute` function."""
-    path = find_plugin(name)
-    folder = os.path.dirname(path)
-    module_name = f"chunkflow_plugin_{abs(hash(path))}"
-    spec = importlib.util.spec_from_file_location(module_name, path)
+def load_source(path: str, what: str = "plugin"):
+    """Import a Python file as a module; files next to it can be imported."""
+    if not path or not os.path.isfile(path):
+        raise ChunkflowError(f"{what} {path}: no such file")
+    folder = os.path.dirname(os.path.abspath(path))
+    spec = importlib.util.spec_from_file_location(f"chunkflow_user_{abs(hash(path))}", path)
+    if spec is None:
+        raise ChunkflowError(f"{what} {path} is not a Python file")
     module = importlib.util.module_from_spec(spec)
     sys.path.insert(0, folder)
     try:
         spec.loader.exec_module(module)
     except Exception as err:
-        raise ChunkflowError(f"plugin {path} failed to load: {type(err).__name__}: {err}") from err
+        raise ChunkflowError(f"{what} {path} failed to load: {type(err).__name__}: {err}") from err
     finally:
         sys.path.remove(folder)
-    execute = getattr(module, "execute", None)
+    return module
+
+
+@functools.cache
+def load_plugin(name: str):
+    """Import the plugin file and return its `execute` function."""
+    path = find_plugin(name)
+    execute = getattr(load_source(path), "execute", None)
     if not callable(execute):
         raise ChunkflowError(f"plugin {path} defines no function execute(*inputs, **args)")
     return execute
