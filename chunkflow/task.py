@@ -33,6 +33,7 @@ class Task(dict):
         self.log: dict = {"timer": {}}
         self.skip_reason: str | None = None
         self.skip_to: str | None = None
+        self.lease = None  # the queue message of a fetched task (chunkflow.queues.lease.Lease)
 
     # skip state -------------------------------------------------------------------------------
     @property

@@ -44,6 +44,7 @@ FAMILIES = {
     "segmentation": "Segmentation and evaluation",
     "image": "Image processing and downsampling",
     "mesh": "Meshes and skeletons",
+    "distributed": "Distributed runs: task queues and task files",
     "flow": "Task flow: skip, mark, copy, delete, plugins",
 }
 

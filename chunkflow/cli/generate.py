@@ -152,6 +152,20 @@ def _roi(start, stop, size, bbox_string, what):
     default=None,
     help="Only tasks with index in [start, stop).",
 )
+@click.option(
+    "-q",
+    "--queue-name",
+    default=None,
+    help="Send the tasks to this queue (sqs://NAME, NAME, or a local queue folder) "
+    "instead of streaming them.",
+)
+@click.option(
+    "-f",
+    "--file-path",
+    default=None,
+    help="Write the tasks to this .npy or .txt file instead of streaming them.",
+)
+@click.option("--endpoint-url", default=None, help="SQS-compatible endpoint.")
 def generate_tasks(
     task,
     volume_path,
@@ -167,6 +181,9 @@ def generate_tasks(
     aligned_block_size,
     task_index_start,
     task_index_stop,
+    queue_name,
+    file_path,
+    endpoint_url,
     config,
 ):
     """Cut a region into a grid of tasks and stream them down the chain."""
@@ -203,6 +220,21 @@ def generate_tasks(
         " ".join(map(str, chunk_size)),
         roi,
     )
+    if queue_name or file_path:
+        if config.dry_run:
+            logger.info("generate-tasks: dry run, %d tasks not sent", len(bboxes))
+            return
+        if queue_name:
+            from chunkflow.queues import open_queue
+
+            open_queue(queue_name, endpoint_url, create=True).send([b.string for b in bboxes])
+            logger.info("generate-tasks: sent %d tasks to %s", len(bboxes), queue_name)
+        if file_path:
+            from chunkflow.queues import write_task_file
+
+            write_task_file(file_path, bboxes)
+            logger.info("generate-tasks: wrote %d tasks to %s", len(bboxes), file_path)
+        return
     for bbox in bboxes:
         new = Task(bbox=bbox)
         new.log["mip"] = mip

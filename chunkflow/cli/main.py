@@ -22,9 +22,12 @@ from chunkflow.cli import (  # noqa: F401  (importing registers the operators)
     image,
     inference,
     io_local,
+    logs,
     mesh,
     precomputed,
+    queue,
     segmentation,
+    setup_env,
     skeleton,
 )
 from chunkflow.cli.framework import (
