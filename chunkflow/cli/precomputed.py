@@ -164,8 +164,9 @@ def save(
     write_precomputed(chunk, volume_path, mip, True, block_size, encoding, non_aligned_writes)
     if upload_log:
         from chunkflow.io.precomputed import write_log
+        from chunkflow.logs import task_log_record
 
-        write_log(volume_path, chunk.bbox, task.log_record())
+        write_log(volume_path, chunk.bbox, task_log_record(task, chunk.bbox))
 
 
 @operator("create-info", family="io", writes=True)

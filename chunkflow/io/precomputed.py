@@ -234,14 +234,11 @@ def volume_exists(path: str) -> bool:
 
 
 def write_log(path: str, bbox: BoundingBox, record: dict) -> None:
-    """Store a task log as `{path}/log/{bbox}.json`."""
-    import json
+    """Store a task log as `{path}/log/{bbox}.json`.
 
-    from cloudfiles import CloudFiles
+    `record` is a `chunkflow.logs.task_log_record`; the file is written by the same function
+    as save-log's, so log-summary reads both.
+    """
+    from chunkflow.logs import write_log_record
 
-    CloudFiles(path).put(
-        f"log/{bbox.string}.json",
-        json.dumps(record).encode(),
-        content_type="application/json",
-        compress=None,
-    )
+    write_log_record(f"{path.rstrip('/')}/log", record, name=bbox.string)
