@@ -1,0 +1,209 @@
+"""The setup-env planner: patch number, chunk sizes, memory, blocks and the worker command."""
+
+import shlex
+
+import numpy as np
+import pytest
+
+from chunkflow.errors import ChunkflowError
+from chunkflow.geometry import BoundingBox, Cartesian
+from chunkflow.inference.grid import PatchGrid
+from chunkflow.setup_env import (
+    default_block,
+    memory_bytes,
+    plan_environment,
+    region_at_mip,
+    worker_command,
+)
+
+REGION = BoundingBox((4, 36, 36), (44, 228, 228))
+
+
+def small_plan(**kwargs):
+    options = dict(
+        mip=0,
+        max_mip=2,
+        input_patch_size=(10, 72, 72),
+        output_patch_size=(8, 64, 64),
+        num_output_channels=3,
+        max_ram_gb=0.02,
+    )
+    options.update(kwargs)
+    return plan_environment(REGION, **options)
+
+
+def check_plan(plan):
+    """Every property the planner promises."""
+    n = plan.patch_num
+    grid = PatchGrid.create(
+        plan.input_patch_size,
+        plan.output_patch_size,
+        plan.output_patch_overlap,
+        plan.output_crop_margin,
+        patch_num=n,
+    )
+    # (c) the patches tile the input chunk exactly
+    assert plan.input_chunk_size == grid.chunk_size_for(n)
+    assert plan.input_chunk_size == plan.output_chunk_size + plan.expand_margin_size * 2
+    assert plan.expand_margin_size == grid.patch_crop_margin + grid.output_crop_margin
+    # (b) aligned to the storage blocks and divisible by the downsampling factor
+    assert not any(plan.output_chunk_size % plan.block_size)
+    assert not any(plan.output_chunk_size % plan.downsample_factor)
+    assert not any(plan.output_region.start % plan.downsample_factor)
+    top = max(plan.max_mip, plan.thumbnail_mip or 0)
+    assert plan.downsample_factor == (1, 2 ** (top - plan.mip), 2 ** (top - plan.mip))
+    for level, block in enumerate(plan.block_sizes):
+        if level > plan.mip:
+            scaled = plan.output_chunk_size // (1, 2 ** (level - plan.mip), 2 ** (level - plan.mip))
+            assert not any(scaled % block), (level, block, scaled)
+    # (a) memory
+    assert plan.memory_bytes == memory_bytes(
+        plan.input_chunk_size,
+        plan.patch_region_size,
+        plan.output_chunk_size,
+        plan.num_output_channels,
+        4 if plan.dtype == "float32" else 2,
+        plan.input_itemsize,
+        plan.num_input_channels,
+    )
+    assert plan.memory_bytes * plan.safety_factor <= plan.max_ram_bytes
+    # the tasks tile the output region exactly, inside the requested region
+    assert plan.requested_region.contains(plan.output_region)
+    bboxes = plan.bboxes
+    assert len(bboxes) == plan.task_count == plan.grid_size.prod
+    assert all(b.shape == plan.output_chunk_size for b in bboxes)
+    count = np.zeros(tuple(plan.output_region.shape), dtype=np.int32)
+    for b in bboxes:
+        count[b.shift(-plan.output_region.start).to_slices()] += 1
+    assert count.min() == count.max() == 1
+    # our inference finds exactly patch_num patches and returns exactly the task bbox
+    task = bboxes[-1]
+    layout = grid.plan(task.grow(plan.expand_margin_size))
+    assert len(layout.patches) == n.prod and layout.output_bbox == task
+
+
+def test_small_plan_keeps_every_promise():
+    plan = small_plan()
+    check_plan(plan)
+    assert plan.patch_crop_margin == (1, 4, 4)
+    assert plan.output_patch_overlap == (4, 32, 32) and plan.output_crop_margin == (4, 32, 32)
+    assert plan.downsample_factor == (1, 4, 4)
+    assert plan.task_count > 1
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(max_ram_gb=0.2),
+        dict(max_ram_gb=0.05, output_patch_overlap=(2, 16, 16), output_crop_margin=(0, 0, 0)),
+        dict(max_ram_gb=0.05, thumbnail_mip=3, dtype="float16", num_input_channels=2),
+        dict(max_ram_gb=0.05, block_size=(4, 32, 32), max_mip=1),
+        dict(mip=1, max_mip=3, max_ram_gb=0.05),
+    ],
+)
+def test_plans_with_other_settings(options):
+    check_plan(small_plan(**options))
+
+
+def test_more_ram_gives_larger_tasks():
+    sizes = [small_plan(max_ram_gb=gb).output_chunk_size.prod for gb in (0.01, 0.03, 0.3)]
+    assert sizes == sorted(sizes) and sizes[0] < sizes[-1]
+
+
+def test_tutorial_example_plan():
+    # chunkflow setup-env -r 14 -z 20 256 256 -c 3 -m 1 --thumbnail --max-mip 6 ...
+    region = region_at_mip((0, 0, 0), size=(2000, 40960, 40960), mip=1)
+    assert region == BoundingBox((0, 0, 0), (2000, 20480, 20480))
+    plan = plan_environment(
+        region,
+        mip=1,
+        max_mip=6,
+        thumbnail_mip=6,
+        output_patch_size=(20, 256, 256),
+        num_output_channels=3,
+        max_ram_gb=14,
+    )
+    check_plan_cheap(plan)
+    assert plan.downsample_factor == (1, 32, 32)
+    assert plan.coverage > 0.98
+    assert 0.5 * 14e9 < plan.memory_with_safety <= 14e9  # uses most of the budget
+
+
+def check_plan_cheap(plan):
+    assert plan.input_chunk_size == plan.output_chunk_size + plan.expand_margin_size * 2
+    assert not any(plan.output_chunk_size % plan.block_size)
+    assert not any(plan.output_chunk_size % plan.downsample_factor)
+    assert plan.memory_with_safety <= plan.max_ram_bytes
+
+
+def test_default_block():
+    assert [default_block(s, 64) for s in (8, 40, 90, 96, 128, 1280, 70)] == [
+        8,
+        40,
+        45,
+        32,
+        64,
+        64,
+        35,
+    ]
+
+
+def test_worker_command_spellings():
+    plan = small_plan(thumbnail_mip=3, num_output_channels=2, dtype="float16")
+    words = worker_command(
+        plan, "file:///in", "file:///out", task_file="t.txt", thumbnail_path="file:///out/thumbnail"
+    ).split()
+    assert words[:5] == ["chunkflow", "--mip", "0", "fetch-task-from-file", "-f"]
+    assert "delete-task-in-queue" not in words
+    text = " ".join(words)
+    assert "--convnet-model MODEL_PATH --convnet-weight-path WEIGHT_PATH" in text
+    assert "--dtype float16" in text and "quantize --mode mean" in text
+    assert f"--patch-num {' '.join(map(str, plan.patch_num))}" in text
+    assert "downsample-upload -v file:///out --start-mip 1 --stop-mip 3" in text
+    assert "-v file:///out/thumbnail --start-mip 3 --stop-mip 4" in text
+    # no queue and no task file: generate-tasks reproduces the task grid
+    text = worker_command(plan, None, "file:///out", convnet_model="m.pt", framework="pytorch")
+    start = " ".join(map(str, plan.output_region.start))
+    assert f"generate-tasks --roi-start {start}" in text
+    assert "cutout -v INPUT_LAYER_PATH" in text and "WEIGHT_PATH" not in text
+    queue = worker_command(plan, "in dir", "o", queue_name="q/x", visibility_timeout=60)
+    assert shlex.split(queue)[-1] == "delete-task-in-queue" and "'in dir'" in queue
+    assert "fetch-task -q q/x --visibility-timeout 60" in queue
+
+
+def test_region_in_mip0_voxels():
+    assert region_at_mip((0, 8, 8), (10, 24, 40), mip=2) == BoundingBox((0, 2, 2), (10, 6, 10))
+    with pytest.raises(ChunkflowError, match="not divisible by 1 4 4"):
+        region_at_mip((0, 2, 0), size=(10, 16, 16), mip=2)
+    with pytest.raises(ChunkflowError, match="--volume-stop or --volume-size"):
+        region_at_mip((0, 0, 0))
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (dict(max_ram_gb=0.0001), "--max-ram-size 0.0001 GB is too small: the smallest task"),
+        (dict(max_mip=8), "the region is too small along y for one task"),
+        (
+            dict(
+                input_patch_size=(8, 256, 64),
+                output_patch_size=(8, 256, 64),
+                output_crop_margin=(0, 0, 0),
+            ),
+            "the region is too small along y for one task: the smallest task there is 256",
+        ),
+        (dict(output_crop_margin=(4, 33, 32)), "--output-crop-margin 4 33 32: along y"),
+        (dict(input_patch_size=(9, 72, 72)), "must be even"),
+        (dict(mip=2, max_mip=1), "--max-mip 1 is below --mip 2"),
+        (dict(thumbnail_mip=0), "--thumbnail-mip 0 must be above --mip 0"),
+        (dict(output_patch_size=(8, 80, 64)), "is larger than --input-patch-size"),
+    ],
+)
+def test_bad_settings(options, message):
+    with pytest.raises(ChunkflowError, match=message.replace("(", r"\(")):
+        small_plan(**options)
+
+
+def test_empty_region():
+    with pytest.raises(ChunkflowError, match="is empty"):
+        plan_environment(BoundingBox((0, 0, 0), (0, 10, 10)), output_patch_size=Cartesian(4, 4, 4))
