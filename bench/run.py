@@ -228,7 +228,13 @@ def bench_segmentation(ctx: Context) -> list[Row]:
     return [Row(**row) for row in measure(ctx)]
 
 
-BENCHMARKS = [bench_startup, bench_h5_roundtrip, bench_inference, bench_segmentation]
+def bench_queue(ctx: Context) -> list[Row]:
+    from queue_overhead import measure  # bench/queue_overhead.py: fetch + delete per task
+
+    return [Row(**row) for row in measure(ctx)]
+
+
+BENCHMARKS = [bench_startup, bench_h5_roundtrip, bench_inference, bench_segmentation, bench_queue]
 
 
 def fmt(x: float | None, suffix: str = "") -> str:

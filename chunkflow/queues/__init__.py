@@ -69,8 +69,21 @@ def read_task_file(path: str) -> list:
         if array.ndim != 2 or array.shape[1] != 6:
             raise ChunkflowError(f"task file {path}: expected an (N, 6) array, got {array.shape}")
         return [BoundingBox(row[:3], row[3:]) for row in array.tolist()]
+    bboxes = []
     with open(path) as f:
-        return [parse_body(line) for line in f if line.strip()]
+        for number, line in enumerate(f, 1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                bboxes.append(BoundingBox.from_string(line))
+            except ChunkflowError:
+                shown = line if len(line) < 80 else line[:77] + "..."
+                raise ChunkflowError(
+                    f"task file {path}, line {number}: {shown!r} is not a bounding box "
+                    "z0-z1_y0-y1_x0-x1"
+                ) from None
+    return bboxes
 
 
 def write_task_file(path: str, bboxes: list) -> None:

@@ -1,0 +1,448 @@
+"""Distributed runs from the command line: fetch-task, delete-task-in-queue, fetch-task-from-file.
+
+Every test that involves a queue runs against both kinds where it matters: a local folder queue
+and SQS on a moto server on loopback (see tests/queues/conftest.py). The workers of the
+reliability and heartbeat tests are real `chunkflow` processes; the rest runs in-process.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from chunkflow.cli.main import main
+from chunkflow.geometry import BoundingBox, grid_bboxes
+from chunkflow.io.precomputed import read_precomputed
+from chunkflow.queues import open_queue, read_task_file
+from tests.conftest import error_line
+from tests.queues import conftest as queue_fixtures
+
+# the fixtures of tests/queues/conftest.py, for this module too
+aws_env = queue_fixtures.aws_env  # autouse: dummy credentials, no other AWS setting
+moto_endpoint = queue_fixtures.moto_endpoint
+new_queue = queue_fixtures.new_queue
+CHUNKFLOW = queue_fixtures.CHUNKFLOW
+
+KINDS = ["local", "sqs"]
+SHAPE = (32, 64, 64)
+BLOCK = (8, 16, 16)
+WHOLE = BoundingBox((0, 0, 0), SHAPE)
+TASK = "0-8_0-16_0-16"
+
+# Inverts the image after a pause. With $CHUNKFLOW_TEST_MARKS set it leaves a file per task it
+# starts, and a worker whose hang_{pid} file exists hangs in its next task (to be killed there).
+SLOW_PLUGIN = """\
+import os
+import time
+
+
+def execute(chunk):
+    marks = os.environ.get("CHUNKFLOW_TEST_MARKS")
+    if marks:
+        tag = f"{os.getpid()}_{chunk.bbox.string}"
+        open(os.path.join(marks, "start_" + tag), "w").close()
+        if os.path.exists(os.path.join(marks, f"hang_{os.getpid()}")):
+            open(os.path.join(marks, "hung_" + tag), "w").close()
+            time.sleep(600)
+    time.sleep(float(os.environ.get("CHUNKFLOW_TEST_DELAY", "0.1")))
+    return 255 - chunk.array
+"""
+
+FAILING_PLUGIN = """\
+def execute(chunk):
+    raise ValueError("injected failure")
+"""
+
+
+def run_main(argv: list) -> None:
+    code = main([str(a) for a in argv])
+    assert code == 0, f"chunkflow {' '.join(map(str, argv))} exited {code}"
+
+
+@pytest.fixture(scope="module")
+def volumes(tmp_path_factory) -> dict:
+    """A random uint8 input volume, its inverse, and the plugins."""
+    root = tmp_path_factory.mktemp("queue-volumes")
+    source = f"file://{root / 'in'}"
+    run_main(
+        ["create-chunk", "-s", *SHAPE, "--pattern", "random", "--seed", 1, "-t", "uint8"]
+        + ["save", "-v", source, "--block-size", *BLOCK]
+    )
+    (root / "slow.py").write_text(SLOW_PLUGIN)
+    (root / "failing.py").write_text(FAILING_PLUGIN)
+    image = read_precomputed(source, WHOLE).array
+    assert image.std() > 50  # random, not a constant
+    return {
+        "in": source,
+        "slow": str(root / "slow.py"),
+        "failing": str(root / "failing.py"),
+        "inverse": 255 - image,
+    }
+
+
+def chain(volumes: dict, out: str, plugin: str | None = None) -> list:
+    """The operators after fetch-task: cut out, invert slowly, save, delete the message."""
+    return [
+        *("cutout", "-v", volumes["in"]),
+        *("plugin", "-f", plugin or volumes["slow"], "-i", "chunk", "-o", "chunk"),
+        *("save", "-v", out),
+        "delete-task-in-queue",
+    ]
+
+
+def create_output(out: str) -> None:
+    run_main(["create-info", "-v", out, "-z", *SHAPE, "-b", *BLOCK, "-d", "uint8"])
+
+
+@pytest.fixture(scope="module")
+def reference(volumes, tmp_path_factory) -> np.ndarray:
+    """The output of the same chain run by a single process from a fresh queue."""
+    root = tmp_path_factory.mktemp("queue-reference")
+    out, queue = f"file://{root / 'out'}", f"file://{root / 'queue'}"
+    create_output(out)
+    run_main(["generate-tasks", "-v", volumes["in"], "-c", *BLOCK, "-q", queue])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CHUNKFLOW_TEST_DELAY", "0")
+        run_main(["fetch-task", "-q", queue, "-v", 3, "-r", 0, "-w", 0, *chain(volumes, out)])
+    assert open_queue(queue).count() == 0
+    array = read_precomputed(out, WHOLE).array
+    np.testing.assert_array_equal(array, volumes["inverse"])
+    return array
+
+
+def block_files(bboxes) -> set[str]:
+    """Names of the precomputed chunk files of these blocks (x, y, z order)."""
+    return {"_".join(f"{a}-{b}" for a, b in zip(bb.start.xyz, bb.stop.xyz)) for bb in bboxes}
+
+
+def start_worker(argv: list, log: Path, env: dict) -> subprocess.Popen:
+    with open(log, "w") as err:
+        return subprocess.Popen(
+            [str(CHUNKFLOW), *map(str, argv)], stdout=subprocess.DEVNULL, stderr=err, env=env
+        )
+
+
+def wait_for(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while not (result := condition()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+    return result
+
+
+def stop_all(procs: list) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()  # only the processes this test started, by their PIDs
+            proc.wait()
+
+
+def done_tasks(log: str) -> set[str]:
+    """The bounding boxes of the tasks a worker's log reports as finished."""
+    return set(re.findall(r"task (\S+): fetch-task", log))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_killed_worker_loses_nothing(kind, new_queue, volumes, reference, run_cli, tmp_path):
+    """Three workers share 64 tasks; one is SIGKILLed in the middle of a task. The others finish
+    everything, its task included, and the output is that of a single-process run."""
+    spec = new_queue(kind)
+    out = f"file://{tmp_path / 'out'}"
+    create_output(out)
+    run_cli(["generate-tasks", "-v", volumes["in"], "-c", *BLOCK, "-q", spec.name, *spec.options])
+    queue = spec.open()
+    assert queue.count() == 64
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    env = os.environ | {"CHUNKFLOW_TEST_MARKS": str(marks), "CHUNKFLOW_TEST_DELAY": "0.1"}
+    argv = ["fetch-task", "-q", spec.name, "-v", 3, "-r", 2, "-w", 1, *spec.options]
+    argv += chain(volumes, out)
+    logs = [tmp_path / f"worker{i}.log" for i in range(3)]
+    workers = [start_worker(argv, log, env) for log in logs]
+    victim = workers[0]
+    try:
+        wait_for(
+            lambda: len(list(marks.glob(f"start_{victim.pid}_*"))) >= 3,
+            60,
+            "the first worker to start its third task",
+        )
+        (marks / f"hang_{victim.pid}").touch()
+        hung = wait_for(lambda: list(marks.glob(f"hung_{victim.pid}_*")), 30, "it to hang")
+        killed_task = hung[0].name.split("_", 2)[2]
+        os.kill(victim.pid, signal.SIGKILL)  # in the middle of the task: after cutout
+        assert victim.wait(timeout=10) == -signal.SIGKILL
+        for worker, log in zip(workers[1:], logs[1:]):
+            assert worker.wait(timeout=90) == 0, log.read_text()[-3000:]
+    finally:
+        stop_all(workers)
+
+    texts = [log.read_text() for log in logs]
+    assert len(done_tasks(texts[0])) >= 2  # the victim had finished a few tasks
+    assert killed_task not in done_tasks(texts[0])  # and died before finishing this one
+    assert any(killed_task in done_tasks(text) for text in texts[1:])  # someone else did it
+    for text in texts[1:]:
+        assert "stayed empty" in text and "Traceback" not in text
+    everything = set().union(*map(done_tasks, texts))
+    tasks = grid_bboxes(WHOLE, BLOCK)
+    assert everything == {b.string for b in tasks}
+    assert queue.count() == 0
+    assert set(os.listdir(tmp_path / "out" / "1_1_1")) == block_files(tasks)
+    np.testing.assert_array_equal(read_precomputed(out, WHOLE).array, reference)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_heartbeat_keeps_a_long_task_leased(kind, new_queue, volumes, tmp_path):
+    """A task of 5 s under a 2 s visibility timeout: renewed, no second worker receives it;
+    with --no-heartbeat its lease expires and a second worker gets it."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    env = os.environ | {"CHUNKFLOW_TEST_MARKS": str(marks), "CHUNKFLOW_TEST_DELAY": "5"}
+    cases = {"heartbeat": [], "no-heartbeat": ["--no-heartbeat"]}
+    specs = {case: new_queue(kind) for case in cases}
+    slow, other, procs = {}, {}, []
+    try:
+        for case, flags in cases.items():
+            spec = specs[case]
+            spec.open(create=True).send([TASK])
+            argv = ["fetch-task", "-q", spec.name, "-v", 2, "-n", 1, *flags, *spec.options]
+            argv += ["cutout", "-v", volumes["in"], "plugin", "-f", volumes["slow"]]
+            argv += ["delete-task-in-queue"]
+            slow[case] = tmp_path / f"slow-{case}.log"
+            procs.append(start_worker(argv, slow[case], env))
+        # both slow workers are inside their task: start a second worker on each queue
+        wait_for(lambda: len(list(marks.glob("start_*"))) == 2, 30, "the slow workers")
+        for case in cases:
+            spec = specs[case]
+            argv = ["fetch-task", "-q", spec.name, "-v", 30, "-n", 1, "-r", 3, "-w", 1]
+            other[case] = tmp_path / f"other-{case}.log"
+            procs.append(start_worker(argv + spec.options, other[case], env))
+        for proc in procs:
+            assert proc.wait(timeout=60) == 0
+    finally:
+        stop_all(procs)
+    text = {case: (slow[case].read_text(), other[case].read_text()) for case in cases}
+
+    slow_log, other_log = text["heartbeat"]
+    assert done_tasks(slow_log) == {TASK}
+    assert "expired" not in slow_log
+    assert done_tasks(other_log) == set()
+    assert "stayed empty, 0 tasks fetched" in other_log
+    assert specs["heartbeat"].open().count() == 0
+
+    slow_log, other_log = text["no-heartbeat"]
+    assert done_tasks(other_log) == {TASK}  # handed out a second time
+    assert done_tasks(slow_log) == {TASK}
+    if kind == "local":  # SQS (moto) accepts a stale receipt handle; the local queue does not
+        assert f"the lease of task {TASK} had expired" in slow_log
+        assert specs["no-heartbeat"].open().count() == 1  # the second worker holds it
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_failed_task_stays_in_the_queue(kind, new_queue, volumes, run_cli, tmp_path, monkeypatch):
+    spec = new_queue(kind)
+    queue = spec.open(create=True)
+    queue.send([TASK])
+    out = f"file://{tmp_path / 'out'}"
+    fetch = ["fetch-task", "-q", spec.name, "-v", 1, *spec.options]
+    result = run_cli([*fetch, "-r", 0, "-w", 0, *chain(volumes, out, volumes["failing"])], expect=1)
+    line = error_line(result)
+    assert line.startswith(f"chunkflow: error: plugin (task {TASK}): ValueError: injected failure")
+    assert queue.count() == 1
+    assert not (tmp_path / "out").exists()  # save never ran
+    # the message comes back after the visibility timeout and a healthy worker finishes it
+    monkeypatch.setenv("CHUNKFLOW_TEST_DELAY", "0")
+    result = run_cli([*fetch, "-n", 1, "-r", 3, "-w", 1, *chain(volumes, out)])
+    assert done_tasks(result.err) == {TASK}
+    assert queue.count() == 0
+    bbox = BoundingBox.from_string(TASK)
+    np.testing.assert_array_equal(
+        read_precomputed(out, bbox).array, volumes["inverse"][bbox.to_slices()]
+    )
+
+
+def test_processing_a_task_twice_writes_the_same_bytes(
+    new_queue, volumes, run_cli, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("CHUNKFLOW_TEST_DELAY", "0")
+    spec = new_queue("local")
+    queue = spec.open(create=True)
+    out = tmp_path / "out"
+    create_output(f"file://{out}")
+    task = "8-16_16-48_32-64"  # four storage blocks
+    argv = ["fetch-task", "-q", spec.name, "-r", 0, "-w", 0, *chain(volumes, f"file://{out}")]
+    queue.send([task])
+    run_cli(argv)
+    files = sorted((out / "1_1_1").iterdir())
+    blocks = grid_bboxes(BoundingBox.from_string(task), BLOCK)
+    assert {f.name for f in files} == block_files(blocks) and len(files) == 4
+    first = {f.name: (f.read_bytes(), f.stat()) for f in files}
+    time.sleep(0.05)
+    queue.send([task])  # the same task again, as after an expired lease
+    run_cli(argv)
+    assert sorted((out / "1_1_1").iterdir()) == files
+    for f in files:
+        data, stat = first[f.name]
+        assert f.read_bytes() == data
+        now = f.stat()
+        assert (now.st_ino, now.st_mtime_ns) != (stat.st_ino, stat.st_mtime_ns)  # rewritten
+    assert queue.count() == 0
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_skipped_tasks_are_deleted_too(kind, new_queue, volumes, run_cli, tmp_path):
+    spec = new_queue(kind)
+    zero, out = f"file://{tmp_path / 'zero'}", f"file://{tmp_path / 'out'}"
+    run_cli(["create-chunk", "-s", 16, 32, 32, "--pattern", "zero"] + ["save", "-v", zero])
+    run_cli(["generate-tasks", "-v", zero, "-c", *BLOCK, "-q", spec.name, *spec.options])
+    queue = spec.open()
+    assert queue.count() == 8
+    result = run_cli(
+        ["fetch-task", "-q", spec.name, "-r", 0, "-w", 0, *spec.options]
+        + ["cutout", "-v", zero, "skip-all-zero", *chain(volumes, out)[3:]]
+    )
+    assert result.err.count("skipped (chunk is all zero)") == 8
+    assert queue.count() == 0
+    assert not (tmp_path / "out").exists()
+
+
+def test_fetch_a_number_of_tasks_and_dry_run(new_queue, run_cli, tmp_path):
+    spec = new_queue("local")
+    run_cli(
+        ["--dry-run", "generate-tasks", "-s", 0, 0, 0, "-z", 2, 2, 10, "-c", 2, 2, 2]
+        + ["-q", spec.name]
+    )
+    assert not os.listdir(tmp_path)  # no queue created
+    run_cli(["generate-tasks", "-s", 0, 0, 0, "-z", 2, 2, 10, "-c", 2, 2, 2, "-q", spec.name])
+    result = run_cli(["fetch-task", "-q", spec.name, "-n", 2, "-w", 0, "delete-task-in-queue"])
+    assert done_tasks(result.err) == {"0-2_0-2_0-2", "0-2_0-2_2-4"}
+    assert spec.open().count() == 3
+    result = run_cli("create-bbox -b 0-1_0-1_0-1 delete-task-in-queue")
+    assert "did not come from a queue" in result.err
+
+
+@pytest.mark.parametrize("ext", ["npy", "txt"])
+def test_fetch_task_from_file(ext, run_cli, tmp_path, monkeypatch):
+    run_cli(f"generate-tasks -s 0 0 0 -z 4 4 8 -c 2 2 2 -f tasks.{ext}")
+    assert len(read_task_file(str(tmp_path / f"tasks.{ext}"))) == 16
+    done = tmp_path / "done"
+    done.mkdir()
+
+    def job(args: str) -> list[str]:
+        for f in done.iterdir():
+            f.unlink()
+        result = run_cli(f"fetch-task-from-file -f tasks.{ext} {args} mark-complete -p done/")
+        assert sorted(done_tasks(result.err)) == sorted(os.listdir(done))
+        return sorted(os.listdir(done))
+
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "2")
+    assert job("-n 3") == ["0-2_2-4_4-6", "0-2_2-4_6-8", "2-4_0-2_0-2"]  # tasks 6, 7, 8
+    assert job("") == ["0-2_0-2_4-6"]  # task 2
+    assert job("--job-index 5 -n 3") == ["2-4_2-4_6-8"]  # the option wins; the last job is short
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "15")
+    assert job("") == ["2-4_2-4_6-8"]
+    result = run_cli(f"fetch-task-from-file -f tasks.{ext} -i 16 mark-complete -p done/")
+    assert "job 16 has no tasks (16 in" in result.err
+
+
+def test_fetch_task_from_file_errors(run_cli, tmp_path, monkeypatch):
+    run_cli("generate-tasks -s 0 0 0 -z 2 2 2 -c 2 2 2 -f t.txt")
+    monkeypatch.delenv("SLURM_ARRAY_TASK_ID", raising=False)
+    missing = "--job-index is missing and $SLURM_ARRAY_TASK_ID is not set"
+    assert missing in error_line(run_cli("fetch-task-from-file -f t.txt", expect=1))
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "x")
+    assert missing in error_line(run_cli("fetch-task-from-file -f t.txt", expect=1))
+    line = error_line(run_cli("fetch-task-from-file -f none.npy -i 0", expect=1))
+    assert "task file none.npy: no such file" in line
+    (tmp_path / "t.txt").write_text("0-2_0-2_0-2\nhello\n")
+    line = error_line(run_cli("fetch-task-from-file -f t.txt -i 0", expect=1))
+    assert "t.txt, line 2: 'hello' is not a bounding box" in line
+    line = error_line(run_cli("generate-tasks -s 0 0 0 -z 2 2 2 -c 2 2 2 -f t.csv", expect=1))
+    assert "expected a .npy or .txt name" in line
+
+
+def test_unreachable_endpoint_fails_fast(run_cli):
+    url = f"http://127.0.0.1:{queue_fixtures.free_port()}"  # nothing listens there
+    commands = [
+        ["fetch-task", "-q", "sqs://cf-x", "--endpoint-url", url],
+        ["generate-tasks", "-s", 0, 0, 0, "-z", 1, 1, 1, "-c", 1, 1, 1, "-q", "cf-x"]
+        + ["--endpoint-url", url],
+    ]
+    for argv in commands:
+        start = time.monotonic()
+        line = error_line(run_cli(argv, expect=1))
+        assert time.monotonic() - start < 15
+        assert "sqs://cf-x: queue endpoint unreachable" in line and url in line
+
+
+def test_missing_credentials_fail_fast(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env |= {
+        "HOME": str(tmp_path),
+        "AWS_CONFIG_FILE": str(tmp_path / "no-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-credentials"),
+        "AWS_EC2_METADATA_DISABLED": "true",  # the tests stay off the network
+    }
+    # a closed loopback port as the endpoint: nothing could leave this machine anyway
+    url = f"http://127.0.0.1:{queue_fixtures.free_port()}"
+    start = time.monotonic()
+    proc = subprocess.run(
+        [str(CHUNKFLOW), "fetch-task", "-q", "sqs://cf-x", "--endpoint-url", url],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert time.monotonic() - start < 15
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        "chunkflow: error: fetch-task: sqs://cf-x: no AWS credentials found (set "
+        "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or configure ~/.aws/credentials)"
+    ]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_malformed_message_is_reported_and_kept(kind, new_queue, volumes, run_cli, tmp_path):
+    spec = new_queue(kind)
+    queue = spec.open(create=True)
+    queue.send(["hello"])
+    argv = ["fetch-task", "-q", spec.name, "-v", 1, "-r", 0, "-w", 0, *spec.options]
+    result = run_cli(argv + chain(volumes, f"file://{tmp_path / 'out'}"), expect=1)
+    assert error_line(result) == (
+        "chunkflow: error: fetch-task: malformed task message 'hello': expected a bounding box "
+        "z0-z1_y0-y1_x0-x1 (left in the queue for inspection)"
+    )
+    assert queue.count() == 1
+    message = queue.receive(60, wait_seconds=3)  # back after its visibility timeout
+    assert message is not None and message.body == "hello"
+
+
+def test_task_outside_the_volume(new_queue, volumes, run_cli, tmp_path):
+    spec = new_queue("local")
+    queue = spec.open(create=True)
+    queue.send(["100-108_0-16_0-16"])
+    argv = ["fetch-task", "-q", spec.name, "-r", 0, "-w", 0]
+    line = error_line(run_cli(argv + chain(volumes, f"file://{tmp_path / 'out'}"), expect=1))
+    assert line.startswith("chunkflow: error: cutout (task 100-108_0-16_0-16): ")
+    assert "outside the volume" in line
+    assert queue.count() == 1
+
+
+def test_missing_queues(new_queue, run_cli, tmp_path):
+    line = error_line(run_cli(f"fetch-task -q file://{tmp_path}/nowhere", expect=1))
+    assert line == (
+        f"chunkflow: error: fetch-task: local queue {tmp_path}/nowhere does not exist "
+        "(generate-tasks --queue-name creates it)"
+    )
+    line = error_line(run_cli(f"fetch-task -q {tmp_path}/", expect=1))  # a folder, not a queue
+    assert "does not exist" in line
+    spec = new_queue("sqs")
+    line = error_line(run_cli(["fetch-task", "-q", spec.name, *spec.options], expect=1))
+    assert line.startswith(f"chunkflow: error: fetch-task: {spec.name}: ")
+    assert "NonExistentQueue" in line
