@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,17 @@ from chunkflow.cli.main import main
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "data"
 GALA = DATA / "gala_fibsem"
+
+
+@pytest.fixture(autouse=True)
+def _reset_chunkflow_logger():
+    """Each CLI run configures the `chunkflow` logger; give every test a clean one."""
+    yield
+    logger = logging.getLogger("chunkflow")
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+    logger.propagate = True
+    logger.setLevel(logging.NOTSET)
 
 
 @dataclass
