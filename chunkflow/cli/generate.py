@@ -156,7 +156,7 @@ def _roi(start, stop, size, bbox_string, what):
     "-q",
     "--queue-name",
     default=None,
-    help="Send the tasks to this queue (sqs://NAME, NAME, or a local queue folder) "
+    help="Send the tasks to this queue (sqs://NAME, or a local queue folder) "
     "instead of streaming them.",
 )
 @click.option(

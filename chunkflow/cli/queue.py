@@ -11,7 +11,7 @@ from chunkflow.cli.framework import operator
 
 logger = logging.getLogger("chunkflow")
 
-QUEUE_HELP = "sqs://NAME or NAME (AWS SQS), or file:///PATH or a path with / (local queue)."
+QUEUE_HELP = "sqs://NAME (AWS SQS), or a local queue folder (file:///PATH, a path or a name)."
 
 
 def endpoint_option(fn):

@@ -7,11 +7,12 @@ dies simply lets its lease expire and the message comes back.
 
 Queue names:
 
-- `sqs://NAME` (or a bare NAME): AWS SQS through boto3 and the standard credential chain. The
-  endpoint can be changed for SQS-compatible servers with `--endpoint-url` or the
-  `AWS_ENDPOINT_URL_SQS` / `AWS_ENDPOINT_URL` environment variables.
-- `file:///shared/path` or a path with a `/`: the local queue, a folder on a (shared)
-  filesystem that needs no cloud account. See `LocalQueue`.
+- `sqs://NAME`: AWS SQS through boto3 and the standard credential chain. The endpoint can be
+  changed for SQS-compatible servers with `--endpoint-url` or the `AWS_ENDPOINT_URL_SQS` /
+  `AWS_ENDPOINT_URL` environment variables.
+- anything else (`file:///shared/path`, `some/folder`, or a bare name, which is a folder in the
+  working directory): the local queue, the default, a folder on a (shared) filesystem that needs
+  no cloud account. See `LocalQueue`.
 """
 
 from __future__ import annotations
@@ -30,15 +31,13 @@ class Message:
 
 def open_queue(name: str, endpoint_url: str | None = None, create: bool = False):
     """The queue for `name` (see the module doc); `create` makes it when missing."""
-    if not name.startswith("sqs://") and (name.startswith("file://") or "/" in name):
-        from chunkflow.queues.local import LocalQueue
+    if name.startswith("sqs://"):
+        from chunkflow.queues.sqs import SQSQueue
 
-        return LocalQueue(name[len("file://") :] if name.startswith("file://") else name, create)
-    from chunkflow.queues.sqs import SQSQueue
+        return SQSQueue(name[len("sqs://") :], endpoint_url, create)
+    from chunkflow.queues.local import LocalQueue
 
-    return SQSQueue(
-        name[len("sqs://") :] if name.startswith("sqs://") else name, endpoint_url, create
-    )
+    return LocalQueue(name[len("file://") :] if name.startswith("file://") else name, create)
 
 
 def parse_body(body: str):

@@ -371,7 +371,7 @@ def test_unreachable_endpoint_fails_fast(run_cli):
     url = f"http://127.0.0.1:{queue_fixtures.free_port()}"  # nothing listens there
     commands = [
         ["fetch-task", "-q", "sqs://cf-x", "--endpoint-url", url],
-        ["generate-tasks", "-s", 0, 0, 0, "-z", 1, 1, 1, "-c", 1, 1, 1, "-q", "cf-x"]
+        ["generate-tasks", "-s", 0, 0, 0, "-z", 1, 1, 1, "-c", 1, 1, 1, "-q", "sqs://cf-x"]
         + ["--endpoint-url", url],
     ]
     for argv in commands:

@@ -10,6 +10,7 @@ import pytest
 from chunkflow.errors import ChunkflowError
 from chunkflow.queues import open_queue
 from chunkflow.queues.lease import Lease
+from chunkflow.queues.local import LocalQueue
 from chunkflow.queues.sqs import SQSQueue
 
 
@@ -26,7 +27,7 @@ def queue(moto_endpoint, name) -> SQSQueue:
 def test_open_queue_picks_sqs(moto_endpoint, name, monkeypatch):
     created = open_queue(f"sqs://{name}", moto_endpoint, create=True)
     assert isinstance(created, SQSQueue) and created.name == name
-    assert open_queue(name, moto_endpoint).url == created.url  # a bare name is SQS too
+    assert isinstance(open_queue(name, moto_endpoint, create=True), LocalQueue)  # local default
     # the endpoint from the environment, as boto3 documents it
     monkeypatch.setenv("AWS_ENDPOINT_URL_SQS", moto_endpoint)
     assert open_queue(f"sqs://{name}").url == created.url
