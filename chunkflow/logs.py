@@ -46,7 +46,6 @@ __all__ = [
     "parse_log",
     "summarize",
     "format_summary",
-    "aws_session",
     "cloudwatch_client",
     "timer_metrics",
     "put_timer_metrics",
@@ -340,33 +339,11 @@ def format_summary(summary: dict) -> str:
 CLOUDWATCH_BATCH = 20  # metrics per put_metric_data call (the classic CloudWatch limit)
 
 
-def aws_session():
-    """A boto3 session with credentials, or a one-line `ChunkflowError` at once.
-
-    The instance metadata service is probed once with a short timeout, so a machine without
-    credentials fails quickly instead of hanging. Credentials are never printed.
-    """
-    import boto3
-    from botocore.exceptions import BotoCoreError
-
-    os.environ.setdefault("AWS_METADATA_SERVICE_TIMEOUT", "1")
-    os.environ.setdefault("AWS_METADATA_SERVICE_NUM_ATTEMPTS", "1")
-    try:
-        session = boto3.session.Session()
-        credentials = session.get_credentials()
-    except BotoCoreError as err:
-        raise ChunkflowError(f"AWS configuration error ({_short(err)})") from None
-    if credentials is None:
-        raise ChunkflowError(
-            "no AWS credentials found (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
-            "or configure ~/.aws/credentials)"
-        )
-    return session
-
-
 def cloudwatch_client(endpoint_url: str | None = None, region: str | None = None):
     """A CloudWatch client; `endpoint_url` for compatible servers."""
     from botocore.config import Config
+
+    from chunkflow.aws import aws_session
 
     session = aws_session()
     region = region or session.region_name or os.environ.get("AWS_DEFAULT_REGION", "us-east-1")
@@ -394,6 +371,8 @@ def put_timer_metrics(client, record: dict, namespace: str, log_name: str) -> in
     """Send the timers of `record` to CloudWatch; returns the number of metrics sent."""
     from botocore.exceptions import BotoCoreError, ClientError
 
+    from chunkflow.aws import short_error
+
     metrics = timer_metrics(record, log_name)
     for start in range(0, len(metrics), CLOUDWATCH_BATCH):
         try:
@@ -402,13 +381,9 @@ def put_timer_metrics(client, record: dict, namespace: str, log_name: str) -> in
             )
         except ClientError as err:
             code = err.response.get("Error", {}).get("Code", "") or "error"
-            raise ChunkflowError(f"put_metric_data failed: {code} ({_short(err)})") from None
+            raise ChunkflowError(f"put_metric_data failed: {code} ({short_error(err)})") from None
         except BotoCoreError as err:
             raise ChunkflowError(
-                f"CloudWatch endpoint unreachable or failing ({_short(err)})"
+                f"CloudWatch endpoint unreachable or failing ({short_error(err)})"
             ) from None
     return len(metrics)
-
-
-def _short(err) -> str:
-    return " ".join(str(err).split())[:200]

@@ -58,7 +58,7 @@ def _check_credentials(ctx, param, value):
     """Fail at parse time, before any task runs, when there are no AWS credentials."""
     config = ctx.find_root().obj
     if not getattr(config, "dry_run", False):
-        from chunkflow.logs import aws_session
+        from chunkflow.aws import aws_session
 
         try:
             aws_session()

@@ -15,19 +15,16 @@ from chunkflow.queues import Message
 
 class SQSQueue:
     def __init__(self, name: str, endpoint_url: str | None = None, create: bool = False):
-        import boto3
         from botocore.config import Config
         from botocore.exceptions import BotoCoreError, ClientError
 
-        os.environ.setdefault("AWS_METADATA_SERVICE_TIMEOUT", "1")
-        os.environ.setdefault("AWS_METADATA_SERVICE_NUM_ATTEMPTS", "1")
+        from chunkflow.aws import aws_session, short_error
+
         self.name = name
-        session = boto3.session.Session()
-        if session.get_credentials() is None:
-            raise ChunkflowError(
-                f"sqs://{name}: no AWS credentials found (set AWS_ACCESS_KEY_ID and "
-                "AWS_SECRET_ACCESS_KEY, or configure ~/.aws/credentials)"
-            )
+        try:
+            session = aws_session()
+        except ChunkflowError as err:
+            raise ChunkflowError(f"sqs://{name}: {err}") from None
         config = Config(connect_timeout=5, read_timeout=30, retries={"max_attempts": 3})
         self.client = session.client(
             "sqs",
@@ -43,20 +40,24 @@ class SQSQueue:
                 self.url = self.client.get_queue_url(QueueName=name)["QueueUrl"]
         except ClientError as err:
             code = err.response.get("Error", {}).get("Code", "")
-            raise ChunkflowError(f"sqs://{name}: {code or 'error'} ({_short(err)})") from None
+            raise ChunkflowError(f"sqs://{name}: {code or 'error'} ({short_error(err)})") from None
         except BotoCoreError as err:
             raise ChunkflowError(
-                f"sqs://{name}: queue endpoint unreachable ({_short(err)})"
+                f"sqs://{name}: queue endpoint unreachable ({short_error(err)})"
             ) from None
 
     def __repr__(self) -> str:
         return f"SQSQueue({self.name})"
 
     def _call(self, method: str, **kwargs):
+        from chunkflow.aws import short_error
+
         try:
             return getattr(self.client, method)(QueueUrl=self.url, **kwargs)
         except self._errors as err:
-            raise ChunkflowError(f"sqs://{self.name}: {method} failed ({_short(err)})") from None
+            raise ChunkflowError(
+                f"sqs://{self.name}: {method} failed ({short_error(err)})"
+            ) from None
 
     def send(self, bodies: list[str]) -> None:
         for start in range(0, len(bodies), 10):
@@ -98,7 +99,3 @@ class SQSQueue:
             AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
         )["Attributes"]
         return sum(int(v) for v in attributes.values())
-
-
-def _short(err) -> str:
-    return " ".join(str(err).split())[:200]
