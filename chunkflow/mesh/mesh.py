@@ -49,8 +49,13 @@ def mesh_chunk(
     dust_threshold: int = 0,
     ids=None,
     skip_ids=None,
+    max_slab_voxels: int = 2**25,
 ) -> dict:
-    """Mesh every object of a segmentation chunk; returns {id: zmesh.Mesh} in world units."""
+    """Mesh every object of a segmentation chunk; returns {id: zmesh.Mesh} in world units.
+
+    Large chunks are meshed in z slabs of at most `max_slab_voxels` voxels (one voxel of
+    overlap) to bound memory; each object's pieces are joined into one mesh.
+    """
     import fastremap
     import zmesh
 
@@ -76,22 +81,32 @@ def mesh_chunk(
         if small:
             array = fastremap.mask(array, small)
     voxel_size = Cartesian(voxel_size)
-    mesher = zmesh.Mesher(voxel_size.xyz)
-    mesher.mesh(array.T)  # an (x, y, z) view: vertices come out in x, y, z
-    offset = np.asarray((seg.voxel_offset * voxel_size).xyz, dtype=np.float32)
-    meshes = {}
-    for label in mesher.ids():
-        mesh = mesher.get(
-            int(label),
-            normals=False,
-            reduction_factor=simplification_factor,
-            max_error=max_simplification_error,
-            voxel_centered=True,
-        )
-        mesh.vertices += offset
-        meshes[int(label)] = mesh
-    mesher.clear()
-    return meshes
+    # marching cubes holds every raw mesh of its input at once: mesh slabs of bounded size along
+    # z, overlapping by one voxel plane like neighbouring chunks, and join each object's pieces
+    plane = array.shape[1] * array.shape[2]
+    depth = max(1, max_slab_voxels // max(plane, 1))
+    pieces: dict[int, list] = {}
+    for z0 in range(0, max(array.shape[0] - 1, 1), depth):
+        slab = array[z0 : z0 + depth + 1]
+        mesher = zmesh.Mesher(voxel_size.xyz)
+        mesher.mesh(slab.T)  # an (x, y, z) view: vertices come out in x, y, z
+        offset = np.asarray(((seg.voxel_offset + (z0, 0, 0)) * voxel_size).xyz, np.float32)
+        for label in mesher.ids():
+            mesh = mesher.get(
+                int(label),
+                normals=False,
+                reduction_factor=simplification_factor,
+                max_error=max_simplification_error,
+                voxel_centered=True,
+            )
+            mesher.erase(int(label))
+            mesh.vertices += offset
+            pieces.setdefault(int(label), []).append(mesh)
+        mesher.clear()
+    return {
+        label: parts[0] if len(parts) == 1 else zmesh.Mesh.concatenate(*parts).consolidate()
+        for label, parts in pieces.items()
+    }
 
 
 def encode(mesh, fmt: str) -> bytes:

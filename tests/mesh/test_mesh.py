@@ -30,6 +30,19 @@ def test_every_object_is_meshed_in_world_units(fib25_chunk):
         assert np.all(mesh.vertices >= low - 8) and np.all(mesh.vertices <= high + 8), label
 
 
+def test_slabs_join_into_the_same_surface(fib25_chunk):
+    whole = mesh_chunk(fib25_chunk, (8, 8, 8), simplification_factor=0)
+    slabs = mesh_chunk(
+        fib25_chunk, (8, 8, 8), simplification_factor=0, max_slab_voxels=64 * 64 * 10
+    )  # 10-plane slabs
+    assert sorted(slabs) == sorted(whole)
+    for label, mesh in whole.items():
+        joined = slabs[label]
+        rounded = lambda v: {tuple(x) for x in np.round(v, 3)}  # noqa: E731
+        assert rounded(joined.vertices) == rounded(mesh.vertices), label
+        assert len(joined.faces) == len(mesh.faces), label
+
+
 def test_anisotropic_voxels_and_simplification(fib25_chunk):
     full = mesh_chunk(fib25_chunk, (40, 4, 4), simplification_factor=0)
     simple = mesh_chunk(
