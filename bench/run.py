@@ -234,7 +234,20 @@ def bench_queue(ctx: Context) -> list[Row]:
     return [Row(**row) for row in measure(ctx)]
 
 
-BENCHMARKS = [bench_startup, bench_h5_roundtrip, bench_inference, bench_segmentation, bench_queue]
+def bench_mesh(ctx: Context) -> list[Row]:
+    from mesh import measure  # bench/mesh.py: meshing to ply, and pinky40 512^3 in one chunk
+
+    return [Row(**row) for row in measure(ctx)]
+
+
+BENCHMARKS = [
+    bench_startup,
+    bench_h5_roundtrip,
+    bench_inference,
+    bench_segmentation,
+    bench_mesh,
+    bench_queue,
+]
 
 
 def fmt(x: float | None, suffix: str = "") -> str:
