@@ -166,7 +166,7 @@ def variable_value(name: str) -> str:
         return VECTOR_VALUE
     if INT_NAME.search(upper):
         return INT_VALUE
-    return f"/tmp/chunkflow-docs/{name.lower()}"
+    return f"/placeholder/chunkflow-docs/{name.lower()}"
 
 
 ARRAY_QUOTED = re.compile(r'"\$\{(\w+)\[[@*]\]\}"')
@@ -192,7 +192,7 @@ def _braced(m: re.Match) -> str:
 def _subshell(m: re.Match) -> str:
     words = m.group(1).split()
     if words and words[0] in ("pwd", "mktemp", "dirname", "realpath", "readlink"):
-        return "/tmp/chunkflow-docs/dir"
+        return "/placeholder/chunkflow-docs/dir"
     return INT_VALUE
 
 
@@ -450,8 +450,9 @@ def test_collector_joins_continuations_substitutes_variables_and_splits_quotes(t
     )
     found = {c.lineno: shlex.join(c.argv) for c in _collect_text(tmp_path, "x.sh", script)}
     assert found == {
-        3: "--dry-run generate-tasks -v /tmp/chunkflow-docs/vol -c 64 512 512 --respect-stop",
-        6: "--mip 1 generate-tasks -v /tmp/chunkflow-docs/input_volume -c 64 512 512 "
+        3: "--dry-run generate-tasks -v /placeholder/chunkflow-docs/vol -c 64 512 512 "
+        "--respect-stop",
+        6: "--mip 1 generate-tasks -v /placeholder/chunkflow-docs/input_volume -c 64 512 512 "
         "plugin -f p.py -a 'low=10;high=200' save -v file:///tmp/out",
         11: "fetch-task -q file:///q delete-task-in-queue",
         12: "--help",
@@ -469,7 +470,7 @@ def test_collector_reads_dockerfiles_yaml_and_python_docstrings(tmp_path):
         '          fetch-task -q "$QUEUE_NAME" -v "$VISIBILITY_TIMEOUT" delete-task-in-queue &\n'
     )
     assert [shlex.join(c.argv) for c in _collect_text(tmp_path, "x.yml", yaml)] == [
-        "--mip 1 fetch-task -q /tmp/chunkflow-docs/queue_name -v 1 delete-task-in-queue"
+        "--mip 1 fetch-task -q /placeholder/chunkflow-docs/queue_name -v 1 delete-task-in-queue"
     ]
     python = '"""Run it with\n\n    chunkflow read-h5 -f a.h5 \\\n        write-tif -f a.tif\n"""\n'
     assert [c.argv for c in _collect_text(tmp_path, "x.py", python)] == [
