@@ -228,6 +228,10 @@ def write_precomputed(
 
 
 def volume_exists(path: str) -> bool:
+    if path.startswith("file://"):  # no cloudfiles import (0.4 s) for a local check
+        import os
+
+        return os.path.isfile(os.path.join(path[len("file://") :], "info"))
     from cloudfiles import CloudFiles
 
     return CloudFiles(path).exists("info")

@@ -50,11 +50,13 @@ def mesh_chunk(
     ids=None,
     skip_ids=None,
     max_slab_voxels: int = 2**25,
+    processes: int | None = None,
 ) -> dict:
     """Mesh every object of a segmentation chunk; returns {id: zmesh.Mesh} in world units.
 
     Large chunks are meshed in z slabs of at most `max_slab_voxels` voxels (one voxel of
-    overlap) to bound memory; each object's pieces are joined into one mesh.
+    overlap) to bound memory; each object's pieces are joined into one mesh. Simplification,
+    most of the time, runs in `processes` forked workers (default: up to 2 CPUs).
     """
     import fastremap
     import zmesh
@@ -91,22 +93,56 @@ def mesh_chunk(
         mesher = zmesh.Mesher(voxel_size.xyz)
         mesher.mesh(slab.T)  # an (x, y, z) view: vertices come out in x, y, z
         offset = np.asarray(((seg.voxel_offset + (z0, 0, 0)) * voxel_size).xyz, np.float32)
-        for label in mesher.ids():
-            mesh = mesher.get(
-                int(label),
-                normals=False,
-                reduction_factor=simplification_factor,
-                max_error=max_simplification_error,
-                voxel_centered=True,
-            )
-            mesher.erase(int(label))
-            mesh.vertices += offset
-            pieces.setdefault(int(label), []).append(mesh)
+        settings = (simplification_factor, max_simplification_error)
+        for label, vertices, faces in _simplified(mesher, settings, processes):
+            mesh = zmesh.Mesh(vertices + offset, faces, None)
+            pieces.setdefault(label, []).append(mesh)
         mesher.clear()
     return {
         label: parts[0] if len(parts) == 1 else zmesh.Mesh.concatenate(*parts).consolidate()
         for label, parts in pieces.items()
     }
+
+
+_MESHER: dict = {}
+
+
+def _simplify_block(labels):
+    """Simplify some objects of the mesher inherited from the parent (a forked worker)."""
+    mesher, (factor, error) = _MESHER["mesher"], _MESHER["settings"]
+    out = []
+    for label in labels:
+        mesh = mesher.get(
+            int(label), normals=False, reduction_factor=factor, max_error=error, voxel_centered=True
+        )
+        mesher.erase(int(label))
+        out.append((int(label), mesh.vertices, mesh.faces))
+    return out
+
+
+def _simplified(mesher, settings, processes=None):
+    """(label, vertices, faces) of every object, simplified. zmesh holds the GIL while it
+    simplifies, so forked processes share the work; results differ slightly from a serial run
+    (zmesh's simplifier carries state from one object to the next) but stay within max_error."""
+    import multiprocessing
+
+    labels = [int(label) for label in mesher.ids()]
+    if processes is None:
+        processes = min(2, os.cpu_count() or 1)
+    forkable = "fork" in multiprocessing.get_all_start_methods()
+    if processes <= 1 or len(labels) < 32 or not forkable:
+        _MESHER.update(mesher=mesher, settings=settings)
+        try:
+            return _simplify_block(labels)
+        finally:
+            _MESHER.clear()
+    blocks = [labels[k :: processes * 8] for k in range(processes * 8)]
+    _MESHER.update(mesher=mesher, settings=settings)
+    try:
+        with multiprocessing.get_context("fork").Pool(processes) as pool:
+            return [item for part in pool.imap_unordered(_simplify_block, blocks) for item in part]
+    finally:
+        _MESHER.clear()
 
 
 def encode(mesh, fmt: str) -> bytes:
