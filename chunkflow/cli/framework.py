@@ -309,6 +309,18 @@ NAMES = NameListType()
 VOLUME_PATH = VolumePathType()
 
 
+def parse_ids(names, option: str = "--ids"):
+    """Object ids from a NAMES option (None stays None); one-line error for non-integers."""
+    if names is None:
+        return None
+    try:
+        return [int(n) for n in names]
+    except ValueError:
+        raise ChunkflowError(
+            f"{option}: object ids must be integers, got {','.join(names)}"
+        ) from None
+
+
 def mip_option():
     """`-m/--mip`; None means the global `--mip`, resolved by the operator from its config."""
     return click.option(

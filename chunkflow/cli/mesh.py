@@ -13,22 +13,12 @@ from chunkflow.cli.framework import (
     input_option,
     mip_option,
     operator,
+    parse_ids,
     vec3_option,
 )
 from chunkflow.errors import ChunkflowError
 
 logger = logging.getLogger("chunkflow")
-
-
-def _ids(names, option):
-    if names is None:
-        return None
-    try:
-        return [int(n) for n in names]
-    except ValueError:
-        raise ChunkflowError(
-            f"{option}: object ids must be integers, got {','.join(names)}"
-        ) from None
 
 
 @functools.lru_cache(maxsize=8)
@@ -126,8 +116,8 @@ def mesh(
         simplification_factor,
         max_simplification_error,
         dust_threshold,
-        _ids(ids, "--ids"),
-        _ids(skip_ids, "--skip-ids"),
+        parse_ids(ids),
+        parse_ids(skip_ids, "--skip-ids"),
     )
     names = target.write(meshes, world_bbox(seg, target.voxel_size), manifest)
     logger.info("mesh: %d objects of %s written to %s", len(names), seg.bbox, target.path)

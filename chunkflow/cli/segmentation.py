@@ -14,6 +14,7 @@ from chunkflow.cli.framework import (
     mip_option,
     operator,
     output_option,
+    parse_ids,
 )
 from chunkflow.errors import ChunkflowError
 
@@ -296,16 +297,12 @@ def mask_out_objects(
     chunk = task.chunk(input_chunk_name)
     if chunk.dtype.kind not in "iu":
         raise ChunkflowError(f"{input_chunk_name!r} is {chunk.dtype}, not an integer segmentation")
-    task[output_chunk_name] = run(chunk, dust_threshold, _ids(selected), _ids(remove_ids))
-
-
-def _ids(names):
-    if names is None:
-        return None
-    try:
-        return {int(n) for n in names}
-    except ValueError:
-        raise ChunkflowError(f"object ids must be integers, got {','.join(names)}") from None
+    task[output_chunk_name] = run(
+        chunk,
+        dust_threshold,
+        parse_ids(selected, "--keep-ids"),
+        parse_ids(remove_ids, "--remove-ids"),
+    )
 
 
 @operator("remap", family="segmentation", aliases=["renumber"])

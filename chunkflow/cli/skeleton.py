@@ -12,20 +12,11 @@ from chunkflow.cli.framework import (
     input_option,
     mip_option,
     operator,
+    parse_ids,
     vec3_option,
 )
-from chunkflow.errors import ChunkflowError
 
 logger = logging.getLogger("chunkflow")
-
-
-def _ids(names):
-    if names is None:
-        return None
-    try:
-        return [int(n) for n in names]
-    except ValueError:
-        raise ChunkflowError(f"--ids: object ids must be integers, got {','.join(names)}") from None
 
 
 @operator("skeletonize", family="mesh")
@@ -107,7 +98,7 @@ def skeletonize(
     target = SkeletonVolume(volume_path, mip) if volume_path else None
     voxel_size = choose_voxel_size(seg, voxel_size, target.voxel_size if target else None)
     skeletons = run(
-        seg, voxel_size, dust_threshold, teasar_scale, teasar_const, _ids(ids), fix_branching
+        seg, voxel_size, dust_threshold, teasar_scale, teasar_const, parse_ids(ids), fix_branching
     )
     task[output_name] = skeletons
     if target is None:
