@@ -290,6 +290,31 @@ def _speed(value: float | None) -> str:
     return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
 
 
+def format_table(rows: list[tuple], rule_before_last: bool = False) -> list[str]:
+    """Text rows: the first column left-aligned, the others right-aligned; the first row is the
+    header. Optionally a rule above the last row (a total)."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = []
+    for k, row in enumerate(rows):
+        cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:])]
+        lines.append("  ".join(cells).rstrip())
+        if rule_before_last and k == len(rows) - 2:
+            lines.append("-" * len(lines[-1]))
+    return lines
+
+
+def run_timing_table(totals: dict[str, list], wall_seconds: float) -> str:
+    """The end-of-run profile: {operator: [calls, seconds]} as operator, calls, total s,
+    mean s and share of the wall time, slowest first, with the wall time as the last row."""
+    rows = [("operator", "calls", "total s", "mean s", "% of wall")]
+    for name, (calls, seconds) in sorted(totals.items(), key=lambda item: -item[1][1]):
+        share = 100 * seconds / wall_seconds if wall_seconds > 0 else 0.0
+        mean = _seconds(seconds / calls)
+        rows.append((name, str(calls), _seconds(seconds), mean, f"{share:.1f}"))
+    rows.append(("(wall time of the run)", "", _seconds(wall_seconds), "", "100.0"))
+    return "\n".join(format_table(rows, rule_before_last=True))
+
+
 def format_summary(summary: dict) -> str:
     """The summary as a plain-text table, one row per operator and one for the whole chain."""
     header = ("operator", "count", "mean s", "min s", "max s", "total s", "voxels/s")
@@ -307,7 +332,6 @@ def format_summary(summary: dict) -> str:
                 _speed(st["voxels_per_second"]),
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = []
     where = f" in {summary['log_dir']}" if summary.get("log_dir") else ""
     skipped = f" ({summary['skipped']} skipped)" if summary["skipped"] else ""
@@ -316,11 +340,7 @@ def format_summary(summary: dict) -> str:
         lines.append(f"voxels per task: {summary['voxels_per_task']:,} (--output-size)")
     else:
         lines.append("voxels per task: from each task's bounding box")
-    for k, row in enumerate(rows):
-        cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:])]
-        lines.append("  ".join(cells).rstrip())
-        if k == len(rows) - 2:
-            lines.append("-" * len(lines[-1]))
+    lines += format_table(rows, rule_before_last=True)
     devices = summary["devices"]
     lines.append(
         "devices: "

@@ -44,6 +44,8 @@ FAMILIES = {
     "segmentation": "Segmentation and evaluation",
     "image": "Image processing and downsampling",
     "mesh": "Meshes and skeletons",
+    "training": "Training: affinity targets, augmentation and the train sink",
+    "view": "Look at the data: neuroglancer and a one-chunk viewer",
     "distributed": "Distributed runs: task queues and task files",
     "flow": "Task flow: skip, mark, copy, delete, plugins",
 }

@@ -235,7 +235,9 @@ def generate_tasks(
             write_task_file(file_path, bboxes)
             logger.info("generate-tasks: wrote %d tasks to %s", len(bboxes), file_path)
         return
-    for bbox in bboxes:
+    from chunkflow.progress import progress
+
+    for bbox in progress(bboxes, desc="tasks", unit="task"):
         new = Task(bbox=bbox)
         new.log["mip"] = mip
         yield new

@@ -128,6 +128,7 @@ def run_chain(stages: list[Stage], **_):
     unique_names(stages)
     from chunkflow.task import Task
 
+    start = time.perf_counter()
     stream = iter([Task()])
     for stage in stages:
         stream = stage(stream)
@@ -147,12 +148,11 @@ def run_chain(stages: list[Stage], **_):
             state,
             ", ".join(f"{k} {v:.3f}s" for k, v in timers.items()),
         )
-    if count > 1:
-        logger.info(
-            "%d tasks; total seconds per operator: %s",
-            count,
-            ", ".join(f"{k} {v[1]:.2f}s/{v[0]}" for k, v in totals.items()),
-        )
+    if totals:
+        from chunkflow.logs import run_timing_table
+
+        table = run_timing_table(totals, time.perf_counter() - start)
+        logger.info("%d task%s; time per operator:\n%s", count, "s"[: count != 1], table)
 
 
 def unique_names(stages: list[Stage]) -> None:
@@ -171,12 +171,26 @@ class _Formatter(logging.Formatter):
         return super().format(record)
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes log lines above any progress bar instead of through it."""
+
+    def emit(self, record):
+        tqdm = sys.modules.get("tqdm")
+        if tqdm is None or not getattr(tqdm.tqdm, "_instances", None):
+            super().emit(record)
+            return
+        try:
+            tqdm.tqdm.write(self.format(record), file=self.stream)
+        except Exception:
+            self.handleError(record)
+
+
 def setup_logging(level: str, log_file: str | None) -> None:
     root = logging.getLogger("chunkflow")
     for handler in list(root.handlers):
         root.removeHandler(handler)
     fmt = _Formatter("%(asctime)s %(levelname)-7s %(message)s", datefmt="%H:%M:%S")
-    stderr = logging.StreamHandler(sys.stderr)
+    stderr = _StderrHandler(sys.stderr)
     stderr.setFormatter(fmt)
     root.addHandler(stderr)
     if log_file:

@@ -71,17 +71,21 @@ def fetch_task(
     Finish the chain with delete-task-in-queue; a task that is not deleted (the worker died or
     an operator failed) comes back after the visibility timeout.
     """
+    from chunkflow.progress import progress, progress_enabled
     from chunkflow.queues import open_queue, parse_body
     from chunkflow.queues.lease import Lease
     from chunkflow.task import Task
 
     queue = open_queue(queue_name, endpoint_url)
+    waiting = queue.count() if progress_enabled() and num < 0 else num
+    bar = progress(desc=f"tasks from {queue_name}", total=waiting, unit="task")
     fetched = empty = 0
     while num < 0 or fetched < num:
         message = queue.receive(visibility_timeout, wait_seconds)
         if message is None:
             empty += 1
             if empty > retry_times:
+                bar.close()
                 logger.info("fetch-task: %s stayed empty, %d tasks fetched", queue_name, fetched)
                 return
             continue
@@ -98,6 +102,8 @@ def fetch_task(
             yield new
         finally:
             lease.stop()
+        bar.update()
+    bar.close()
 
 
 @operator("delete-task-in-queue", family="distributed", kind="finalizer")

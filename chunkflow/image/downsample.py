@@ -27,6 +27,7 @@ import numpy as np
 from chunkflow.chunk import Chunk
 from chunkflow.errors import ChunkflowError
 from chunkflow.geometry import Cartesian
+from chunkflow.progress import progress
 
 logger = logging.getLogger("chunkflow")
 
@@ -199,7 +200,8 @@ def downsample_upload(
     check_divisible(chunk, factor, mips[-1] - chunk_mip)
     ensure_scales(path, factor, chunk_mip, mips[-1])
     levels = pyramid(chunk, factor, mips[-1] - chunk_mip)
-    for mip, level in zip(range(chunk_mip + 1, mips.stop), levels):
+    written = [(mip, level) for mip, level in zip(range(chunk_mip + 1, mips.stop), levels)]
+    for mip, level in progress(written, desc="downsample-upload", unit="mip"):
         if mip in mips:
             write_precomputed(level, path, mip, create=False, non_aligned_writes=non_aligned_writes)
             logger.info("downsample-upload: wrote mip %d, %s, to %s", mip, level.bbox, path)

@@ -20,6 +20,7 @@ from chunkflow.errors import ChunkflowError
 from chunkflow.inference import augment as tta
 from chunkflow.inference.bump import bump as make_bump
 from chunkflow.inference.grid import PatchGrid, Plan
+from chunkflow.progress import progress
 
 logger = logging.getLogger("chunkflow")
 
@@ -148,7 +149,8 @@ class Inferencer:
         )
         origin_in, origin_out = chunk.voxel_offset, plan.region.start
         patches = plan.patches
-        for first in range(0, len(patches), self.batch_size):
+        starts = range(0, len(patches), self.batch_size)
+        for first in progress(starts, desc="inference", unit="batch"):
             group = patches[first : first + self.batch_size]
             for k, (in_bbox, _) in enumerate(group):
                 batch[k] = x[(slice(None), *_local(in_bbox, origin_in))]

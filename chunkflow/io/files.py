@@ -9,6 +9,7 @@ from contextlib import contextmanager
 
 from chunkflow.errors import ChunkflowError
 from chunkflow.geometry import BoundingBox
+from chunkflow.progress import progress, progress_enabled
 
 
 def task_path(path: str, bbox: BoundingBox | None, suffixes: tuple[str, ...]) -> str:
@@ -69,18 +70,24 @@ def atomic_output(path: str):
             os.remove(tmp)
 
 
-def put_files(path: str, files: list) -> None:
+def put_files(path: str, files: list, desc: str = "write files") -> None:
     """Write [(name, bytes)] under a cloud path (file://, gs://, s3://), one put each.
 
     Local files go to a temporary name first and are renamed, so no reader sees half a file.
+    `desc` labels the progress bar.
     """
     if path.startswith("file://"):
         folder = path[len("file://") :]
         os.makedirs(folder, exist_ok=True)
-        for name, data in files:
+        for name, data in progress(files, desc=desc, unit="file"):
             with atomic_output(os.path.join(folder, name)) as tmp, open(tmp, "wb") as f:
                 f.write(data)
         return
     from cloudfiles import CloudFiles
 
-    CloudFiles(path).puts(files, compress=None, content_type="application/octet-stream")
+    CloudFiles(path).puts(
+        files,
+        compress=None,
+        content_type="application/octet-stream",
+        progress=progress_enabled() and len(files) > 1,
+    )

@@ -29,6 +29,7 @@ from chunkflow.chunk import Chunk
 from chunkflow.errors import ChunkflowError
 from chunkflow.geometry import BoundingBox, Cartesian
 from chunkflow.io.files import put_files
+from chunkflow.progress import progress
 
 logger = logging.getLogger("chunkflow")
 
@@ -88,7 +89,8 @@ def mesh_chunk(
     plane = array.shape[1] * array.shape[2]
     depth = max(1, max_slab_voxels // max(plane, 1))
     pieces: dict[int, list] = {}
-    for z0 in range(0, max(array.shape[0] - 1, 1), depth):
+    slabs = range(0, max(array.shape[0] - 1, 1), depth)
+    for z0 in progress(slabs, desc="mesh", unit="slab"):
         slab = array[z0 : z0 + depth + 1]
         mesher = zmesh.Mesher(voxel_size.xyz)
         mesher.mesh(slab.T)  # an (x, y, z) view: vertices come out in x, y, z
@@ -234,7 +236,7 @@ class MeshTarget:
             if manifest and self.format == "precomputed":
                 files.append((f"{label}:0", json.dumps({"fragments": [name]}).encode()))
             names.append(name)
-        put_files(self.path, files)
+        put_files(self.path, files, desc="write meshes")
         return names
 
 
@@ -261,6 +263,7 @@ def write_manifests(volume_path: str, prefix: str | None = None) -> int:
             (f"{label}:0", json.dumps({"fragments": sorted(names)}).encode())
             for label, names in sorted(fragments.items())
         ],
+        desc="write manifests",
     )
     logger.info(
         "mesh-manifest: %d manifests for ids starting with %r in %s",

@@ -208,7 +208,7 @@ class SkeletonVolume:
             (fragment_name(label, bbox), skeleton.to_precomputed())
             for label, skeleton in skeletons.items()
         ]
-        put_files(self.path, files)
+        put_files(self.path, files, desc="write skeletons")
         return [name for name, _ in files]
 
 

@@ -18,6 +18,7 @@ import time
 import uuid
 
 from chunkflow.errors import ChunkflowError
+from chunkflow.progress import progress
 from chunkflow.queues import Message
 
 
@@ -39,7 +40,7 @@ class LocalQueue:
 
     def send(self, bodies: list[str]) -> None:
         stamp = time.time_ns()
-        for k, body in enumerate(bodies):
+        for k, body in enumerate(progress(bodies, desc="send tasks", unit="task")):
             name = f"{stamp:020d}{k:08d}-{uuid.uuid4().hex[:8]}"
             tmp = os.path.join(self.path, f".{name}.tmp")
             with open(tmp, "w") as f:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 
 from chunkflow.errors import ChunkflowError
+from chunkflow.progress import progress
 from chunkflow.queues import Message
 
 
@@ -60,7 +61,8 @@ class SQSQueue:
             ) from None
 
     def send(self, bodies: list[str]) -> None:
-        for start in range(0, len(bodies), 10):
+        starts = range(0, len(bodies), 10)
+        for start in progress(starts, desc="send tasks", unit="batch of 10"):
             entries = [
                 {"Id": str(k), "MessageBody": body}
                 for k, body in enumerate(bodies[start : start + 10])

@@ -198,3 +198,81 @@ def test_zero_or_negative_sizes(run_cli, args):
     result = run_cli(args, expect=None)
     assert result.code != 0
     error_line(result)
+
+
+def test_each_task_logs_one_line_with_bbox_and_operator_times(run_cli, tmp_path):
+    err = run_cli("generate-tasks -c 2 4 4 -g 1 1 3 create-chunk -s 2 4 4 threshold").err
+    lines = [line for line in err.splitlines() if " INFO    task " in line]
+    assert [line.split("task ")[1].split(":")[0] for line in lines] == [
+        "0-2_0-4_0-4",
+        "0-2_0-4_4-8",
+        "0-2_0-4_8-12",
+    ]
+    assert all("create-chunk " in line and "threshold " in line for line in lines)
+
+
+def test_run_ends_with_a_timing_table(run_cli, tmp_path):
+    run_cli(
+        "--log-file run.log generate-tasks -c 2 4 4 -g 1 1 3 create-chunk -s 2 4 4 "
+        "threshold write-h5 -f out.h5"
+    )
+    log = (tmp_path / "run.log").read_text().splitlines()
+    start = next(k for k, line in enumerate(log) if "3 tasks; time per operator:" in line)
+    header, *rows = log[start + 1 : start + 8]
+    assert header.split() == ["operator", "calls", "total", "s", "mean", "s", "%", "of", "wall"]
+    table = {row.split()[0]: row.split()[1:] for row in rows if not row.startswith("-")}
+    assert set(table) == {"generate-tasks", "create-chunk", "threshold", "write-h5", "(wall"}
+    for name in ("generate-tasks", "create-chunk", "threshold", "write-h5"):
+        calls, total, mean, share = table[name]
+        assert calls == "3" and float(total) == pytest.approx(3 * float(mean), abs=1e-3)
+        assert 0 <= float(share) <= 100
+    totals = [float(table[name][1]) for name in table if name != "(wall"]
+    assert totals == sorted(totals, reverse=True)  # slowest first
+    assert float(table["(wall"][-2]) >= max(totals)
+
+
+def _stderr_through_a_terminal(args: list[str], tmp_path, env=None) -> str:
+    """Run the console script with stderr on a pseudo terminal; return what it drew there."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))  # 120 columns
+    proc = subprocess.Popen(
+        [CHUNKFLOW, *args],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=follower,
+        env={k: v for k, v in {**os.environ, **(env or {})}.items() if v is not None},
+    )
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            data = os.read(leader, 65536)
+        except OSError:  # the terminal closes when the process exits
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(leader)
+    assert proc.wait(timeout=60) == 0
+    return b"".join(chunks).decode(errors="replace")
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_progress_bars_only_on_a_terminal_and_not_quiet(tmp_path, quiet):
+    args = ["generate-tasks", "-c", "1", "4", "4", "-g", "1", "1", "40", "create-chunk"]
+    args += ["-s", "1", "4", "4", "threshold"]
+    env = {"CHUNKFLOW_PROGRESS": None}
+    drawn = _stderr_through_a_terminal((["-q"] if quiet else []) + args, tmp_path, env)
+    if quiet:
+        assert drawn == ""
+    else:
+        assert "tasks:   0%" in drawn and "0/40" in drawn
+    piped = subprocess.run(
+        [CHUNKFLOW, *args], cwd=tmp_path, capture_output=True, text=True, check=True
+    )
+    assert "tasks:   0%" not in piped.stderr and "%|" not in piped.stderr

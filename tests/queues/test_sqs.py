@@ -24,7 +24,8 @@ def queue(moto_endpoint, name) -> SQSQueue:
     return SQSQueue(name, moto_endpoint, create=True)
 
 
-def test_open_queue_picks_sqs(moto_endpoint, name, monkeypatch):
+def test_open_queue_picks_sqs(moto_endpoint, name, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # the local default queue is a folder in the working directory
     created = open_queue(f"sqs://{name}", moto_endpoint, create=True)
     assert isinstance(created, SQSQueue) and created.name == name
     assert isinstance(open_queue(name, moto_endpoint, create=True), LocalQueue)  # local default
