@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 TORCH  := torch==2.13.0
 
-.PHONY: install demo test bench lint clean
+.PHONY: install browser demo test screenshots bench lint clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -15,11 +15,23 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# Headless Chromium for the browser tests; without it (no apt, not root) they skip and say why.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -qq chromium chromium-driver) || \
+		echo "chromium not installed: the browser tests will be skipped"
+
 demo: $(VENV)/.installed
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash examples/demo.sh
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed browser
 	$(PY) -m pytest
+
+# The README's viewer screenshots, taken by the browser tests.
+screenshots: $(VENV)/.installed browser
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null
+	$(PY) -m pytest -q tests/viewer -k browser --screenshot-dir docs/images
 
 bench: $(VENV)/.installed
 	$(PY) bench/run.py

@@ -16,6 +16,14 @@ DATA = REPO / "data"
 GALA = DATA / "gala_fibsem"
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--screenshot-dir",
+        default=None,
+        help="Browser tests also save their screenshots here (make screenshots: docs/images).",
+    )
+
+
 @pytest.fixture(autouse=True)
 def _reset_chunkflow_logger():
     """Each CLI run configures the `chunkflow` logger; give every test a clean one."""

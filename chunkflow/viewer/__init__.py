@@ -1,0 +1,28 @@
+"""Look at chunks in a browser: Neuroglancer for many layers, microviewer for one chunk.
+
+Both viewers serve from this process on a loopback address by default and stop when the caller
+closes them; `serve_for` keeps the process serving until a time limit or Ctrl-C. Importing this
+package is light: neuroglancer and microviewer load only with their modules.
+"""
+
+from __future__ import annotations
+
+import time
+
+__all__ = ["LAYOUTS", "serve_for"]
+
+# Neuroglancer panel layouts.
+LAYOUTS = ("4panel", "xy", "xz", "yz", "3d", "xy-3d", "xz-3d", "yz-3d")
+
+
+def serve_for(seconds: float | None) -> bool:
+    """Block for `seconds` (None: until Ctrl-C); True when Ctrl-C ended the wait."""
+    deadline = None if seconds is None else time.monotonic() + seconds
+    try:
+        while True:
+            left = 3600.0 if deadline is None else deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(left, 0.5))
+    except KeyboardInterrupt:
+        return True

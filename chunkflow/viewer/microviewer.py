@@ -1,0 +1,130 @@
+"""One chunk in microviewer (seung-lab), optionally with a segmentation overlaid.
+
+microviewer's own `view`/`hyperview` bind `localhost:8080`, open a browser and serve until
+Ctrl-C; here its request handler runs in a threaded HTTP server that we bind, start in the
+background and stop. Arrays go to it in its (x, y, z) order as transposed views.
+
+What it shows: an image or map in grey (three channels as RGB, other channel counts channel 0),
+a segmentation in colors, or an image with a segmentation overlay (the chunks' overlap).
+"""
+
+from __future__ import annotations
+
+import http.server
+import socket
+import threading
+from dataclasses import dataclass
+
+import microviewer
+import numpy as np
+
+from chunkflow.chunk import Chunk
+from chunkflow.errors import ChunkflowError
+
+__all__ = ["MicroViewer", "cutout", "open_microviewer"]
+
+
+def _rgb(array: np.ndarray) -> np.ndarray:
+    """(3, z, y, x) → uint8 (3, z, y, x): floats in [0, 1] scaled, integers by their range."""
+    if array.dtype.kind == "f":
+        return (np.clip(array, 0, 1) * 255).round().astype(np.uint8)
+    if array.dtype.kind in "iu" and array.dtype.itemsize > 1:
+        high = float(max(array.max(), 1))
+        return (array.astype(np.float32) * (255 / high)).round().astype(np.uint8)
+    return array.astype(np.uint8)
+
+
+def _xyz(chunk: Chunk) -> tuple[np.ndarray, str]:
+    """The chunk's data for microviewer, (x, y, z) or (x, y, z, 3) RGB, and its layer kind."""
+    array = chunk.array
+    if chunk.is_segmentation:
+        if array.ndim == 4:
+            if array.shape[0] != 1:
+                raise ChunkflowError(f"a segmentation has one channel, got shape {array.shape}")
+            array = array[0]
+        if array.dtype == np.bool_:
+            array = array.view(np.uint8)
+        elif array.dtype.kind == "i":
+            array = array.view(f"u{array.dtype.itemsize}")
+        elif array.dtype.kind != "u":
+            array = array.astype(np.uint64)
+        return array.T, "segmentation"
+    if array.ndim == 4:
+        if array.shape[0] == 3:
+            return _rgb(array).T, "image"
+        array = array[0]
+    if array.dtype.name not in ("uint8", "uint16", "float32", "float64", "bool"):
+        array = array.astype(np.float32)
+    return array.T, "image"
+
+
+def cutout(chunk: Chunk) -> dict:
+    """microviewer's description of one layer (what its request handler serves)."""
+    array, kind = _xyz(chunk)
+    return {
+        "img": microviewer.to3d(array),
+        "cloudpath": "chunkflow",
+        "resolution": list(chunk.voxel_size.xyz),
+        "layer_type": kind,
+        "offset": list(chunk.voxel_offset.xyz),
+    }
+
+
+@dataclass
+class MicroViewer:
+    """A served microviewer; `close()` stops the server."""
+
+    server: http.server.ThreadingHTTPServer
+    thread: threading.Thread
+    url: str
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join()
+
+    def __enter__(self) -> MicroViewer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open_microviewer(
+    chunk: Chunk, seg: Chunk | None = None, *, bind_address: str = "127.0.0.1", port: int = 0
+) -> MicroViewer:
+    """Serve `chunk` (and `seg` over it) in microviewer; port 0 takes any free port."""
+    if seg is None:
+        cutouts = [cutout(chunk)]
+    else:
+        if chunk.voxel_size != seg.voxel_size:
+            raise ChunkflowError(
+                f"the segmentation's voxel size {tuple(seg.voxel_size)} differs from the "
+                f"image's {tuple(chunk.voxel_size)}"
+            )
+        overlap = chunk.bbox.intersect(seg.bbox)
+        if overlap.is_empty:
+            raise ChunkflowError(
+                f"the segmentation ({seg.bbox}) does not overlap the image ({chunk.bbox})"
+            )
+        seg = seg.crop(overlap)
+        if not seg.is_segmentation:
+            seg = Chunk(seg.array, seg.voxel_offset, seg.voxel_size, "segmentation")
+        cutouts = [cutout(chunk.crop(overlap)), cutout(seg)]
+
+    def handler(*args):
+        return microviewer.ViewerServerHandler(cutouts, *args)
+
+    try:
+        server = http.server.ThreadingHTTPServer((bind_address, port), handler)
+    except OSError as err:
+        reason = err.strerror or str(err)
+        raise ChunkflowError(
+            f"cannot serve microviewer on {bind_address}:{port}: {reason}"
+        ) from None
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, name="microviewer", daemon=True)
+    thread.start()
+    host = socket.getfqdn() if bind_address in ("0.0.0.0", "::") else bind_address
+    host = f"[{host}]" if ":" in host else host
+    return MicroViewer(server, thread, f"http://{host}:{server.server_address[1]}/")

@@ -1,0 +1,364 @@
+"""Neuroglancer layers from chunks and precomputed volumes, served from this process.
+
+Axis order: chunks are (z, y, x) or (c, z, y, x). Neuroglancer gets transposed views, (x, y, z)
+or (x, y, z, c^), with dimensions named x, y, z (and `c^`, a channel dimension), so the xy panel
+shows the xy plane. Voxel sizes (nm) become the dimension scales and voxel offsets the
+`LocalVolume` offsets, so chunks of different places and voxel sizes overlay correctly.
+
+Layer kinds follow the chunk's layer type:
+
+- image: a grey `ImageLayer` (a 3-channel image is shown as RGB);
+- segmentation: a `SegmentationLayer`; ids keep their bits in the unsigned type of their size;
+- affinity_map: an `ImageLayer` with RGB = channels 0, 1, 2, i.e. the z, y, x affinities;
+- probability_map: an `ImageLayer`, grey over [0, 1] for one channel, RGB for three, else one
+  channel at a time (pick it in the layer's shader controls).
+
+Local `file://` precomputed volumes are served by the viewer's own HTTP server (a browser cannot
+read file:// URLs), gzip, brotli and zstd compressed chunk files included; gs://, s3:// and
+http(s):// volumes are read by neuroglancer in the browser.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import gzip
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import neuroglancer
+import neuroglancer.random_token
+import neuroglancer.server
+import numpy as np
+import tornado.web
+
+from chunkflow.chunk import Chunk, LayerType
+from chunkflow.errors import ChunkflowError
+from chunkflow.geometry import Cartesian
+from chunkflow.viewer import LAYOUTS
+
+__all__ = [
+    "LAYOUTS",
+    "NeuroglancerViewer",
+    "chunk_layer",
+    "chunk_volume",
+    "dimensions",
+    "open_viewer",
+    "read_info",
+    "volume_layer",
+]
+
+UNITS = "nm"
+REMOTE_SCHEMES = ("gs://", "s3://", "http://", "https://")
+FILES_PREFIX = "/chunkflow/files"
+FIT_PIXELS = 720  # the chunks' xy extent fills about this many pixels (half in 4-panel layouts)
+
+RGB_SHADER = """void main() {
+  emitRGB(vec3(toNormalized(getDataValue(0)),
+               toNormalized(getDataValue(1)),
+               toNormalized(getDataValue(2))));
+}
+"""
+
+GREY_SHADER = """#uicontrol invlerp normalized(range=[{low}, {high}]{channel})
+void main() {{
+  emitGrayscale(normalized());
+}}
+"""
+
+
+def dimensions(voxel_size, channels: bool = False) -> neuroglancer.CoordinateSpace:
+    """Dimensions x, y, z in nm scaled by `voxel_size` (z, y, x), plus `c^` for channels."""
+    names, units, scales = ["x", "y", "z"], [UNITS] * 3, list(Cartesian(voxel_size).xyz)
+    if channels:
+        names.append("c^")
+        units.append("")
+        scales.append(1)
+    return neuroglancer.CoordinateSpace(names=names, units=units, scales=scales)
+
+
+def _layer_array(chunk: Chunk) -> np.ndarray:
+    """The chunk's (z, y, x) or (c, z, y, x) data in a dtype neuroglancer supports."""
+    array = chunk.array
+    if array.ndim == 4 and array.shape[0] == 1:
+        array = array[0]
+    if chunk.layer_type is LayerType.SEGMENTATION:
+        if array.ndim == 4:
+            raise ChunkflowError(
+                f"a segmentation has one channel, this one has {array.shape[0]} "
+                f"(shape {array.shape})"
+            )
+        if array.dtype == np.bool_:
+            array = array.view(np.uint8)
+        elif array.dtype.kind == "i":
+            array = array.view(f"u{array.dtype.itemsize}")
+        elif array.dtype.kind != "u":
+            array = array.astype(np.uint64)
+    elif array.dtype == np.bool_:
+        array = array.astype(np.uint8) * np.uint8(255)
+    elif array.dtype.name not in ("uint8", "uint16", "uint32", "float32", "float64"):
+        array = array.astype(np.float32)
+    return array
+
+
+def chunk_volume(chunk: Chunk, voxel_size=None) -> neuroglancer.LocalVolume:
+    """A `LocalVolume` over the chunk's data at its voxel offset (no copy where dtypes allow)."""
+    array = _layer_array(chunk).T  # (x, y, z[, c]): a view
+    channels = array.ndim == 4
+    offset = list(chunk.voxel_offset.xyz) + ([0] if channels else [])
+    return neuroglancer.LocalVolume(
+        array,
+        dimensions=dimensions(voxel_size or chunk.voxel_size, channels),
+        voxel_offset=offset,
+        volume_type="segmentation" if chunk.is_segmentation else "image",
+    )
+
+
+def _grey_shader(dtype: np.dtype, channel: bool) -> str:
+    high = 1 if dtype.kind == "f" else np.iinfo(dtype).max
+    return GREY_SHADER.format(low=0, high=high, channel=", channel=0" if channel else "")
+
+
+def chunk_layer(chunk: Chunk, voxel_size=None) -> neuroglancer.Layer:
+    """The neuroglancer layer for a chunk, by its layer type (see the module docstring)."""
+    volume = chunk_volume(chunk, voxel_size)
+    if chunk.is_segmentation:
+        return neuroglancer.SegmentationLayer(source=volume)
+    num_channels = volume.shape[3] if volume.rank == 4 else 1
+    dtype = np.dtype(volume.data_type)
+    if num_channels == 3:
+        shader = RGB_SHADER
+    elif num_channels > 1 or not chunk.is_image:
+        shader = _grey_shader(dtype, channel=num_channels > 1)
+    else:
+        return neuroglancer.ImageLayer(source=volume)
+    return neuroglancer.ImageLayer(source=volume, shader=shader)
+
+
+# Precomputed volumes ---------------------------------------------------------------------------
+
+
+def read_info(path: str) -> dict:
+    """The precomputed `info` of a volume path (file://, gs://, s3://, http(s)://)."""
+    if path.startswith("file://"):
+        info_path = os.path.join(path[len("file://") :], "info")
+        try:
+            with open(info_path) as f:
+                return json.load(f)
+        except FileNotFoundError:
+            raise ChunkflowError(f"{path}: no precomputed volume there (no info file)") from None
+        except (OSError, ValueError) as err:
+            raise ChunkflowError(f"{path}: unreadable precomputed info ({err})") from None
+    if not path.startswith(REMOTE_SCHEMES):
+        raise ChunkflowError(
+            f"{path}: neuroglancer reads file://, gs://, s3:// and http(s):// volumes only"
+        )
+    from cloudfiles import CloudFiles
+
+    try:
+        info = CloudFiles(path).get_json("info")
+    except Exception as err:  # any transport failure: name the path, keep it one line
+        raise ChunkflowError(f"{path}: cannot read the precomputed info ({err})") from None
+    if info is None:
+        raise ChunkflowError(f"{path}: no precomputed volume there (no info file)")
+    return info
+
+
+def volume_layer(url: str, info: dict) -> neuroglancer.Layer:
+    """A layer reading the precomputed volume at `url` (as the browser reaches it)."""
+    source = f"precomputed://{url}"
+    if info.get("type") == "segmentation":
+        return neuroglancer.SegmentationLayer(source=source)
+    if info.get("num_channels") == 3:
+        return neuroglancer.ImageLayer(source=source, shader=RGB_SHADER)
+    return neuroglancer.ImageLayer(source=source)
+
+
+ENCODED_SUFFIXES = ((".gz", "gzip"), (".br", "br"), (".zst", "zstd"))
+
+
+class _PrecomputedFileHandler(tornado.web.StaticFileHandler):
+    """Files of a local precomputed folder, with CORS; `name.gz` etc. answer for `name`."""
+
+    def set_default_headers(self):
+        self.set_header("Access-Control-Allow-Origin", "*")
+        self.set_header("Access-Control-Allow-Headers", "x-requested-with, range")
+        self.set_header("Access-Control-Expose-Headers", "content-range")
+
+    def options(self, *args):
+        self.set_status(204)
+        self.finish()
+
+    async def get(self, path, include_body=True):
+        absolute = os.path.realpath(os.path.join(self.root, path))
+        root = os.path.realpath(self.root)
+        if absolute.startswith(root + os.sep) and not os.path.isfile(absolute):
+            for suffix, encoding in ENCODED_SUFFIXES:
+                if os.path.isfile(absolute + suffix):
+                    self._send_encoded(absolute + suffix, encoding, include_body)
+                    return
+        await super().get(path, include_body)
+
+    def compute_etag(self):
+        if getattr(self, "absolute_path", None) is None:  # an encoded file sent by hand
+            return None
+        return super().compute_etag()
+
+    def _send_encoded(self, path: str, encoding: str, include_body: bool) -> None:
+        with open(path, "rb") as f:
+            body = f.read()
+        accepted = {
+            token.split(";")[0].strip()
+            for token in self.request.headers.get("Accept-Encoding", "").split(",")
+        }
+        if encoding in accepted:
+            self.set_header("Content-Encoding", encoding)
+        else:
+            body = _decompress(body, encoding)
+        self.set_header("Content-Type", "application/octet-stream")
+        self.set_header("Content-Length", str(len(body)))
+        self.finish(body if include_body else None)
+
+
+def _decompress(body: bytes, encoding: str) -> bytes:
+    if encoding == "gzip":
+        return gzip.decompress(body)
+    if encoding == "br":
+        import brotli
+
+        return brotli.decompress(body)
+    import zstandard
+
+    return zstandard.ZstdDecompressor().decompressobj().decompress(body)
+
+
+def _serve_folders(folders: list[str]) -> list[str]:
+    """Serve local folders from the running neuroglancer server; their base URLs."""
+    server = neuroglancer.server.global_server
+    token = neuroglancer.random_token.make_random_token()
+    rules = [
+        (rf"{FILES_PREFIX}/{token}/{i}/(.*)", _PrecomputedFileHandler, {"path": folder})
+        for i, folder in enumerate(folders)
+    ]
+    done: concurrent.futures.Future = concurrent.futures.Future()
+
+    def add():  # on the server's event loop, which owns the routing table
+        try:
+            server.app.add_handlers(r".*", rules)
+            done.set_result(None)
+        except Exception as err:
+            done.set_exception(err)
+
+    server.loop.call_soon_threadsafe(add)
+    done.result(timeout=10)
+    base = neuroglancer.server.get_server_url()
+    return [f"{base}{FILES_PREFIX}/{token}/{i}" for i in range(len(folders))]
+
+
+# The viewer ------------------------------------------------------------------------------------
+
+
+@dataclass
+class NeuroglancerViewer:
+    """A served viewer; `close()` stops the server (the process serves one viewer at a time)."""
+
+    viewer: neuroglancer.Viewer
+    url: str
+
+    def close(self) -> None:
+        neuroglancer.stop()
+
+    def __enter__(self) -> NeuroglancerViewer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _start_server(bind_address: str, port: int) -> None:
+    if neuroglancer.server.is_server_running():
+        neuroglancer.stop()
+    neuroglancer.set_server_bind_address(bind_address, port)
+    try:
+        neuroglancer.server.start()
+    except OSError as err:
+        reason = err.strerror or str(err)
+        raise ChunkflowError(
+            f"cannot serve neuroglancer on {bind_address}:{port}: {reason}"
+        ) from None
+
+
+def _fit_scale(chunks: list[Chunk], voxel_size, global_size, layout: str) -> float:
+    """A cross-section zoom (global voxels per pixel) that fits the chunks' xy extent."""
+    sizes = [np.asarray(voxel_size or c.voxel_size, dtype=float) for c in chunks]
+    extent = max(float(np.max(np.multiply(c.spatial_shape, v)[1:])) for c, v in zip(chunks, sizes))
+    pixels = FIT_PIXELS if layout in ("xy", "xz", "yz") else FIT_PIXELS / 2
+    return extent / float(min(np.asarray(global_size)[1:])) / pixels
+
+
+def _center(chunks: list[Chunk], voxel_size, global_size) -> list[float]:
+    """Center (x, y, z) of all chunks in voxels of `global_size` (z, y, x)."""
+    sizes = [np.asarray(voxel_size or c.voxel_size, dtype=float) for c in chunks]
+    starts = np.array([np.multiply(c.voxel_offset, v) for c, v in zip(chunks, sizes)])
+    stops = np.array([np.multiply(c.voxel_stop, v) for c, v in zip(chunks, sizes)])
+    center = (starts.min(axis=0) + stops.max(axis=0)) / 2 / np.asarray(global_size, dtype=float)
+    return [float(v) for v in center[::-1]]
+
+
+def open_viewer(
+    chunks: Mapping[str, Chunk],
+    volumes: Mapping[str, str] | None = None,
+    *,
+    voxel_size=None,
+    bind_address: str = "127.0.0.1",
+    port: int = 0,
+    layout: str = "4panel",
+) -> NeuroglancerViewer:
+    """Serve a viewer showing `chunks` and the precomputed `volumes` (name → path) as layers.
+
+    Args:
+        voxel_size: (z, y, x) in nm for every chunk, instead of the chunks' own.
+        port: 0 takes any free port.
+    """
+    volumes = dict(volumes or {})
+    both = sorted(set(chunks) & set(volumes))
+    if both:
+        raise ChunkflowError(f"layer names used twice (a chunk and a --layer): {', '.join(both)}")
+    if not chunks and not volumes:
+        raise ChunkflowError("nothing to show: give chunk names or --layer volumes")
+    if layout not in LAYOUTS:
+        raise ChunkflowError(f"unknown layout {layout!r}: expected one of {', '.join(LAYOUTS)}")
+    infos = {name: read_info(path) for name, path in volumes.items()}
+    layers = {}
+    for name, chunk in chunks.items():
+        try:
+            layers[name] = chunk_layer(chunk, voxel_size)
+        except ChunkflowError as err:
+            raise ChunkflowError(f"chunk {name!r}: {err}") from None
+
+    _start_server(bind_address, port)
+    try:
+        local = [name for name, path in volumes.items() if path.startswith("file://")]
+        urls = dict(volumes)
+        if local:
+            served = _serve_folders([volumes[name][len("file://") :] for name in local])
+            urls.update(zip(local, served))
+        viewer = neuroglancer.Viewer()
+        with viewer.txn() as s:
+            if chunks:
+                first = next(iter(chunks.values()))
+                global_size = Cartesian(voxel_size or first.voxel_size)
+                s.dimensions = dimensions(global_size)
+                shown = list(chunks.values())
+                s.position = _center(shown, voxel_size, global_size)
+                s.cross_section_scale = _fit_scale(shown, voxel_size, global_size, layout)
+            for name, layer in layers.items():
+                s.layers[name] = layer
+            for name, info in infos.items():
+                s.layers[name] = volume_layer(urls[name], info)
+            s.layout = layout
+        return NeuroglancerViewer(viewer, viewer.get_viewer_url())
+    except BaseException:
+        neuroglancer.stop()
+        raise
