@@ -81,8 +81,13 @@ class Stage:
 
     def __call__(self, stream: Iterable) -> Iterator:
         if self.kind == "stream":
-            yield from self.fn(stream)
-            return
+            iterator = iter(self.fn(stream))
+            while True:
+                try:
+                    task = self._call(next, iterator)
+                except StopIteration:
+                    return
+                yield task
         for task in stream:
             if task.skipped and task.skip_to == self.name:
                 logger.debug("%s: resuming skipped task %s", self.name, task.bbox)
@@ -302,6 +307,53 @@ class DTypeType(click.ParamType):
             )
 
 
+class NeighborhoodType(click.ParamType):
+    """Affinity offsets `z,y,x;z,y,x;...`."""
+
+    name = "offsets"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (list, tuple)):
+            return tuple(tuple(v) for v in value)
+        offsets = []
+        for part in str(value).split(";"):
+            try:
+                offset = tuple(int(v) for v in part.split(","))
+            except ValueError:
+                offset = ()
+            if len(offset) != 3:
+                self.fail(
+                    f"bad neighborhood {value!r}: expected offsets z,y,x separated by ';', "
+                    "e.g. 1,0,0;0,1,0;0,0,1",
+                    param,
+                    ctx,
+                )
+            offsets.append(offset)
+        return tuple(offsets)
+
+
+class AxesType(click.ParamType):
+    """Spatial axes `0,1,2` (0 = z, 1 = y, 2 = x); an empty string means none."""
+
+    name = "axes"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (list, tuple)):
+            return tuple(value)
+        text = str(value).strip()
+        try:
+            axes = tuple(int(v) for v in text.split(",")) if text else ()
+        except ValueError:
+            axes = (-1,)
+        if any(a not in (0, 1, 2) for a in axes) or len(set(axes)) != len(axes):
+            self.fail(
+                f"bad axes {value!r}: expected distinct axes among 0,1,2 (z,y,x), e.g. 1,2",
+                param,
+                ctx,
+            )
+        return axes
+
+
 LAYER_TYPE_NAMES = ("image", "segmentation", "probability_map", "affinity_map")
 LAYER_TYPE = click.Choice(LAYER_TYPE_NAMES)
 
@@ -309,6 +361,8 @@ BBOX = BBoxType()
 DTYPE = DTypeType()
 NAMES = NameListType()
 VOLUME_PATH = VolumePathType()
+NEIGHBORHOOD = NeighborhoodType()
+AXES = AxesType()
 
 
 def parse_ids(names, option: str = "--ids"):

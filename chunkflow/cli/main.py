@@ -29,6 +29,9 @@ from chunkflow.cli import (  # noqa: F401  (importing registers the operators)
     segmentation,
     setup_env,
     skeleton,
+    train,
+    training,
+    viewer,
 )
 from chunkflow.cli.framework import (
     ALIASES,

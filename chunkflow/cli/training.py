@@ -1,0 +1,395 @@
+"""Training operators: affinity targets, grown boundaries, loss weights and augmentations.
+
+The wrappers parse options and call `chunkflow.training`. A random operator builds its random
+generator once per command line from `--seed` (default: a fresh random seed) and draws from
+it task after task, so a run with a fixed seed is repeatable.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+
+import click
+
+from chunkflow.cli.framework import (
+    AXES,
+    NAMES,
+    NEIGHBORHOOD,
+    input_option,
+    operator,
+    output_option,
+    vec3_option,
+)
+from chunkflow.errors import ChunkflowError
+
+PROBABILITY = click.FloatRange(0.0, 1.0)
+
+
+def seed_option():
+    """`--seed`, delivered as a `numpy.random.Generator` made once per command line."""
+
+    def to_rng(ctx, param, value):
+        import numpy as np
+
+        return np.random.default_rng(value)
+
+    return click.option(
+        "--seed",
+        "rng",
+        type=click.IntRange(min=0),
+        default=None,
+        callback=to_rng,
+        help="Seed of the random generator [default: random]; a fixed seed repeats the run.",
+    )
+
+
+@contextmanager
+def _about(name: str):
+    """Prefix library errors with the chunk they concern."""
+    try:
+        yield
+    except ChunkflowError as err:
+        raise ChunkflowError(f"chunk {name!r}: {err}") from err
+
+
+def _outputs(inputs, outputs):
+    outputs = outputs or inputs
+    if len(outputs) != len(inputs):
+        raise ChunkflowError(
+            f"-o names {len(outputs)} chunk(s) ({','.join(outputs)}) but -i names "
+            f"{len(inputs)} ({','.join(inputs)})"
+        )
+    return outputs
+
+
+@operator("add-affinities", family="training")
+@input_option(default="labels", help="Name of the label chunk.")
+@output_option(default="affs")
+@click.option(
+    "-n",
+    "--neighborhood",
+    type=NEIGHBORHOOD,
+    default="1,0,0;0,1,0;0,0,1",
+    show_default=True,
+    help="Offsets z,y,x separated by ';'; channel c of voxel p links p and p - offset c.",
+)
+@click.option(
+    "--mask-output-name",
+    default=None,
+    help="Also store the affinity mask (1 where p - offset is inside the chunk and known).",
+)
+@click.option(
+    "--labels-mask",
+    "labels_mask_name",
+    default=None,
+    help="Chunk whose nonzero voxels have known labels; affinities touching others are masked.",
+)
+def add_affinities(
+    task, input_chunk_name, output_chunk_name, neighborhood, mask_output_name, labels_mask_name
+):
+    """Affinity targets (float32, one channel per offset) from a label chunk.
+
+    Channel c of voxel p is 1 where p and p - offset c carry the same nonzero label (waterz
+    convention: the default offsets give the z, y, x affinities that agglomerate reads).
+    """
+    from chunkflow.training.targets import add_affinities as run
+
+    labels = task.chunk(input_chunk_name)
+    labels_mask = task.chunk(labels_mask_name) if labels_mask_name else None
+    with _about(input_chunk_name):
+        affs, mask = run(labels, neighborhood, labels_mask)
+    task[output_chunk_name] = affs
+    if mask_output_name:
+        task[mask_output_name] = mask
+
+
+@operator("grow-boundary", family="training")
+@input_option(default="labels", help="Name of the label chunk.")
+@output_option(default="labels")
+@click.option(
+    "-s",
+    "--steps",
+    type=click.IntRange(min=0),
+    default=1,
+    show_default=True,
+    help="Voxels to grow the boundary by.",
+)
+@click.option("--only-xy", is_flag=True, help="Grow within each z section only.")
+def grow_boundary(task, input_chunk_name, output_chunk_name, steps, only_xy):
+    """Set to 0 the voxels within --steps voxels of a boundary between labels (GrowBoundary).
+
+    A voxel keeps its label only if all voxels within city-block distance --steps have it;
+    label 0 counts as a label; the chunk border is no boundary.
+    """
+    from chunkflow.training.targets import grow_boundary as run
+
+    labels = task.chunk(input_chunk_name)
+    with _about(input_chunk_name):
+        task[output_chunk_name] = run(labels, steps, only_xy)
+
+
+@operator("balance-labels", family="training")
+@input_option(default="affs", help="Name of the binary target chunk (e.g. affinities).")
+@output_option(default="weights")
+@click.option("-m", "--mask", "mask_name", default=None, help="Weights are 0 where this is 0.")
+@click.option(
+    "--clip",
+    nargs=2,
+    type=float,
+    default=(0.05, 0.95),
+    show_default=True,
+    metavar="LOW HIGH",
+    help="Clip the fraction of positives to this range.",
+)
+def balance_labels(task, input_chunk_name, output_chunk_name, mask_name, clip):
+    """Loss weights (float32) balancing positives (> 0.5) and negatives per channel.
+
+    Positives weigh 0.5 / f and negatives 0.5 / (1 - f), f the clipped fraction of positives
+    among the masked-in voxels.
+    """
+    from chunkflow.training.targets import balance_labels as run
+
+    labels = task.chunk(input_chunk_name)
+    mask = task.chunk(mask_name) if mask_name else None
+    with _about(input_chunk_name):
+        task[output_chunk_name] = run(labels, mask, tuple(clip))
+
+
+@operator("simple-augment", family="training")
+@input_option(default="image,labels", multiple=True)
+@output_option(default=None, multiple=True, help="Names of the outputs [default: -i].")
+@seed_option()
+@click.option(
+    "--mirror-axes",
+    type=AXES,
+    default="0,1,2",
+    show_default=True,
+    help="Axes (0=z, 1=y, 2=x) each flipped with probability 1/2; '' for none.",
+)
+@click.option(
+    "--transpose-axes",
+    "--transpose-only",
+    "transpose_axes",
+    type=AXES,
+    default="1,2",
+    show_default=True,
+    help="Axes randomly permuted among themselves (equal sizes needed); '' for none.",
+)
+def simple_augment(task, input_chunk_name, output_chunk_name, rng, mirror_axes, transpose_axes):
+    """Random mirror and transpose, the same for all chunks (raw, labels, masks).
+
+    Affinity maps are refused: compute affinities after augmenting the labels.
+    """
+    from chunkflow.training.augment import simple_augment as run
+
+    outputs = _outputs(input_chunk_name, output_chunk_name)
+    chunks = dict(zip(input_chunk_name, task.chunks(input_chunk_name)))
+    result = run(chunks, rng, mirror_axes, transpose_axes)
+    for name, output in zip(input_chunk_name, outputs):
+        task[output] = result[name]
+
+
+@operator("elastic-augment", family="training")
+@input_option(default="image,labels", multiple=True)
+@output_option(default=None, multiple=True, help="Names of the outputs [default: -i].")
+@seed_option()
+@vec3_option(
+    "--control-point-spacing",
+    default=(4, 40, 40),
+    positive=True,
+    show_default=True,
+    help="Voxels between control points of the random displacement.",
+)
+@click.option(
+    "--jitter-sigma",
+    nargs=3,
+    type=click.FloatRange(min=0),
+    default=(0.0, 2.0, 2.0),
+    show_default=True,
+    metavar="Z Y X",
+    help="Standard deviation (voxels) of the control point displacements.",
+)
+@click.option(
+    "--rotation-interval",
+    nargs=2,
+    type=float,
+    default=(0.0, 90.0),
+    show_default=True,
+    metavar="LOW HIGH",
+    help="Rotation in the yx plane, uniform in this interval, in DEGREES.",
+)
+@click.option(
+    "--prob-slip",
+    type=PROBABILITY,
+    default=0.0,
+    show_default=True,
+    help="Per z section, probability that it alone shifts in y/x.",
+)
+@click.option(
+    "--prob-shift",
+    type=PROBABILITY,
+    default=0.0,
+    show_default=True,
+    help="Per z section, probability that it and all following sections shift.",
+)
+@click.option(
+    "--max-misalign",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Largest slip or shift, voxels.",
+)
+@vec3_option(
+    "--output-size",
+    positive=True,
+    help="Output size, centred in the input [default: the input size].",
+)
+@click.option(
+    "--nearest",
+    type=NAMES,
+    default=None,
+    help="Chunks to resample with nearest neighbour besides segmentations (e.g. uint8 masks).",
+)
+def elastic_augment(
+    task,
+    input_chunk_name,
+    output_chunk_name,
+    rng,
+    control_point_spacing,
+    jitter_sigma,
+    rotation_interval,
+    prob_slip,
+    prob_shift,
+    max_misalign,
+    output_size,
+    nearest,
+):
+    """Random smooth warp, rotation and section misalignment, the same for all chunks.
+
+    Segmentations are resampled with nearest neighbour, images linearly. The output is centred
+    in the input; voxels the warp needs beyond the input are mirrored in (reflection padding).
+    """
+    from chunkflow.training.augment import elastic_augment as run
+
+    outputs = _outputs(input_chunk_name, output_chunk_name)
+    chunks = dict(zip(input_chunk_name, task.chunks(input_chunk_name)))
+    result = run(
+        chunks,
+        rng,
+        output_size,
+        nearest or (),
+        control_point_spacing=control_point_spacing,
+        jitter_sigma=jitter_sigma,
+        rotation_interval=tuple(math.radians(a) for a in rotation_interval),
+        prob_slip=prob_slip,
+        prob_shift=prob_shift,
+        max_misalign=max_misalign,
+    )
+    for name, output in zip(input_chunk_name, outputs):
+        task[output] = result[name]
+
+
+def _clip_option():
+    return click.option(
+        "--clip/--no-clip",
+        default=True,
+        show_default=True,
+        help="Clip to [0, 1] in normalised units (integer images are always clipped).",
+    )
+
+
+@operator("intensity-augment", family="training")
+@input_option(default="image")
+@output_option(default="image")
+@seed_option()
+@click.option(
+    "--scale", nargs=2, type=float, default=(0.9, 1.1), show_default=True, metavar="MIN MAX"
+)
+@click.option(
+    "--shift", nargs=2, type=float, default=(-0.1, 0.1), show_default=True, metavar="MIN MAX"
+)
+@click.option("--z-section-wise", is_flag=True, help="Draw scale and shift per z section.")
+@_clip_option()
+def intensity_augment(
+    task, input_chunk_name, output_chunk_name, rng, scale, shift, z_section_wise, clip
+):
+    """Scale and shift image intensities around the mean: mean + (x - mean) * scale + shift.
+
+    In normalised units (integer images by dtype range); the dtype is kept.
+    """
+    from chunkflow.training.augment import intensity_augment as run
+
+    image = task.chunk(input_chunk_name)
+    with _about(input_chunk_name):
+        task[output_chunk_name] = run(image, rng, tuple(scale), tuple(shift), z_section_wise, clip)
+
+
+@operator("noise-augment", family="training")
+@input_option(default="image")
+@output_option(default="image")
+@seed_option()
+@click.option(
+    "--mode",
+    type=click.Choice(["gaussian", "s&p", "salt-and-pepper", "poisson", "speckle"]),
+    default="gaussian",
+    show_default=True,
+)
+@click.option(
+    "--var",
+    type=click.FloatRange(min=0),
+    default=0.01,
+    show_default=True,
+    help="Noise variance (gaussian, speckle).",
+)
+@click.option(
+    "--amount",
+    type=PROBABILITY,
+    default=0.05,
+    show_default=True,
+    help="Fraction of voxels replaced (s&p).",
+)
+@_clip_option()
+def noise_augment(task, input_chunk_name, output_chunk_name, rng, mode, var, amount, clip):
+    """Add random noise to an image, in normalised units; the dtype is kept."""
+    from chunkflow.training.augment import noise_augment as run
+
+    image = task.chunk(input_chunk_name)
+    with _about(input_chunk_name):
+        task[output_chunk_name] = run(image, rng, mode, var, clip, amount=amount)
+
+
+@operator("defect-augment", family="training")
+@input_option(default="image")
+@output_option(default="image")
+@seed_option()
+@click.option("--prob-missing", type=PROBABILITY, default=0.05, show_default=True)
+@click.option("--prob-low-contrast", type=PROBABILITY, default=0.05, show_default=True)
+@click.option(
+    "--contrast-scale",
+    type=click.FloatRange(min=0),
+    default=0.1,
+    show_default=True,
+    help="Low-contrast sections: mean + (x - mean) * this.",
+)
+def defect_augment(
+    task, input_chunk_name, output_chunk_name, rng, prob_missing, prob_low_contrast, contrast_scale
+):
+    """Per z section: a missing section (0) or a low-contrast one, at random."""
+    from chunkflow.training.augment import defect_augment as run
+
+    image = task.chunk(input_chunk_name)
+    with _about(input_chunk_name):
+        task[output_chunk_name] = run(image, rng, prob_missing, prob_low_contrast, contrast_scale)
+
+
+@operator("normalize", family="training")
+@input_option(default="image")
+@output_option(default="image")
+def normalize(task, input_chunk_name, output_chunk_name):
+    """Float32 in [0, 1] by the dtype range (uint8 / 255, uint16 / 65535); floats as they are."""
+    from chunkflow.training.augment import normalize as run
+
+    image = task.chunk(input_chunk_name)
+    with _about(input_chunk_name):
+        task[output_chunk_name] = run(image)

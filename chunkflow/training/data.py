@@ -1,0 +1,270 @@
+"""Training batches: random locations in samples, augmentation, affinity targets, loss weights.
+
+A *sample* is a dict of chunks that cover the same region: the image (raw), the labels and an
+optional mask (nonzero = labelled). One training example is made like this:
+
+1. pick a sample, with probability proportional to its voxel count;
+2. draw the elastic transform first (if any): it says which region of the sample the
+   `input_size` patch reads (`ElasticTransform.source_bbox`), then draw a location where that
+   whole region lies inside the sample, so the result has exactly `input_size` and never reads
+   padding (a location whose output patch is less than `min_masked` masked is redrawn);
+3. cut the region; image to float32 in [0, 1]; elastic-transform image, labels and mask together
+   (labels and mask with nearest neighbour); mirror/transpose them together;
+4. intensity, noise and defect augmentation of the image only;
+5. grow boundaries and compute affinities (`chunkflow.training.targets`) over the whole
+   patch, crop labels and affinities to the centred `output_size` (so the output border has
+   known affinities when the input has context), and compute per-channel balanced loss weights
+   (0 where unknown).
+
+Example k of a run is made from the random generator seeded with (seed, k) alone, so a run is
+repeatable whatever the number of workers, and a resumed run sees the batches an uninterrupted
+run would have seen. Batches are assembled by torch's DataLoader in worker processes.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from chunkflow.errors import ChunkflowError
+from chunkflow.geometry import BoundingBox, Cartesian
+from chunkflow.training.targets import NEAREST, check_neighborhood
+
+__all__ = ["PipelineSpec", "ExampleMaker", "make_loader", "check_samples", "STAGES"]
+
+#: Stages timed inside the workers, reported by the trainer's profile.
+STAGES = ("sampling", "augmentation", "targets")
+
+IMAGE, LABEL, MASK = "image", "label", "mask"
+
+
+@dataclass
+class PipelineSpec:
+    """What one training example looks like and how it is augmented."""
+
+    input_size: tuple = (20, 132, 132)
+    output_size: tuple | None = None  # default: input_size; centred in the input
+    neighborhood: tuple = NEAREST
+    grow_boundary: int = 0
+    grow_boundary_only_xy: bool = False
+    simple: bool = True
+    mirror_axes: tuple = (0, 1, 2)
+    transpose_axes: tuple = (1, 2)
+    elastic: dict | None = field(default_factory=dict)  # options of ElasticTransform.random
+    intensity: dict | None = field(default_factory=dict)  # options of intensity_augment
+    noise: dict | None = None  # options of noise_augment
+    defect: dict | None = None  # options of defect_augment
+    min_masked: float = 0.0
+    balance_clip: tuple = (0.05, 0.95)
+
+    def __post_init__(self):
+        self.neighborhood = tuple(check_neighborhood(self.neighborhood))
+        self.input_size = Cartesian(self.input_size)
+        self.output_size = Cartesian(self.output_size or self.input_size)
+        if min(self.output_size) <= 0:
+            raise ChunkflowError(f"the output patch size {self.output_size} must be positive")
+        margin = self.input_size - self.output_size
+        if min(margin) < 0 or any(m % 2 for m in margin):
+            raise ChunkflowError(
+                f"the output patch {tuple(self.output_size)} must fit centred in the input "
+                f"patch {tuple(self.input_size)} (sizes differing by an even number per axis)"
+            )
+        if self.simple and len({self.input_size[a] for a in self.transpose_axes}) > 1:
+            axes = ",".join(map(str, self.transpose_axes))
+            raise ChunkflowError(
+                f"transposing axes {axes} needs equal patch sizes along them, "
+                f"got {tuple(self.input_size)}"
+            )
+
+    @property
+    def context(self) -> Cartesian:
+        return (self.input_size - self.output_size) // 2
+
+
+def check_samples(samples: list[dict], spec: PipelineSpec, where=None) -> None:
+    """One clear error for a sample that cannot be trained on."""
+    for k, sample in enumerate(samples):
+        name = where(k) if where else f"sample {k}"
+        for key in (IMAGE, LABEL):
+            if key not in sample:
+                raise ChunkflowError(f"{name}: no {key} chunk")
+        image, label = sample[IMAGE], sample[LABEL]
+        if image.num_channels != 1:
+            raise ChunkflowError(f"{name}: the image has {image.num_channels} channels, not 1")
+        if not label.is_segmentation and np.asarray(label).dtype.kind not in "iub":
+            raise ChunkflowError(f"{name}: the labels are {label.dtype}, not integer ids")
+        for key in (LABEL, MASK):
+            chunk = sample.get(key)
+            if chunk is None:
+                continue
+            if chunk.bbox != image.bbox or chunk.voxel_size != image.voxel_size:
+                raise ChunkflowError(
+                    f"{name}: the {key} chunk ({chunk.bbox}, voxel size "
+                    f"{tuple(chunk.voxel_size)}) is not aligned with the image ({image.bbox}, "
+                    f"voxel size {tuple(image.voxel_size)})"
+                )
+        if any(s < p for s, p in zip(image.spatial_shape, spec.input_size)):
+            raise ChunkflowError(
+                f"{name}: {tuple(image.spatial_shape)} voxels is smaller than the training "
+                f"patch {tuple(spec.input_size)}"
+            )
+
+
+class ExampleMaker:
+    """Makes training example k of a run (a map-style torch dataset over k)."""
+
+    def __init__(self, samples: list[dict], spec: PipelineSpec, seed: int = 0, length=None):
+        check_samples(samples, spec)
+        self.samples = samples
+        self.spec = spec
+        self.seed = seed
+        sizes = np.array([math.prod(s[IMAGE].spatial_shape) for s in samples], float)
+        self.weights = sizes / sizes.sum()
+        self.length = length
+
+    def __len__(self) -> int:
+        return self.length if self.length is not None else 2**62
+
+    def __getitem__(self, index: int) -> dict:
+        rng = np.random.default_rng([self.seed, int(index)])
+        return self.make(rng)
+
+    def make(self, rng: np.random.Generator) -> dict:
+        """One example as a dict of float32 arrays plus the seconds of each stage."""
+        from chunkflow.training import augment
+        from chunkflow.training.targets import add_affinities, balance_labels, grow_boundary
+
+        spec = self.spec
+        seconds = dict.fromkeys(STAGES, 0.0)
+        start = time.perf_counter()
+        sample = self.samples[rng.choice(len(self.samples), p=self.weights)]
+        transform = None
+        if spec.elastic is not None:
+            transform = augment.ElasticTransform.random(spec.input_size, rng, **spec.elastic)
+            source = transform.source_bbox
+        else:
+            source = BoundingBox((0, 0, 0), spec.input_size)
+        offset = self._location(sample, source, transform, rng)
+        region = source.shift(offset)
+        chunks = {key: sample[key].crop(region) for key in (IMAGE, LABEL, MASK) if key in sample}
+        chunks[IMAGE] = augment.normalize(chunks[IMAGE])
+        seconds["sampling"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        if transform is not None:
+            chunks = {key: transform.apply(chunk, offset) for key, chunk in chunks.items()}
+        if spec.simple:
+            chunks = augment.simple_augment(
+                chunks, rng, mirror_axes=spec.mirror_axes, transpose_axes=spec.transpose_axes
+            )
+        image = chunks[IMAGE]
+        if spec.intensity is not None:
+            image = augment.intensity_augment(image, rng, **spec.intensity)
+        if spec.noise is not None:
+            image = augment.noise_augment(image, rng, **spec.noise)
+        if spec.defect is not None:
+            image = augment.defect_augment(image, rng, **spec.defect)
+        seconds["augmentation"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        # targets from the whole transformed patch, then cropped: where the input patch has
+        # context around the output, the affinities at the output border are known too
+        label, mask = chunks[LABEL], chunks.get(MASK)
+        if spec.grow_boundary:
+            label = grow_boundary(label, spec.grow_boundary, spec.grow_boundary_only_xy)
+        target, known = add_affinities(label, spec.neighborhood, labels_mask=mask)
+        inner = BoundingBox.from_delta(image.voxel_offset + spec.context, spec.output_size)
+        label, target, known = label.crop(inner), target.crop(inner), known.crop(inner)
+        weight = balance_labels(target, known, clip=spec.balance_clip)
+        seconds["targets"] = time.perf_counter() - start
+        return {
+            IMAGE: np.asarray(image, np.float32)[None],
+            LABEL: np.asarray(label).astype(np.int64, copy=False),
+            "target": np.asarray(target),
+            "weight": np.asarray(weight),
+            "seconds": np.array([seconds[s] for s in STAGES]),
+        }
+
+    def _location(self, sample: dict, source: BoundingBox, transform, rng) -> Cartesian:
+        """A random offset placing `source` inside the sample (and, with `min_masked`, an
+        output patch masked enough)."""
+        bbox = sample[IMAGE].bbox
+        low = bbox.start - source.start
+        high = bbox.stop - source.stop  # inclusive
+        if min(high - low) < 0:
+            raise ChunkflowError(
+                f"the sample {bbox} is too small for a training patch that reads "
+                f"{tuple(source.shape)} voxels (patch {tuple(self.spec.input_size)} plus the "
+                "elastic transform's context); use a smaller patch or less rotation/jitter"
+            )
+        mask = sample.get(MASK)
+        for _ in range(100):
+            offset = Cartesian(*(int(rng.integers(lo, hi + 1)) for lo, hi in zip(low, high)))
+            if mask is None or self.spec.min_masked <= 0:
+                return offset
+            inner = BoundingBox.from_delta(offset + self.spec.context, self.spec.output_size)
+            if np.count_nonzero(mask.crop(inner)) >= self.spec.min_masked * inner.voxel_count:
+                return offset
+        raise ChunkflowError(
+            f"no location out of 100 tries has {self.spec.min_masked:.0%} of its output patch "
+            f"masked in the sample at {bbox}; lower --min-masked"
+        )
+
+
+def make_loader(
+    samples: list[dict],
+    spec: PipelineSpec,
+    batch_size: int = 1,
+    num_workers: int = 2,
+    seed: int = 0,
+    start: int = 0,
+    stop: int | None = None,
+):
+    """A torch DataLoader yielding batches (dicts of tensors) of examples start..stop - 1 of a
+    run (batch i holds examples i*batch_size ... (i+1)*batch_size - 1 counted from 0)."""
+    import torch
+
+    maker = ExampleMaker(samples, spec, seed)
+    first = start * batch_size
+    indices = range(first, 2**62 if stop is None else stop * batch_size)
+    return torch.utils.data.DataLoader(
+        maker,
+        batch_size=batch_size,
+        sampler=indices,
+        num_workers=num_workers,
+        prefetch_factor=4 if num_workers else None,
+        persistent_workers=False,
+        worker_init_fn=_init_worker,
+        multiprocessing_context="fork" if num_workers and _has_fork() else None,
+    )
+
+
+def _init_worker(_worker_id: int) -> None:
+    """Set up a worker process: one compute thread, and a heap that keeps its memory.
+
+    Workers compute with numpy/scipy; one thread each leaves the cores to the trainer. Each
+    example allocates and frees the same few megabytes of arrays; by default glibc hands such
+    blocks back to the kernel at once and takes page faults to get them again, which cost more
+    than the elastic transform itself. Raising the mmap and trim thresholds keeps them.
+    """
+    import ctypes
+
+    import torch
+
+    torch.set_num_threads(1)
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc: keep the defaults
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    libc.mallopt(m_mmap_threshold, 256 * 2**20)
+    libc.mallopt(m_trim_threshold, 1024 * 2**20)
+
+
+def _has_fork() -> bool:
+    import multiprocessing
+
+    return "fork" in multiprocessing.get_all_start_methods()

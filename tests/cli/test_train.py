@@ -1,0 +1,92 @@
+"""`train` in a chain: precomputed samples -> train -> inference -> agglomerate -> evaluate."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from tests.conftest import GALA, error_line
+from tests.training.synthetic import write_tiny_model
+
+WHOLE = "--start 0 0 0 --size 50 100 200"
+SAMPLE = f"cutout -v img {WHOLE} -o image cutout -v gt {WHOLE} -o labels"
+FAST = "--iterations 6 -b 2 --num-workers 0 --num-threads 1 --patch-size 8 24 24 --device cpu"
+
+
+@pytest.fixture
+def volumes(run_cli, tmp_path):
+    run_cli(
+        f"read-h5 -f {GALA}/train-image.h5 -o image read-h5 -f {GALA}/train-gt.lzf.h5 "
+        "-e uint32 -o labels save -i image -v img save -i labels -v gt"
+    )
+    write_tiny_model(tmp_path / "tiny.py")
+    return tmp_path
+
+
+def test_tasks_become_samples_and_the_model_runs_in_inference(run_cli, volumes):
+    result = run_cli(
+        "generate-tasks --roi-start 0 0 0 --roi-stop 50 100 200 -c 25 100 100 "
+        "cutout -v img -o image cutout -v gt -o labels "
+        f"train -m tiny.py -c ckpt {FAST} --checkpoint-interval 3 --snapshot-interval 6"
+    )
+    assert "train: 4 samples" in result.err
+    checkpoints = sorted(p.name for p in (volumes / "ckpt").glob("*.pt"))
+    assert checkpoints == ["model.pt", "model_00000003.pt", "model_00000006.pt"]
+    assert (volumes / "ckpt" / "snapshots" / "batch_00000006.h5").exists()
+    model = torch.load(volumes / "ckpt" / "model.pt", weights_only=True)
+    assert model["iteration"] == 6 and "optimizer" not in model
+
+    run_cli(
+        f"read-h5 -f {GALA}/test-image.h5 -t 0 0 0 -s 16 48 48 -o image "
+        "inference -i image -o affs --framework pytorch --convnet-model tiny.py "
+        "--convnet-weight-path ckpt/model.pt --input-patch-size 8 24 24 "
+        "--output-patch-overlap 2 8 8 --num-output-channels 3 --mask-output-chunk "
+        "agglomerate -i affs -o seg --threshold 0.5 "
+        f"read-h5 -f {GALA}/test-gt.lzf.h5 -t 0 0 0 -s 16 48 48 -e uint32 -o gt "
+        "evaluate-segmentation -s seg -g gt -o eval.json"
+    )
+    scores = json.loads((volumes / "eval.json").read_text())
+    assert scores["voi_split"] >= 0 and scores["voi_merge"] >= 0
+
+
+def test_rerun_resumes_from_the_newest_checkpoint(run_cli, volumes):
+    chain = f"{SAMPLE} train -m tiny.py -c ckpt {FAST}"
+    chain += " --checkpoint-interval 2"
+    run_cli(chain.replace("--iterations 6", "--iterations 4"))
+    result = run_cli(chain)
+    assert "resumed from" in result.err and "model_00000004.pt" in result.err
+    assert (volumes / "ckpt" / "model_00000006.pt").exists()
+
+
+@pytest.mark.parametrize(
+    "chain, message",
+    [
+        (
+            f"cutout -v img {WHOLE} -o image train -m tiny.py -c ckpt",
+            "train: no chunk named 'labels' in the task (it holds: image)",
+        ),
+        (
+            f"cutout -v img {WHOLE} -o image read-h5 -f {GALA}/train-gt.lzf.h5 -e uint32 -o labels "
+            "-v 0 0 1 train -m tiny.py -c ckpt",
+            "label chunk (0-50_0-100_1-201, voxel size (1, 1, 1)) is not aligned with the image",
+        ),
+        (
+            f"{SAMPLE} train -m tiny.py -c ckpt --patch-size 64 64 64",
+            "(50, 100, 200) voxels is smaller than the training patch (64, 64, 64)",
+        ),
+        (
+            f"{SAMPLE} train -m tiny.py -c ckpt "
+            "--patch-size 8 24 24 --neighborhood '1,0,0;0,1,0;0,0,1;0,0,3'",
+            "outputs 3 channels but the affinity targets have 4",
+        ),
+        (
+            f"{SAMPLE} train -m tiny.py -c tiny.py/ckpt --patch-size 8 24 24",
+            "checkpoint folder tiny.py/ckpt: cannot write there",
+        ),
+    ],
+)
+def test_bad_input_is_one_line(run_cli, volumes, chain, message):
+    line = error_line(run_cli(chain, expect=1))
+    assert line.startswith("chunkflow: error: train") and message in line, line
