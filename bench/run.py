@@ -17,6 +17,12 @@ What is compared, and why:
   against the original's waterz plugin), whole CLI commands, with their outputs compared; and
   downsample-upload of a 64x1024x1024 image to mips 1-4, time and peak memory; see
   segmentation.py.
+* training data pipeline: batches/s of chunkflow.training.data against gunpowder 1.5.0 (its own
+  venv, bench/.venv-gp), same augmentations, in the original's column (target: ours at least
+  twice the rate); see training_pipeline.py.
+* training on real data: train the example U-Net on the gala training volume with `train`,
+  segment the test volume and evaluate (goal: VOI split + merge below 1.35 within 30 minutes of
+  training on 2 cores); see train_gala.py.
 
 The two tools run side by side, interleaved, in the same run; each figure is a median. The
 original is installed once into bench/.venv-orig; when that fails, only our numbers are shown.
@@ -240,6 +246,18 @@ def bench_mesh(ctx: Context) -> list[Row]:
     return [Row(**row) for row in measure(ctx)]
 
 
+def bench_training(ctx: Context) -> list[Row]:
+    from training_pipeline import measure  # bench/training_pipeline.py: against gunpowder
+
+    return [Row(**row) for row in measure(ctx)]
+
+
+def bench_train_gala(ctx: Context) -> list[Row]:
+    from train_gala import measure  # bench/train_gala.py: the real-data training goal
+
+    return [Row(**row) for row in measure(ctx)]
+
+
 BENCHMARKS = [
     bench_startup,
     bench_h5_roundtrip,
@@ -247,6 +265,8 @@ BENCHMARKS = [
     bench_segmentation,
     bench_mesh,
     bench_queue,
+    bench_training,
+    bench_train_gala,
 ]
 
 
