@@ -18,6 +18,7 @@ from tests.conftest import GALA, REPO, read_stack
 def test_demo_pipeline(tmp_path):
     out = tmp_path / "demo"
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    env["DEMO_TRAIN_ITERATIONS"] = "3"  # step 5 runs, briefly: its quality is bench/train_gala.py's
     proc = subprocess.run(
         ["bash", str(REPO / "examples" / "demo.sh"), str(out)],
         env=env,
@@ -63,3 +64,11 @@ def test_demo_pipeline(tmp_path):
     mesh = CloudVolume(f"file://{out}/seg").mesh.get(biggest)
     mesh = mesh[biggest] if isinstance(mesh, dict) else mesh
     assert len(mesh.faces) > 100
+
+    # step 5: train wrote checkpoints and a model that inference ran and evaluation scored
+    assert sorted(p.name for p in (out / "training").glob("*.pt")) == [
+        "model.pt",
+        "model_00000003.pt",
+    ]
+    trained = json.loads((out / "evaluation-trained.json").read_text())
+    assert trained["voi_split"] >= 0 and trained["voi_merge"] >= 0
