@@ -4,12 +4,12 @@ trains a model file that `inference --framework pytorch` runs."""
 from __future__ import annotations
 
 import logging
-import math
 import time
 
 import click
 
 from chunkflow.cli.framework import AXES, NEIGHBORHOOD, operator, vec3_option
+from chunkflow.cli.training import elastic_kwargs, elastic_options
 from chunkflow.errors import ChunkflowError
 
 logger = logging.getLogger("chunkflow")
@@ -121,16 +121,7 @@ def _range_option(*decls, default, help):
     help="Axes that random transposition permutes ('' for none).",
 )
 @click.option("--elastic-augment/--no-elastic-augment", default=True, show_default=True)
-@vec3_option("--control-point-spacing", positive=True, default=(4, 40, 40), show_default=True)
-@click.option("--jitter-sigma", type=float, nargs=3, default=(0.0, 2.0, 2.0), show_default=True)
-@_range_option(
-    "--rotation-interval",
-    default=(0.0, 90.0),
-    help="Rotation angles in the yx plane, degrees.",
-)
-@click.option("--prob-slip", type=click.FloatRange(0, 1), default=0.0, show_default=True)
-@click.option("--prob-shift", type=click.FloatRange(0, 1), default=0.0, show_default=True)
-@click.option("--max-misalign", type=click.IntRange(min=0), default=0, show_default=True)
+@elastic_options
 @_range_option("--intensity-scale", default=(0.9, 1.1), help="Contrast factor range.")
 @_range_option("--intensity-shift", default=(-0.1, 0.1), help="Brightness shift range.")
 @click.option("--noise-var", type=float, default=0.0, show_default=True, help="0: no noise.")
@@ -182,15 +173,7 @@ def _spec(options: dict):
     from chunkflow.training.data import PipelineSpec
 
     transpose_axes = options.pop("transpose_only")
-    low, high = options.pop("rotation_interval")
-    elastic = dict(
-        control_point_spacing=tuple(options.pop("control_point_spacing")),
-        jitter_sigma=tuple(options.pop("jitter_sigma")),
-        rotation_interval=(math.radians(low), math.radians(high)),
-        prob_slip=options.pop("prob_slip"),
-        prob_shift=options.pop("prob_shift"),
-        max_misalign=options.pop("max_misalign"),
-    )
+    elastic = elastic_kwargs(options)
     intensity = dict(scale=options.pop("intensity_scale"), shift=options.pop("intensity_shift"))
     noise_var = options.pop("noise_var")
     missing, low_contrast = options.pop("prob_missing"), options.pop("prob_low_contrast")

@@ -190,56 +190,87 @@ def simple_augment(task, input_chunk_name, output_chunk_name, rng, mirror_axes, 
         task[output] = result[name]
 
 
+ELASTIC_OPTIONS = (
+    "control_point_spacing",
+    "jitter_sigma",
+    "rotation_interval",
+    "prob_slip",
+    "prob_shift",
+    "max_misalign",
+)
+
+
+def elastic_options(fn):
+    """The options of the elastic transform (elastic-augment and train share them)."""
+    for decorator in reversed(
+        [
+            vec3_option(
+                "--control-point-spacing",
+                default=(4, 40, 40),
+                positive=True,
+                show_default=True,
+                help="Voxels between control points of the random displacement.",
+            ),
+            click.option(
+                "--jitter-sigma",
+                nargs=3,
+                type=click.FloatRange(min=0),
+                default=(0.0, 2.0, 2.0),
+                show_default=True,
+                metavar="Z Y X",
+                help="Standard deviation (voxels) of the control point displacements.",
+            ),
+            click.option(
+                "--rotation-interval",
+                nargs=2,
+                type=float,
+                default=(0.0, 90.0),
+                show_default=True,
+                metavar="LOW HIGH",
+                help="Rotation in the yx plane, uniform in this interval, in DEGREES.",
+            ),
+            click.option(
+                "--prob-slip",
+                type=PROBABILITY,
+                default=0.0,
+                show_default=True,
+                help="Per z section, probability that it alone shifts in y/x.",
+            ),
+            click.option(
+                "--prob-shift",
+                type=PROBABILITY,
+                default=0.0,
+                show_default=True,
+                help="Per z section, probability that it and all following sections shift.",
+            ),
+            click.option(
+                "--max-misalign",
+                type=click.IntRange(min=0),
+                default=0,
+                show_default=True,
+                help="Largest slip or shift, voxels.",
+            ),
+        ]
+    ):
+        fn = decorator(fn)
+    return fn
+
+
+def elastic_kwargs(options: dict) -> dict:
+    """Pop the elastic options from parsed CLI options as ElasticTransform.random arguments
+    (the rotation interval from degrees to radians)."""
+    kwargs = {name: options.pop(name) for name in ELASTIC_OPTIONS}
+    kwargs["control_point_spacing"] = tuple(kwargs["control_point_spacing"])
+    kwargs["jitter_sigma"] = tuple(kwargs["jitter_sigma"])
+    kwargs["rotation_interval"] = tuple(math.radians(a) for a in kwargs["rotation_interval"])
+    return kwargs
+
+
 @operator("elastic-augment", family="training")
 @input_option(default="image,labels", multiple=True)
 @output_option(default=None, multiple=True, help="Names of the outputs [default: -i].")
 @seed_option()
-@vec3_option(
-    "--control-point-spacing",
-    default=(4, 40, 40),
-    positive=True,
-    show_default=True,
-    help="Voxels between control points of the random displacement.",
-)
-@click.option(
-    "--jitter-sigma",
-    nargs=3,
-    type=click.FloatRange(min=0),
-    default=(0.0, 2.0, 2.0),
-    show_default=True,
-    metavar="Z Y X",
-    help="Standard deviation (voxels) of the control point displacements.",
-)
-@click.option(
-    "--rotation-interval",
-    nargs=2,
-    type=float,
-    default=(0.0, 90.0),
-    show_default=True,
-    metavar="LOW HIGH",
-    help="Rotation in the yx plane, uniform in this interval, in DEGREES.",
-)
-@click.option(
-    "--prob-slip",
-    type=PROBABILITY,
-    default=0.0,
-    show_default=True,
-    help="Per z section, probability that it alone shifts in y/x.",
-)
-@click.option(
-    "--prob-shift",
-    type=PROBABILITY,
-    default=0.0,
-    show_default=True,
-    help="Per z section, probability that it and all following sections shift.",
-)
-@click.option(
-    "--max-misalign",
-    type=click.IntRange(min=0),
-    default=0,
-    show_default=True,
-    help="Largest slip or shift, voxels.",
-)
+@elastic_options
 @vec3_option(
     "--output-size",
     positive=True,
@@ -252,18 +283,7 @@ def simple_augment(task, input_chunk_name, output_chunk_name, rng, mirror_axes, 
     help="Chunks to resample with nearest neighbour besides segmentations (e.g. uint8 masks).",
 )
 def elastic_augment(
-    task,
-    input_chunk_name,
-    output_chunk_name,
-    rng,
-    control_point_spacing,
-    jitter_sigma,
-    rotation_interval,
-    prob_slip,
-    prob_shift,
-    max_misalign,
-    output_size,
-    nearest,
+    task, input_chunk_name, output_chunk_name, rng, output_size, nearest, **options
 ):
     """Random smooth warp, rotation and section misalignment, the same for all chunks.
 
@@ -274,18 +294,7 @@ def elastic_augment(
 
     outputs = _outputs(input_chunk_name, output_chunk_name)
     chunks = dict(zip(input_chunk_name, task.chunks(input_chunk_name)))
-    result = run(
-        chunks,
-        rng,
-        output_size,
-        nearest or (),
-        control_point_spacing=control_point_spacing,
-        jitter_sigma=jitter_sigma,
-        rotation_interval=tuple(math.radians(a) for a in rotation_interval),
-        prob_slip=prob_slip,
-        prob_shift=prob_shift,
-        max_misalign=max_misalign,
-    )
+    result = run(chunks, rng, output_size, nearest or (), **elastic_kwargs(options))
     for name, output in zip(input_chunk_name, outputs):
         task[output] = result[name]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-__all__ = ["LAYOUTS", "serve_for"]
+__all__ = ["LAYOUTS", "serve_for", "segment_ids"]
 
 # Neuroglancer panel layouts.
 LAYOUTS = ("4panel", "xy", "xz", "yz", "3d", "xy-3d", "xz-3d", "yz-3d")
@@ -26,3 +26,16 @@ def serve_for(seconds: float | None) -> bool:
             time.sleep(min(left, 0.5))
     except KeyboardInterrupt:
         return True
+
+
+def segment_ids(array):
+    """A (z, y, x) label array as unsigned ids, the types both viewers show as segments."""
+    import numpy as np
+
+    if array.dtype == np.bool_:
+        return array.view(np.uint8)
+    if array.dtype.kind == "i":
+        return array.view(f"u{array.dtype.itemsize}")
+    if array.dtype.kind != "u":
+        return array.astype(np.uint64)
+    return array

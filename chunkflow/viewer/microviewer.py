@@ -20,6 +20,7 @@ import numpy as np
 
 from chunkflow.chunk import Chunk
 from chunkflow.errors import ChunkflowError
+from chunkflow.viewer import segment_ids
 
 __all__ = ["MicroViewer", "cutout", "open_microviewer"]
 
@@ -42,13 +43,7 @@ def _xyz(chunk: Chunk) -> tuple[np.ndarray, str]:
             if array.shape[0] != 1:
                 raise ChunkflowError(f"a segmentation has one channel, got shape {array.shape}")
             array = array[0]
-        if array.dtype == np.bool_:
-            array = array.view(np.uint8)
-        elif array.dtype.kind == "i":
-            array = array.view(f"u{array.dtype.itemsize}")
-        elif array.dtype.kind != "u":
-            array = array.astype(np.uint64)
-        return array.T, "segmentation"
+        return segment_ids(array).T, "segmentation"
     if array.ndim == 4:
         if array.shape[0] == 3:
             return _rgb(array).T, "image"

@@ -36,7 +36,7 @@ import tornado.web
 from chunkflow.chunk import Chunk, LayerType
 from chunkflow.errors import ChunkflowError
 from chunkflow.geometry import Cartesian
-from chunkflow.viewer import LAYOUTS
+from chunkflow.viewer import LAYOUTS, segment_ids
 
 __all__ = [
     "LAYOUTS",
@@ -89,12 +89,7 @@ def _layer_array(chunk: Chunk) -> np.ndarray:
                 f"a segmentation has one channel, this one has {array.shape[0]} "
                 f"(shape {array.shape})"
             )
-        if array.dtype == np.bool_:
-            array = array.view(np.uint8)
-        elif array.dtype.kind == "i":
-            array = array.view(f"u{array.dtype.itemsize}")
-        elif array.dtype.kind != "u":
-            array = array.astype(np.uint64)
+        array = segment_ids(array)
     elif array.dtype == np.bool_:
         array = array.astype(np.uint8) * np.uint8(255)
     elif array.dtype.name not in ("uint8", "uint16", "uint32", "float32", "float64"):
