@@ -243,7 +243,7 @@ def in_process(paths: dict) -> dict:
         "f16_nbytes": half.array.nbytes,
         "f16_dtype": str(half.array.dtype),
         "f16_max_abs_diff": float(np.abs(half.array.astype(np.float32) - result.array).max()),
-        "model_bytes": sum(p.numel() * p.element_size() for p in model.parameters()),
+        "model_bytes": sum(p.numel() * p.element_size() for p in model.model.parameters()),
     }
 
 
