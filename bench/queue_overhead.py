@@ -6,8 +6,9 @@ N = 100 such cycles in-process through chunkflow.queues, exactly as fetch-task a
 delete-task-in-queue do, after 5 untimed warm-up cycles:
 
 * SQS: against a moto server (`moto_server`, from moto[server]) started on a free port of
-  127.0.0.1 with dummy credentials, and stopped by its PID at the end; real AWS is never
-  contacted. One HTTP round trip each for receive and delete, on a kept-alive connection.
+  127.0.0.1 with dummy credentials (tests/queues/moto.py, shared with the tests), and stopped
+  by its PID at the end; real AWS is never contacted. One HTTP round trip each for receive and
+  delete, on a kept-alive connection.
 * local: the folder queue (a rename to lease, a remove to delete) in a temporary folder.
 
 Target: at most 50 ms per task (fetch + delete), mean over the N cycles. The send of the N
@@ -24,46 +25,20 @@ From bench/run.py: measure(ctx) returns the rows as keyword dicts for run.Row.
 from __future__ import annotations
 
 import contextlib
-import http.client
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository: tests.queues
+from tests.queues.moto import AWS_SCRUB, DUMMY_AWS, moto_server  # noqa: E402
+
 N = 100
 WARMUP = 5
 TARGET_MS = 50.0
 VISIBILITY_TIMEOUT = 60
-
-DUMMY_AWS = {
-    "AWS_ACCESS_KEY_ID": "bench",
-    "AWS_SECRET_ACCESS_KEY": "bench",
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "AWS_EC2_METADATA_DISABLED": "true",
-    "NO_PROXY": "127.0.0.1,localhost",
-    "no_proxy": "127.0.0.1,localhost",
-}
-AWS_SCRUB = (
-    "AWS_PROFILE",
-    "AWS_DEFAULT_PROFILE",
-    "AWS_SESSION_TOKEN",
-    "AWS_ENDPOINT_URL",
-    "AWS_ENDPOINT_URL_SQS",
-    "AWS_ROLE_ARN",
-    "AWS_WEB_IDENTITY_TOKEN_FILE",
-    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-    "AWS_METADATA_SERVICE_TIMEOUT",
-    "AWS_METADATA_SERVICE_NUM_ATTEMPTS",
-    "HTTP_PROXY",
-    "HTTPS_PROXY",
-    "http_proxy",
-    "https_proxy",
-)
 
 
 @contextlib.contextmanager
@@ -81,55 +56,6 @@ def dummy_aws_env():
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _answers(port: int) -> bool:
-    try:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-        conn.request("GET", "/")
-        conn.getresponse().read()
-        conn.close()
-        return True
-    except OSError:
-        return False
-
-
-@contextlib.contextmanager
-def moto_server(workdir: Path):
-    """A moto server on a free loopback port: yields its URL, then stops it by its PID."""
-    exe = Path(sys.executable).parent / "moto_server"
-    if not exe.exists():
-        raise FileNotFoundError(f"{exe} (pip install 'moto[server]')")
-    port = _free_port()
-    log = workdir / "moto_server.log"
-    env = {k: v for k, v in os.environ.items() if k not in AWS_SCRUB} | DUMMY_AWS
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [str(exe), "-H", "127.0.0.1", "-p", str(port)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-    try:
-        deadline = time.monotonic() + 30
-        while not _answers(port):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"moto_server did not start:\n{log.read_text()[-2000:]}")
-            time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def cycles(queue, n: int) -> dict:

@@ -23,6 +23,7 @@ from chunkflow.io.precomputed import read_precomputed
 from chunkflow.queues import open_queue, read_task_file
 from tests.conftest import error_line
 from tests.queues import conftest as queue_fixtures
+from tests.queues.moto import free_port
 
 # the fixtures of tests/queues/conftest.py, for this module too
 aws_env = queue_fixtures.aws_env  # autouse: dummy credentials, no other AWS setting
@@ -368,7 +369,7 @@ def test_fetch_task_from_file_errors(run_cli, tmp_path, monkeypatch):
 
 
 def test_unreachable_endpoint_fails_fast(run_cli):
-    url = f"http://127.0.0.1:{queue_fixtures.free_port()}"  # nothing listens there
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     commands = [
         ["fetch-task", "-q", "sqs://cf-x", "--endpoint-url", url],
         ["generate-tasks", "-s", 0, 0, 0, "-z", 1, 1, 1, "-c", 1, 1, 1, "-q", "sqs://cf-x"]
@@ -390,7 +391,7 @@ def test_missing_credentials_fail_fast(tmp_path):
         "AWS_EC2_METADATA_DISABLED": "true",  # the tests stay off the network
     }
     # a closed loopback port as the endpoint: nothing could leave this machine anyway
-    url = f"http://127.0.0.1:{queue_fixtures.free_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     start = time.monotonic()
     proc = subprocess.run(
         [str(CHUNKFLOW), "fetch-task", "-q", "sqs://cf-x", "--endpoint-url", url],
