@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from inference import measured  # bench/inference.py: wall time and max RSS of a command
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -89,21 +90,6 @@ def orig_command(ctx, h5: Path, out: Path) -> list:
     argv = [ctx.orig, "load-h5", "-f", h5, "-l", "segmentation", "mesh"]
     argv += ["-o", f"file://{out}", "-t", "ply", "--voxel-size", *VOXEL_SIZE]
     return argv + ["-f", SIMPLIFICATION, "-e", MAX_ERROR]
-
-
-def measured(argv: list, cwd: Path) -> tuple[float, int]:
-    """Wall time and maximum resident set size (bytes) of a command, by /usr/bin/time -v."""
-    start = time.perf_counter()
-    proc = subprocess.run(
-        ["/usr/bin/time", "-v", *map(str, argv)], cwd=cwd, capture_output=True, text=True
-    )
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise RuntimeError(
-            f"{' '.join(map(str, argv))} failed ({proc.returncode}):\n{proc.stderr[-2000:]}"
-        )
-    kib = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
-    return wall, int(kib.group(1)) * 1024
 
 
 def ply_stats(folder: Path) -> dict:

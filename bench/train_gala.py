@@ -14,11 +14,11 @@ From bench/run.py: measure(ctx) returns the rows as keyword dicts for run.Row.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from inference import measured  # bench/inference.py: wall time and max RSS of a command
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "data" / "gala_fibsem"
@@ -54,20 +54,12 @@ def evaluate_command(chunkflow: Path, weights: Path, scores: Path) -> list[str]:
     ]
 
 
-def run(argv: list) -> float:
-    start = time.perf_counter()
-    proc = subprocess.run([str(a) for a in argv], capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{argv[1:4]} failed:\n{proc.stderr[-2000:]}")
-    return time.perf_counter() - start
-
-
 def measure(ctx=None, iterations: int = ITERATIONS) -> list[dict]:
     chunkflow = ctx.ours if ctx else Path(sys.executable).parent / "chunkflow"
     with tempfile.TemporaryDirectory(prefix="chunkflow-train-") as tmp:
         ckpt, scores = Path(tmp) / "ckpt", Path(tmp) / "scores.json"
-        train_s = run(train_command(chunkflow, ckpt, iterations))
-        evaluate_s = run(evaluate_command(chunkflow, ckpt / "model.pt", scores))
+        train_s, _ = measured(train_command(chunkflow, ckpt, iterations), ROOT)
+        evaluate_s, _ = measured(evaluate_command(chunkflow, ckpt / "model.pt", scores), ROOT)
         result = json.loads(scores.read_text())
     split, merge = result["voi_split"], result["voi_merge"]
     voi = split + merge
