@@ -327,7 +327,7 @@ def intensity_augment(
 
     In normalised units (integer images by dtype range); the dtype is kept.
     """
-    from chunkflow.training.augment import intensity_augment as run
+    from chunkflow.training.intensity import intensity_augment as run
 
     image = task.chunk(input_chunk_name)
     with _about(input_chunk_name):
@@ -361,7 +361,7 @@ def intensity_augment(
 @_clip_option()
 def noise_augment(task, input_chunk_name, output_chunk_name, rng, mode, var, amount, clip):
     """Add random noise to an image, in normalised units; the dtype is kept."""
-    from chunkflow.training.augment import noise_augment as run
+    from chunkflow.training.intensity import noise_augment as run
 
     image = task.chunk(input_chunk_name)
     with _about(input_chunk_name):
@@ -385,7 +385,7 @@ def defect_augment(
     task, input_chunk_name, output_chunk_name, rng, prob_missing, prob_low_contrast, contrast_scale
 ):
     """Per z section: a missing section (0) or a low-contrast one, at random."""
-    from chunkflow.training.augment import defect_augment as run
+    from chunkflow.training.intensity import defect_augment as run
 
     image = task.chunk(input_chunk_name)
     with _about(input_chunk_name):
@@ -397,7 +397,7 @@ def defect_augment(
 @output_option(default="image")
 def normalize(task, input_chunk_name, output_chunk_name):
     """Float32 in [0, 1] by the dtype range (uint8 / 255, uint16 / 65535); floats as they are."""
-    from chunkflow.training.augment import normalize as run
+    from chunkflow.training.intensity import normalize as run
 
     image = task.chunk(input_chunk_name)
     with _about(input_chunk_name):

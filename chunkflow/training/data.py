@@ -134,7 +134,7 @@ class ExampleMaker:
 
     def make(self, rng: np.random.Generator) -> dict:
         """One example as a dict of float32 arrays plus the seconds of each stage."""
-        from chunkflow.training import augment
+        from chunkflow.training import augment, intensity
         from chunkflow.training.targets import add_affinities, balance_labels, grow_boundary
 
         spec = self.spec
@@ -150,7 +150,7 @@ class ExampleMaker:
         offset = self._location(sample, source, transform, rng)
         region = source.shift(offset)
         chunks = {key: sample[key].crop(region) for key in (IMAGE, LABEL, MASK) if key in sample}
-        chunks[IMAGE] = augment.normalize(chunks[IMAGE])
+        chunks[IMAGE] = intensity.normalize(chunks[IMAGE])
         seconds["sampling"] = time.perf_counter() - start
 
         start = time.perf_counter()
@@ -162,11 +162,11 @@ class ExampleMaker:
             )
         image = chunks[IMAGE]
         if spec.intensity is not None:
-            image = augment.intensity_augment(image, rng, **spec.intensity)
+            image = intensity.intensity_augment(image, rng, **spec.intensity)
         if spec.noise is not None:
-            image = augment.noise_augment(image, rng, **spec.noise)
+            image = intensity.noise_augment(image, rng, **spec.noise)
         if spec.defect is not None:
-            image = augment.defect_augment(image, rng, **spec.defect)
+            image = intensity.defect_augment(image, rng, **spec.defect)
         seconds["augmentation"] = time.perf_counter() - start
 
         start = time.perf_counter()

@@ -7,13 +7,12 @@ import pytest
 
 from chunkflow.chunk import Chunk
 from chunkflow.io.h5 import read_h5
-from chunkflow.training.augment import (
+from chunkflow.training.augment import elastic_augment, simple_augment
+from chunkflow.training.intensity import (
     defect_augment,
-    elastic_augment,
     intensity_augment,
     noise_augment,
     normalize,
-    simple_augment,
 )
 from chunkflow.training.targets import add_affinities, balance_labels, grow_boundary
 from tests.conftest import GALA, error_line, read_stack
