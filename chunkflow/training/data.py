@@ -116,17 +116,13 @@ def check_samples(samples: list[dict], spec: PipelineSpec, where=None) -> None:
 class ExampleMaker:
     """Makes training example k of a run (a map-style torch dataset over k)."""
 
-    def __init__(self, samples: list[dict], spec: PipelineSpec, seed: int = 0, length=None):
+    def __init__(self, samples: list[dict], spec: PipelineSpec, seed: int = 0):
         check_samples(samples, spec)
         self.samples = samples
         self.spec = spec
         self.seed = seed
         sizes = np.array([math.prod(s[IMAGE].spatial_shape) for s in samples], float)
         self.weights = sizes / sizes.sum()
-        self.length = length
-
-    def __len__(self) -> int:
-        return self.length if self.length is not None else 2**62
 
     def __getitem__(self, index: int) -> dict:
         rng = np.random.default_rng([self.seed, int(index)])

@@ -31,6 +31,7 @@ import numpy as np
 
 from chunkflow.errors import ChunkflowError
 from chunkflow.io.files import atomic_output
+from chunkflow.progress import progress
 from chunkflow.training.data import STAGES, ExampleMaker, PipelineSpec, make_loader
 
 logger = logging.getLogger("chunkflow")
@@ -130,8 +131,6 @@ def train(samples: list[dict], spec: PipelineSpec, options: TrainOptions) -> str
     profile = _Profile()
     model.train()
     iteration, loss_value = start, float("nan")
-    from chunkflow.progress import progress
-
     bar = progress(desc="train", total=options.iterations, unit="it")
     bar.update(start)
     wait_start = time.perf_counter()
