@@ -1,0 +1,407 @@
+"""Region adjacency graphs: contact statistics from voxels, and merging on the graph alone.
+
+A region adjacency graph (RAG) has one node per fragment and one edge per pair of touching
+fragments, annotated with the sum and the number of the affinities across their contact (the
+voxel edges (p, p - e_c) whose two voxels carry the two fragments; label 0 takes no part).
+
+`mean_affinity_agglomeration` merges such a graph exactly as waterz merges a volume with its
+default scoring function, `OneMinus<MeanAffinity>`: repeatedly the edge of lowest score
+1 - mean affinity is contracted while that score is below the threshold, and the statistics of
+edges that become parallel are added. Edges of equal score merge in the order of their
+index (waterz leaves such ties to its heap). It needs only the graph, so a volume of any size can be
+agglomerated from per-chunk contact statistics, in memory proportional to fragments and
+contacts. `union_pairs` joins equivalent ids (connected components of a graph), streaming.
+
+Both run compiled (numba); the first call in a process compiles them (cached on disk).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from chunkflow.errors import ChunkflowError
+
+__all__ = [
+    "contacts",
+    "plane_contacts",
+    "merge_parallel_edges",
+    "mean_affinity_agglomeration",
+    "UnionFind",
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# contact statistics from voxels (numpy)
+
+
+def _accumulate(u, v, w, num_ids: int | None = None):
+    """Group voxel edges by label pair: (u, v, sum of w, count), u < v, sorted by (u, v).
+
+    `num_ids`: labels are below it (pairs are packed into one integer key without renumbering).
+    """
+    u = np.asarray(u)
+    v = np.asarray(v)
+    w = np.asarray(w, dtype=np.float64)
+    if num_ids is None:
+        ids, inverse = np.unique(np.concatenate([u, v]), return_inverse=True)
+        lu, lv = inverse[: len(u)], inverse[len(u) :]
+        num_ids = len(ids)
+    else:
+        ids, lu, lv = None, u, v
+    lo = np.minimum(lu, lv).astype(np.uint64)
+    hi = np.maximum(lu, lv).astype(np.uint64)
+    keys, inverse = np.unique(lo * np.uint64(num_ids) + hi, return_inverse=True)
+    sums = np.bincount(inverse, weights=w, minlength=len(keys))
+    counts = np.bincount(inverse, minlength=len(keys)).astype(np.int64)
+    lo, hi = keys // np.uint64(num_ids), keys % np.uint64(num_ids)
+    if ids is not None:
+        lo, hi = ids[lo], ids[hi]
+    return lo.astype(np.uint64), hi.astype(np.uint64), sums, counts
+
+
+def contacts(labels: np.ndarray, affs: np.ndarray, num_ids: int | None = None):
+    """Contact statistics of the labels in one box: for every pair of touching labels, the sum
+    and number of affinities across the contact (voxel edges inside the box only).
+
+    Args:
+        labels: (z, y, x) integer labels, 0 = none.
+        affs: (3, z, y, x) affinities; channel c of voxel p links p and p - e_c.
+        num_ids: labels are all below this (faster, no renumbering).
+
+    Returns:
+        u, v (uint64, u < v), affinity sums (float64), voxel-edge counts (int64), sorted by (u, v).
+    """
+    us, vs, ws = [], [], []
+    for c in range(3):
+        p = [slice(None)] * 3
+        q = [slice(None)] * 3
+        p[c], q[c] = slice(1, None), slice(None, -1)
+        a, b = labels[tuple(p)], labels[tuple(q)]
+        touching = (a != b) & (a != 0) & (b != 0)
+        us.append(a[touching])
+        vs.append(b[touching])
+        ws.append(affs[c][tuple(p)][touching])
+    return _accumulate(np.concatenate(us), np.concatenate(vs), np.concatenate(ws), num_ids)
+
+
+def plane_contacts(upper: np.ndarray, lower: np.ndarray, affs: np.ndarray):
+    """Contact statistics across a face: `upper[i]` touches `lower[i]` with affinity `affs[i]`
+    (the planes on the two sides of a chunk face, same shape)."""
+    touching = (upper != lower) & (upper != 0) & (lower != 0)
+    return _accumulate(upper[touching], lower[touching], affs[touching])
+
+
+def merge_parallel_edges(u, v, sums, counts):
+    """Sum the statistics of repeated (u, v) pairs; returns them sorted by (u, v), u < v."""
+    lo, hi = np.minimum(u, v), np.maximum(u, v)
+    order = np.lexsort((hi, lo))
+    lo, hi, sums, counts = lo[order], hi[order], sums[order], counts[order]
+    if len(lo) == 0:
+        return lo, hi, sums, counts
+    first = np.ones(len(lo), dtype=bool)
+    first[1:] = (lo[1:] != lo[:-1]) | (hi[1:] != hi[:-1])
+    starts = np.flatnonzero(first)
+    return (
+        lo[starts],
+        hi[starts],
+        np.add.reduceat(sums, starts),
+        np.add.reduceat(counts, starts),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# compiled graph algorithms (numba)
+
+_COMPILED = {}
+
+
+def _kernels():
+    """Compile (once per process, cached on disk) and return the numba kernels."""
+    if _COMPILED:
+        return _COMPILED
+    import numba
+
+    jit = numba.njit(cache=True, nogil=True)
+
+    @jit
+    def find(parent, x):
+        root = x
+        while parent[root] != root:
+            root = parent[root]
+        while parent[x] != root:  # path compression
+            parent[x], x = root, parent[x]
+        return root
+
+    @jit
+    def union(parent, u, v):
+        for i in range(len(u)):
+            a = find(parent, u[i])
+            b = find(parent, v[i])
+            if a < b:
+                parent[b] = a
+            elif b < a:
+                parent[a] = b
+
+    @jit
+    def first_come_labels(parent, start):
+        """Label every node by the order in which its set first appears (ids from `start`)."""
+        n = len(parent)
+        out = np.empty(n, dtype=np.uint64)
+        new = np.zeros(n, dtype=np.uint64)
+        next_id = start
+        for i in range(n):
+            root = find(parent, i)
+            if new[root] == 0:
+                new[root] = next_id
+                next_id += 1
+            out[i] = new[root]
+        return out
+
+    # -- a min-heap of edge ids ordered by (score, edge id) --------------------------------------
+    @jit
+    def before(score, a, b):
+        return score[a] < score[b] or (score[a] == score[b] and a < b)
+
+    @jit
+    def heap_push(heap, size, score, e):
+        i = size
+        heap[i] = e
+        while i > 0:
+            up = (i - 1) >> 1
+            if before(score, heap[i], heap[up]):
+                heap[i], heap[up] = heap[up], heap[i]
+                i = up
+            else:
+                break
+        return size + 1
+
+    @jit
+    def heap_pop(heap, size, score):
+        size -= 1
+        heap[0] = heap[size]
+        i = 0
+        while True:
+            left = 2 * i + 1
+            if left >= size:
+                break
+            best = left
+            if left + 1 < size and before(score, heap[left + 1], heap[left]):
+                best = left + 1
+            if before(score, heap[best], heap[i]):
+                heap[i], heap[best] = heap[best], heap[i]
+                i = best
+            else:
+                break
+        return size
+
+    # -- an open-addressing table (a, b) -> edge, for the edge between two regions ----------------
+    @jit
+    def slot(keys, key):
+        mask = len(keys) - 1
+        h = (key * 0x9E3779B97F4A7C15) & 0x7FFFFFFFFFFFFFFF
+        i = (h >> 17) & mask
+        while keys[i] != -1 and keys[i] != key:
+            i = (i + 1) & mask
+        return i
+
+    @jit
+    def pair_key(a, b, n):
+        return min(a, b) * n + max(a, b)
+
+    @jit
+    def rebuild(keys, values, eu, ev, alive, n):
+        keys[:] = -1
+        used = 0
+        for e in range(len(eu)):
+            if alive[e]:
+                key = pair_key(eu[e], ev[e], n)
+                i = slot(keys, key)
+                keys[i] = key
+                values[i] = e
+                used += 1
+        return used
+
+    @jit
+    def agglomerate(
+        eu,
+        ev,
+        esum,
+        ecount,
+        threshold,
+        parent,
+        score,
+        alive,
+        stale,
+        head_e,
+        head_s,
+        tail_e,
+        tail_s,
+        length,
+        next_e,
+        next_s,
+        keys,
+        values,
+        heap,
+    ):
+        """Mean-affinity agglomeration of a graph, as waterz's IterativeRegionMerging.
+
+        Fills `parent`, the merge forest (a node whose parent is itself is a root). The other
+        arrays are work space; eu, ev, esum and ecount are overwritten.
+        """
+        n = np.int64(len(parent))
+        # incidence lists, linked through (edge, side) pairs; side 0 is the edge's u, 1 its v
+        for e in range(len(eu)):
+            score[e] = 1.0 - esum[e] / ecount[e]
+            for side in range(2):
+                node = eu[e] if side == 0 else ev[e]
+                if head_e[node] == -1:
+                    head_e[node], head_s[node] = e, side
+                else:
+                    next_e[tail_e[node], tail_s[node]] = e
+                    next_s[tail_e[node], tail_s[node]] = side
+                tail_e[node], tail_s[node] = e, side
+                length[node] += 1
+        used = rebuild(keys, values, eu, ev, alive, n)
+        size = 0
+        for e in range(len(eu)):
+            size = heap_push(heap, size, score, e)
+
+        while size > 0:
+            e = heap[0]
+            if score[e] >= threshold:
+                break
+            size = heap_pop(heap, size, score)
+            if not alive[e]:
+                continue
+            if stale[e]:
+                score[e] = 1.0 - esum[e] / ecount[e]
+                stale[e] = False
+                size = heap_push(heap, size, score, e)
+                continue
+            a, b = eu[e], ev[e]
+            if length[a] < length[b]:  # walk the shorter incidence list
+                a, b = b, a
+            parent[b] = a
+            alive[e] = False
+            f, side = head_e[b], head_s[b]
+            while f != -1:
+                nf, ns = next_e[f, side], next_s[f, side]
+                if alive[f]:
+                    nb = ev[f] if side == 0 else eu[f]
+                    key = pair_key(a, nb, n)
+                    i = slot(keys, key)
+                    g = values[i] if keys[i] != -1 else -1
+                    if g == -1 or score[f] <= score[g]:
+                        # f becomes the edge a - nb (taking over g's statistics, if any)
+                        if g != -1:
+                            esum[f] += esum[g]
+                            ecount[f] += ecount[g]
+                            alive[g] = False
+                            stale[f] = True
+                        if side == 0:
+                            eu[f] = a
+                        else:
+                            ev[f] = a
+                        if keys[i] == -1:
+                            keys[i] = key
+                            used += 1
+                        values[i] = f
+                    else:  # the cheaper edge g stays, with f's statistics added
+                        esum[g] += esum[f]
+                        ecount[g] += ecount[f]
+                        alive[f] = False
+                        stale[g] = True
+                f, side = nf, ns
+            # b's list (its live edges now belong to a) joins a's list
+            if head_e[b] != -1:
+                if head_e[a] == -1:
+                    head_e[a], head_s[a] = head_e[b], head_s[b]
+                else:
+                    next_e[tail_e[a], tail_s[a]] = head_e[b]
+                    next_s[tail_e[a], tail_s[a]] = head_s[b]
+                tail_e[a], tail_s[a] = tail_e[b], tail_s[b]
+                length[a] += length[b]
+            head_e[b] = -1
+            length[b] = 0
+            if 10 * used > 7 * len(keys):  # keys of merged regions pile up: drop them
+                used = rebuild(keys, values, eu, ev, alive, n)
+
+    _COMPILED.update(
+        find=find, union=union, first_come_labels=first_come_labels, agglomerate=agglomerate
+    )
+    return _COMPILED
+
+
+def mean_affinity_agglomeration(
+    u, v, sums, counts, num_nodes: int, threshold: float, overwrite: bool = False
+):
+    """Merge a region adjacency graph with waterz's mean-affinity rule up to `threshold`.
+
+    Args:
+        u, v: node ids (0 .. num_nodes - 1) of each edge; each pair at most once, no loops.
+        sums, counts: sum and number of the affinities across each contact.
+        threshold: edges merge while 1 - mean affinity is below it.
+        overwrite: the arrays may be used as work space (saves their copies).
+
+    Returns:
+        For every node, its segment: ids 1, 2, ... in the order segments first appear along
+        the node ids (uint64).
+    """
+    if not 0.0 <= threshold <= 1.0:
+        raise ChunkflowError(f"threshold {threshold} is out of range: expected [0, 1]")
+    num_edges = len(u)
+    node_t = np.int32 if num_nodes < 2**31 else np.int64
+    edge_t = np.int32 if num_edges < 2**31 else np.int64
+
+    def work(array, dtype):
+        array = np.asarray(array)
+        return array if overwrite and array.dtype == dtype else array.astype(dtype)
+
+    eu, ev = work(u, node_t), work(v, node_t)
+    esum, ecount = work(sums, np.float64), work(counts, np.float64)
+    if num_edges and (ecount.min() <= 0 or (eu == ev).any()):
+        raise ChunkflowError("every edge needs two distinct nodes and at least one affinity")
+    capacity = 16
+    while capacity < 2 * num_edges + 16:
+        capacity *= 2
+    parent = np.arange(num_nodes, dtype=node_t)
+    kernels = _kernels()
+    kernels["agglomerate"](
+        eu,
+        ev,
+        esum,
+        ecount,
+        np.float64(threshold),
+        parent,
+        np.empty(num_edges, dtype=np.float64),  # score
+        np.ones(num_edges, dtype=np.bool_),  # alive
+        np.zeros(num_edges, dtype=np.bool_),  # stale
+        np.full(num_nodes, -1, dtype=edge_t),  # head_e
+        np.zeros(num_nodes, dtype=np.int8),  # head_s
+        np.full(num_nodes, -1, dtype=edge_t),  # tail_e
+        np.zeros(num_nodes, dtype=np.int8),  # tail_s
+        np.zeros(num_nodes, dtype=np.int64),  # length
+        np.full((num_edges, 2), -1, dtype=edge_t),  # next_e
+        np.zeros((num_edges, 2), dtype=np.int8),  # next_s
+        np.empty(capacity, dtype=np.int64),  # keys
+        np.empty(capacity, dtype=edge_t),  # values
+        np.empty(num_edges, dtype=edge_t),  # heap
+    )
+    return kernels["first_come_labels"](parent, np.uint64(1))
+
+
+class UnionFind:
+    """Equivalences over nodes 0 .. n - 1, fed pair by pair in batches (memory: the nodes)."""
+
+    def __init__(self, num_nodes: int):
+        self._kernels = _kernels()
+        self.parent = np.arange(num_nodes, dtype=np.int64)
+
+    def union(self, u, v) -> None:
+        self._kernels["union"](
+            self.parent, np.asarray(u, dtype=np.int64), np.asarray(v, dtype=np.int64)
+        )
+
+    def labels(self, start: int = 1) -> np.ndarray:
+        """Each node's set as ids from `start`, in order of first appearance (uint64)."""
+        return self._kernels["first_come_labels"](self.parent, np.uint64(start))

@@ -1,0 +1,123 @@
+"""Region adjacency graphs: contact statistics checked voxel by voxel, and the graph-only
+agglomeration checked against waterz on real data."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+from chunkflow.chunk import Chunk
+from chunkflow.errors import ChunkflowError
+from chunkflow.segmentation.agglomerate import agglomerate, watershed
+from chunkflow.segmentation.evaluate import evaluate_segmentation
+from chunkflow.segmentation.regiongraph import (
+    UnionFind,
+    contacts,
+    mean_affinity_agglomeration,
+    merge_parallel_edges,
+    plane_contacts,
+)
+from tests.conftest import GALA, read_stack
+
+
+def brute_force_contacts(labels, affs):
+    stats = {}
+    for z, y, x in itertools.product(*map(range, labels.shape)):
+        for c, step in enumerate(((1, 0, 0), (0, 1, 0), (0, 0, 1))):
+            q = (z - step[0], y - step[1], x - step[2])
+            if min(q) < 0:
+                continue
+            a, b = int(labels[z, y, x]), int(labels[q])
+            if a and b and a != b:
+                entry = stats.setdefault((min(a, b), max(a, b)), [0.0, 0])
+                entry[0] += float(affs[c, z, y, x])
+                entry[1] += 1
+    return stats
+
+
+def test_contacts_match_a_voxel_by_voxel_count():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 5, (4, 5, 6)).astype(np.uint32)
+    affs = rng.random((3, 4, 5, 6)).astype(np.float32)
+    expected = brute_force_contacts(labels, affs)
+    for num_ids in (None, 5):
+        u, v, sums, counts = contacts(labels, affs, num_ids)
+        assert [(int(a), int(b)) for a, b in zip(u, v)] == sorted(expected)
+        np.testing.assert_allclose(sums, [expected[k][0] for k in sorted(expected)], rtol=1e-6)
+        assert counts.tolist() == [expected[k][1] for k in sorted(expected)]
+
+
+def test_plane_contacts_and_parallel_edges():
+    upper = np.array([[7, 7, 0], [9, 9, 9]], np.uint64)
+    lower = np.array([[3, 5, 5], [3, 9, 3]], np.uint64)
+    affs = np.array([[0.5, 1.0, 1.0], [0.25, 1.0, 0.75]], np.float32)
+    u, v, sums, counts = plane_contacts(upper, lower, affs)
+    assert list(zip(u.tolist(), v.tolist())) == [(3, 7), (3, 9), (5, 7)]
+    assert sums.tolist() == [0.5, 1.0, 1.0] and counts.tolist() == [1, 2, 1]
+    u, v, sums, counts = merge_parallel_edges(
+        np.array([5, 1, 2, 1]),
+        np.array([1, 5, 3, 2]),
+        np.array([1.0, 2.0, 3.0, 4.0]),
+        np.array([1, 1, 1, 2]),
+    )
+    assert list(zip(u.tolist(), v.tolist())) == [(1, 2), (1, 5), (2, 3)]
+    assert sums.tolist() == [4.0, 3.0, 3.0] and counts.tolist() == [2, 2, 1]
+
+
+@pytest.fixture(scope="module")
+def gala_affinities():
+    """Affinities of the gala test volume from its boundary map: 1 - the larger boundary
+    probability of the two voxels an edge links."""
+    boundary = read_stack(GALA / "test-p1.lzf.h5").astype(np.float32)
+    affs = np.zeros((3, *boundary.shape), np.float32)
+    for c in range(3):
+        here = [slice(None)] * 3
+        there = [slice(None)] * 3
+        here[c], there[c] = slice(1, None), slice(None, -1)
+        affs[c][tuple(here)] = 1 - np.maximum(boundary[tuple(here)], boundary[tuple(there)])
+    return Chunk(affs, layer_type="affinity_map")
+
+
+@pytest.mark.parametrize("threshold", [0.3, 0.5, 0.8])
+def test_graph_agglomeration_is_waterz_on_the_whole_volume(gala_affinities, threshold):
+    """Given waterz's fragments and their contacts, merging the graph alone gives the
+    segmentation waterz gives from the volume. waterz keeps scores in float32, we in float64:
+    edges whose scores differ by less than float32 resolution may merge in another order, which
+    here changes at most one segment in a thousand."""
+    fragments = np.asarray(watershed(gala_affinities, 0.001, 0.9999))
+    expected = np.asarray(agglomerate(gala_affinities, threshold, 0.001, 0.9999))
+    num = int(fragments.max()) + 1
+    u, v, sums, counts = contacts(fragments, np.asarray(gala_affinities), num)
+    assert len(u) > 5000
+    objects = mean_affinity_agglomeration(u, v, sums, counts, num, threshold)
+    ours = np.where(fragments > 0, objects[fragments], 0)
+    ours_count, expected_count = len(np.unique(ours)), len(np.unique(expected))
+    assert expected_count > 300 and abs(ours_count - expected_count) <= expected_count / 1000
+    both = evaluate_segmentation(ours, expected + 1)  # + 1: waterz's 0 voxels count too
+    assert both["voi_split"] + both["voi_merge"] < 0.002
+
+
+def test_agglomeration_decisions():
+    # a chain 0 - 1 - 2 with mean affinities 0.75 and 0.25 (scores 0.25 and 0.75), 3 alone
+    u, v = np.array([0, 1]), np.array([1, 2])
+    sums, counts = np.array([1.5, 0.5]), np.array([2, 2])
+    assert mean_affinity_agglomeration(u, v, sums, counts, 4, 0.5).tolist() == [1, 1, 2, 3]
+    assert mean_affinity_agglomeration(u, v, sums, counts, 4, 0.8).tolist() == [1, 1, 1, 2]
+    # an edge merges only below the threshold, never at it
+    assert mean_affinity_agglomeration(u, v, sums, counts, 4, 0.25).tolist() == [1, 2, 3, 4]
+    # edges that become parallel add their statistics: once 0 and 1 merged, 0-2 (0.25 over 1)
+    # and 1-2 (2.25 over 3, score 0.25 alone) are one edge of mean 0.625, score 0.375
+    u, v = np.array([0, 0, 1]), np.array([1, 2, 2])
+    sums, counts = np.array([1.0, 0.25, 2.25]), np.array([1, 1, 3])
+    assert mean_affinity_agglomeration(u, v, sums, counts, 3, 0.3).tolist() == [1, 1, 2]
+    assert mean_affinity_agglomeration(u, v, sums, counts, 3, 0.4).tolist() == [1, 1, 1]
+    with pytest.raises(ChunkflowError, match="distinct nodes"):
+        mean_affinity_agglomeration([1], [1], [1.0], [1], 2, 0.5)
+
+
+def test_union_find_streams_pairs_and_numbers_by_first_appearance():
+    sets = UnionFind(7)
+    sets.union([5, 1], [6, 4])
+    sets.union([6], [3])
+    assert sets.labels().tolist() == [1, 2, 3, 4, 2, 4, 4]
+    assert sets.labels(start=10).tolist()[:2] == [10, 11]
