@@ -65,6 +65,17 @@ def gala():
     return GALA
 
 
+@pytest.fixture(scope="session")
+def pinky40_labels():
+    """The 512^3 pinky40 segmentation (uint32), as a C-ordered (z, y, x) view."""
+    import gzip
+
+    import crackle
+
+    labels = crackle.decompress(gzip.open(DATA / "cc3d_pinky40" / "connectomics.npy.ckl.gz").read())
+    return labels.T
+
+
 def read_stack(path: Path):
     import h5py
 

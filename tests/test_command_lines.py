@@ -154,6 +154,9 @@ NAMED_VALUES = {
     "ENCODING": "raw",
     "BBOX": "0-64_0-512_0-512",
     "THRESHOLD": "0.5",
+    "MODE": "cc",
+    "PHASE": "fragments",
+    "OPTIONS": "",  # more options for a command, none by default
 }
 
 

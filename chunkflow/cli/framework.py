@@ -42,6 +42,7 @@ FAMILIES = {
     "io": "Read and write (HDF5, TIFF, NumPy, zarr, Neuroglancer precomputed)",
     "inference": "ConvNet inference",
     "segmentation": "Segmentation and evaluation",
+    "blockwise": "Whole-volume segmentation: one id per object across chunks and workers",
     "image": "Image processing and downsampling",
     "mesh": "Meshes and skeletons",
     "training": "Training: affinity targets, augmentation and the train sink",

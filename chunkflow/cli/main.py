@@ -17,6 +17,7 @@ import click
 
 from chunkflow import __version__
 from chunkflow.cli import (  # noqa: F401  (importing registers the operators)
+    blockwise,
     flow,
     generate,
     image,

@@ -80,7 +80,9 @@ def put_files(path: str, files: list, desc: str = "write files") -> None:
         folder = path[len("file://") :]
         os.makedirs(folder, exist_ok=True)
         for name, data in progress(files, desc=desc, unit="file"):
-            with atomic_output(os.path.join(folder, name)) as tmp, open(tmp, "wb") as f:
+            target = os.path.join(folder, name)
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            with atomic_output(target) as tmp, open(tmp, "wb") as f:
                 f.write(data)
         return
     from cloudfiles import CloudFiles
@@ -91,3 +93,25 @@ def put_files(path: str, files: list, desc: str = "write files") -> None:
         content_type="application/octet-stream",
         progress=progress_enabled() and len(files) > 1,
     )
+
+
+def get_file(path: str, name: str, start: int | None = None, end: int | None = None):
+    """The bytes of `name` under a cloud path (file://, gs://, s3://), or None if it is missing.
+
+    `start`/`end` read only that byte range (half open).
+    """
+    from cloudfiles import CloudFiles
+
+    if start is None and end is None:
+        return CloudFiles(path).get(name)
+    return CloudFiles(path).get({"path": name, "start": start, "end": end})
+
+
+def list_files(path: str, prefix: str = "") -> list[str]:
+    """Names (relative to `path`) of the files that start with `prefix`, not in subfolders."""
+    from cloudfiles import CloudFiles
+
+    try:
+        return list(CloudFiles(path).list(prefix=prefix, flat=True))
+    except FileNotFoundError:  # a local folder that does not exist (yet)
+        return []

@@ -1,5 +1,3 @@
-import gzip
-
 import numpy as np
 import pytest
 
@@ -11,7 +9,6 @@ from chunkflow.segmentation.labels import (
     renumber,
     threshold,
 )
-from tests.conftest import DATA
 
 
 def test_threshold_is_uint8_segmentation():
@@ -38,11 +35,8 @@ def test_cc_connectivity():
 
 
 @pytest.fixture(scope="module")
-def pinky40():
-    import crackle
-
-    labels = crackle.decompress(gzip.open(DATA / "cc3d_pinky40" / "connectomics.npy.ckl.gz").read())
-    return Chunk(labels.T, layer_type="segmentation")  # a C-ordered (z, y, x) view
+def pinky40(pinky40_labels):
+    return Chunk(pinky40_labels, layer_type="segmentation")
 
 
 @pytest.mark.parametrize("connectivity, expected", [(26, 3619), (6, 4744)])
