@@ -71,7 +71,7 @@ def _bbox(task):
     "--margin",
     nonnegative=True,
     help="agglomerate: context (z y x) read around each chunk for the watershed "
-    "[default: 1 1 1]; cc always reads 1.",
+    "[default: 8 8 8]; cc always reads 1.",
 )
 @click.option(
     "-t",

@@ -17,11 +17,14 @@ worker may run, any number of times, in any order within its phase:
 Modes:
 
 - ``agglomerate``: INPUT is a 3-channel affinity map in the `agglomerate` convention (channel c
-  of voxel p links p and p - e_c; channels z, y, x). Fragments are waterz watershed basins; the
-  edges carry the sum and number of the affinities across each contact, inside chunks and
-  across faces, and `merge` agglomerates the whole graph with waterz's mean-affinity rule. With
-  one chunk this is exactly waterz on the whole volume; with many, only the watershed near chunk
-  faces differs (the margin gives it context).
+  of voxel p links p and p - e_c; channels z, y, x). Fragments are waterz watershed basins of
+  the chunk grown by the margin, cut at the chunk's faces; the edges carry the sum and number of
+  the affinities across each contact, inside chunks and across faces, and `merge` agglomerates
+  the whole graph with waterz's mean-affinity rule. The pieces of a basin cut by a face are
+  joined first, as one fragment, where the watersheds of both chunks (each with its context
+  beyond the face) agree that they are one basin. With one chunk this is exactly waterz on the
+  whole volume; with many, it is too wherever the margin lets the chunks' watersheds see the
+  basins as the whole volume's does.
 - ``cc``: connected components (cc3d, 6/18/26 connectivity) of a label volume (distinct ids stay
   distinct, 0 is background) or of a map above `threshold`. Each chunk is labelled with a
   one-voxel shell of its neighbours, so every contact across a face is seen; the result equals
@@ -66,6 +69,9 @@ PLAN_FORMAT = "chunkflow-blockwise-segmentation"
 ID_BITS = 32
 LOCAL_MASK = np.uint64((1 << ID_BITS) - 1)
 MAX_BLOCK = 64
+# context read around a chunk: enough for the watershed of two neighbouring chunks to agree on
+# the basins that cross their face (agglomerate); one voxel sees every contact (cc)
+DEFAULT_MARGIN = {"agglomerate": (8, 8, 8), "cc": (1, 1, 1)}
 
 
 @dataclass(frozen=True)
@@ -195,8 +201,9 @@ def setup(
     """Check the input, create the (empty) output and fragment volumes and store the plan.
 
     `margin` is the context read around each chunk for its labels: in agglomerate mode any
-    size (default 1, the least that sees every contact of the chunk); cc mode reads 1. The
-    output must not exist yet: a job never writes into a volume it did not create.
+    size (default 8 8 8; at least 1 to see every contact of the chunk, more lets the
+    watersheds of neighbouring chunks agree on the basins across their faces); cc mode reads
+    1. The output must not exist yet: a job never writes into a volume it did not create.
     """
     from chunkflow.io.files import get_file, put_files
     from chunkflow.io.precomputed import create_info, open_volume, volume_bounds, volume_exists
@@ -204,7 +211,7 @@ def setup(
     if mode not in MODES:
         raise ChunkflowError(f"mode {mode!r}: expected one of {', '.join(MODES)}")
     chunk_size = Cartesian(chunk_size)
-    margin = Cartesian(1, 1, 1) if margin is None else Cartesian(margin)
+    margin = Cartesian(DEFAULT_MARGIN[mode] if margin is None else margin)
     if min(chunk_size) <= 0 or min(margin) < 0:
         raise ChunkflowError(
             f"chunk size {tuple(chunk_size)} must be positive and margin {tuple(margin)} >= 0"
@@ -372,18 +379,17 @@ def _plane(array: np.ndarray, axis: int, at: int) -> np.ndarray:
 
 def make_fragments(plan: Plan, bbox: BoundingBox) -> int:
     """Phase 1 of one task; returns the number of fragments in the chunk."""
-    import fastremap
 
     from chunkflow.io.precomputed import read_precomputed, write_precomputed
 
     coords = plan.coords(bbox)
     core, index = plan.cell(coords), plan.index(coords)
+    grown = core.grow(plan.margin).intersect(plan.roi)
+    inner = core.shift(-grown.start).to_slices()
     if plan.mode == "agglomerate":
-        grown = core.grow(plan.margin).intersect(plan.roi)
         affs = _affinities(read_precomputed(plan.input_path, grown, plan.mip))
-        basins = _watershed(affs, plan)
-        inner = core.shift(-grown.start).to_slices()
-        local, _ = fastremap.renumber(basins[inner], preserve_zero=True)
+        labels = _watershed(affs, plan)
+        lut, local = _core_ids(labels, inner)
         affs = affs[(slice(None), *inner)]
         count = int(local.max())
         u, v, sums, counts = _contacts(local, affs, count)
@@ -395,9 +401,16 @@ def make_fragments(plan: Plan, bbox: BoundingBox) -> int:
             **{f"low_{c}": _encode(_plane(local, c, 0), index) for c in range(3)},
             **{f"aff_{c}": _plane(affs[c], c, 0).astype(np.float32) for c in range(3)},
         )
+        # the chunk's basins on the planes just outside its faces (see _same_basins)
+        for c in range(3):
+            for side, at in (("low", inner[c].start - 1), ("high", inner[c].stop)):
+                plane = labels[:0, :0, 0]
+                if 0 <= at < labels.shape[c]:
+                    plane = labels[tuple(at if a == c else inner[a] for a in range(3))]
+                arrays[f"shell_{side}_{c}"] = _encode(lut[plane], index)
     else:
-        grown = core.grow(plan.margin).intersect(plan.roi)
-        labels, lut, local = _components(plan, grown, core)
+        labels = _components(plan, grown)
+        lut, local = _core_ids(labels, inner)
         count = int(local.max())
         # the chunk's ids on its shell where the shell lies in lower chunks (see find_edges)
         low = core.start - grown.start  # 1 where there is a shell below, else 0
@@ -451,10 +464,9 @@ def _contacts(local: np.ndarray, affs: np.ndarray, count: int):
     return contacts(local, affs, count + 1)
 
 
-def _components(plan: Plan, grown: BoundingBox, core: BoundingBox):
-    """cc3d of the grown box: (labels of the box, map to chunk ids, chunk ids of the core)."""
+def _components(plan: Plan, grown: BoundingBox) -> np.ndarray:
+    """cc3d labels of the grown box."""
     import cc3d
-    import fastremap
 
     from chunkflow.io.precomputed import read_precomputed
 
@@ -463,15 +475,20 @@ def _components(plan: Plan, grown: BoundingBox, core: BoundingBox):
         data = data[0]
     if plan.threshold is not None:
         data = data > plan.threshold
-    labels = cc3d.connected_components(
+    return cc3d.connected_components(
         np.ascontiguousarray(data), connectivity=plan.connectivity, out_dtype=np.uint64
     )
-    local, mapping = fastremap.renumber(
-        labels[core.shift(-grown.start).to_slices()], preserve_zero=True
-    )
+
+
+def _core_ids(labels: np.ndarray, inner) -> tuple[np.ndarray, np.ndarray]:
+    """The chunk's ids 1..n of the labels in its core (in raster order of first voxels), and
+    the table label of the grown box -> chunk id (0 for labels outside the core)."""
+    import fastremap
+
+    local, mapping = fastremap.renumber(labels[inner], preserve_zero=True)
     lut = np.zeros(int(labels.max()) + 1, dtype=np.uint64)
     lut[np.fromiter(mapping.keys(), np.int64)] = np.fromiter(mapping.values(), np.int64)
-    return labels, lut, local
+    return lut, local
 
 
 # ---------------------------------------------------------------------------------------------
@@ -492,8 +509,9 @@ def find_edges(plan: Plan, bbox: BoundingBox) -> int:
 
     Each contact between two chunks is handled by the later chunk in raster order, so every
     edge is found exactly once: agglomerate mode joins the chunk's three low faces to the high
-    faces of the chunks below; cc mode joins the chunk's ids on its low shell (from phase 1) to
-    the ids the lower chunks gave those voxels.
+    faces of the chunks below (contact statistics, and the pieces of cut basins, see
+    `_same_basins`); cc mode joins the chunk's ids on its low shell (from phase 1) to the ids
+    the lower chunks gave those voxels.
     """
     coords = plan.coords(bbox)
     core = plan.cell(coords)
@@ -505,16 +523,13 @@ def find_edges(plan: Plan, bbox: BoundingBox) -> int:
     files = dict(zip(wanted, _require(plan, "faces", wanted, "segment-fragments")))
     own = files[core]
     if plan.mode == "agglomerate":
-        from chunkflow.segmentation.regiongraph import merge_parallel_edges, plane_contacts
-
-        parts = [tuple(own[f"inner_{k}"] for k in ("u", "v", "sum", "count"))]
+        inner = tuple(own[f"inner_{k}"] for k in ("u", "v", "sum", "count"))
+        parts = [(*inner, np.zeros(len(inner[0]), dtype=bool))]
         for c, lower in enumerate(below):
             if lower is not None:
-                parts.append(
-                    plane_contacts(own[f"low_{c}"], files[lower][f"high_{c}"], own[f"aff_{c}"])
-                )
-        u, v, sums, counts = merge_parallel_edges(*(np.concatenate(p) for p in zip(*parts)))
-        arrays = dict(u=u, v=v, sum=sums, count=counts)
+                parts.append(_face_edges(own, files[lower], c))
+        u, v, sums, counts, forced = (np.concatenate(p) for p in zip(*parts))
+        arrays = dict(u=u, v=v, sum=sums, count=counts, forced=forced)
     else:
         pairs = []
         for c, owners in enumerate(_shell_owners(plan, core, files)):
@@ -525,6 +540,60 @@ def find_edges(plan: Plan, bbox: BoundingBox) -> int:
         arrays = dict(u=pairs[:, 0], v=pairs[:, 1])
     _put_arrays(plan, f"edges/{core}.npz", fragments=own["count"], **arrays)
     return len(arrays["u"])
+
+
+def _face_edges(upper: dict, lower: dict, axis: int):
+    """Edges across the face between a chunk and the chunk below it along `axis`: contact
+    statistics, and which pairs are pieces of one watershed basin cut by the face (forced)."""
+    from chunkflow.segmentation.regiongraph import plane_contacts
+
+    u, v, sums, counts = plane_contacts(
+        upper[f"low_{axis}"], lower[f"high_{axis}"], upper[f"aff_{axis}"]
+    )
+    same = _same_basins(
+        upper[f"shell_low_{axis}"],
+        lower[f"high_{axis}"],
+        lower[f"shell_high_{axis}"],
+        upper[f"low_{axis}"],
+    )
+    touching = set(zip(u.tolist(), v.tolist()))
+    forced = np.array([(a, b) in same for a, b in zip(u.tolist(), v.tolist())], dtype=bool)
+    extra = sorted(same - touching)  # pieces that share no contact voxel-edge: no statistics
+    extra = np.array(extra, dtype=np.uint64).reshape(-1, 2)
+    return (
+        np.concatenate([u, extra[:, 0]]),
+        np.concatenate([v, extra[:, 1]]),
+        np.concatenate([sums, np.zeros(len(extra))]),
+        np.concatenate([counts, np.zeros(len(extra), dtype=counts.dtype)]),
+        np.concatenate([forced, np.ones(len(extra), dtype=bool)]),
+    )
+
+
+def _same_basins(shell_up, rim_down, shell_down, rim_up) -> set:
+    """Pairs (u, v), u < v, of fragments on the two sides of a face that are one basin.
+
+    Each chunk's watershed ran with context beyond its faces: `shell_up` holds the upper
+    chunk's fragments as its watershed saw them on the lower chunk's rim `rim_down`, and
+    `shell_down` the lower chunk's on the upper chunk's rim `rim_up`. Two pieces are one basin
+    when each is the other's most frequent partner in both views, so the pieces of a basin
+    that both watersheds agree on are joined before any merging, as if never cut.
+    """
+
+    def top_partner(a, b) -> dict:
+        both = (a != 0) & (b != 0)
+        if not both.any():
+            return {}
+        pairs, votes = np.unique(np.stack([a[both], b[both]], axis=1), axis=0, return_counts=True)
+        order = np.lexsort((pairs[:, 1], -votes, pairs[:, 0]))
+        pairs = pairs[order]
+        first = np.ones(len(pairs), dtype=bool)
+        first[1:] = pairs[1:, 0] != pairs[:-1, 0]
+        return dict(zip(pairs[first, 0].tolist(), pairs[first, 1].tolist()))
+
+    if shell_up.size == 0 or shell_down.size == 0:  # no context: no view of the other side
+        return set()
+    up, down = top_partner(shell_up, rim_down), top_partner(shell_down, rim_up)
+    return {(min(a, b), max(a, b)) for a, b in up.items() if down.get(b) == a}
 
 
 def _shell_owners(plan: Plan, core: BoundingBox, files: dict) -> list[np.ndarray]:
@@ -583,7 +652,7 @@ def merge(plan: Plan) -> dict:
     # One pass in task order: a task's edges join its fragments to its own and to those of
     # earlier tasks, whose offsets in the dense numbering are known by then.
     offsets = np.zeros(len(bboxes) + 1, dtype=np.uint64)
-    columns = {"u": [], "v": [], "sum": [], "count": []}
+    columns = {"u": [], "v": [], "sum": [], "count": [], "forced": []}
     for index, bbox in enumerate(bboxes):
         data = _get_arrays(plan, f"edges/{bbox}.npz")
         offsets[index + 1] = offsets[index] + np.uint64(data.pop("fragments"))
@@ -600,8 +669,9 @@ def merge(plan: Plan) -> dict:
 
         sums = np.concatenate(columns.pop("sum"))
         contact = np.concatenate(columns.pop("count")).astype(np.float64)
+        forced = np.concatenate(columns.pop("forced"))
         objects = mean_affinity_agglomeration(
-            u, v, sums, contact, num_fragments, plan.threshold, overwrite=True
+            u, v, sums, contact, num_fragments, plan.threshold, forced=forced, overwrite=True
         )
     else:
         from chunkflow.segmentation.regiongraph import UnionFind

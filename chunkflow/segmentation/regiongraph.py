@@ -209,6 +209,10 @@ def _kernels():
         return min(a, b) * n + max(a, b)
 
     @jit
+    def edge_score(esum, ecount, forced, e):
+        return -1.0 if forced[e] else 1.0 - esum[e] / ecount[e]
+
+    @jit
     def rebuild(keys, values, eu, ev, alive, n):
         keys[:] = -1
         used = 0
@@ -223,35 +227,19 @@ def _kernels():
 
     @jit
     def agglomerate(
-        eu,
-        ev,
-        esum,
-        ecount,
-        threshold,
-        parent,
-        score,
-        alive,
-        stale,
-        head_e,
-        head_s,
-        tail_e,
-        tail_s,
-        length,
-        next_e,
-        next_s,
-        keys,
-        values,
-        heap,
-    ):
+        eu, ev, esum, ecount, forced, threshold, parent, score, alive, stale, head_e, head_s,
+        tail_e, tail_s, length, next_e, next_s, keys, values, heap,
+    ):  # fmt: skip
         """Mean-affinity agglomeration of a graph, as waterz's IterativeRegionMerging.
 
-        Fills `parent`, the merge forest (a node whose parent is itself is a root). The other
-        arrays are work space; eu, ev, esum and ecount are overwritten.
+        Fills `parent`, the merge forest (a node whose parent is itself is a root). Forced
+        edges score -1: they merge first, whatever their statistics. The other arrays are work
+        space; eu, ev, esum, ecount and forced are overwritten.
         """
         n = np.int64(len(parent))
         # incidence lists, linked through (edge, side) pairs; side 0 is the edge's u, 1 its v
         for e in range(len(eu)):
-            score[e] = 1.0 - esum[e] / ecount[e]
+            score[e] = edge_score(esum, ecount, forced, e)
             for side in range(2):
                 node = eu[e] if side == 0 else ev[e]
                 if head_e[node] == -1:
@@ -274,7 +262,7 @@ def _kernels():
             if not alive[e]:
                 continue
             if stale[e]:
-                score[e] = 1.0 - esum[e] / ecount[e]
+                score[e] = edge_score(esum, ecount, forced, e)
                 stale[e] = False
                 size = heap_push(heap, size, score, e)
                 continue
@@ -296,6 +284,7 @@ def _kernels():
                         if g != -1:
                             esum[f] += esum[g]
                             ecount[f] += ecount[g]
+                            forced[f] |= forced[g]
                             alive[g] = False
                             stale[f] = True
                         if side == 0:
@@ -309,6 +298,7 @@ def _kernels():
                     else:  # the cheaper edge g stays, with f's statistics added
                         esum[g] += esum[f]
                         ecount[g] += ecount[f]
+                        forced[g] |= forced[f]
                         alive[f] = False
                         stale[g] = True
                 f, side = nf, ns
@@ -333,7 +323,7 @@ def _kernels():
 
 
 def mean_affinity_agglomeration(
-    u, v, sums, counts, num_nodes: int, threshold: float, overwrite: bool = False
+    u, v, sums, counts, num_nodes: int, threshold: float, forced=None, overwrite: bool = False
 ):
     """Merge a region adjacency graph with waterz's mean-affinity rule up to `threshold`.
 
@@ -341,6 +331,7 @@ def mean_affinity_agglomeration(
         u, v: node ids (0 .. num_nodes - 1) of each edge; each pair at most once, no loops.
         sums, counts: sum and number of the affinities across each contact.
         threshold: edges merge while 1 - mean affinity is below it.
+        forced: edges that merge first, whatever their statistics (count 0 allowed).
         overwrite: the arrays may be used as work space (saves their copies).
 
     Returns:
@@ -359,8 +350,11 @@ def mean_affinity_agglomeration(
 
     eu, ev = work(u, node_t), work(v, node_t)
     esum, ecount = work(sums, np.float64), work(counts, np.float64)
-    if num_edges and (ecount.min() <= 0 or (eu == ev).any()):
-        raise ChunkflowError("every edge needs two distinct nodes and at least one affinity")
+    forced = np.zeros(num_edges, dtype=np.bool_) if forced is None else work(forced, np.bool_)
+    if num_edges and (((ecount <= 0) & ~forced).any() or (eu == ev).any()):
+        raise ChunkflowError(
+            "every edge needs two distinct nodes and at least one affinity (unless forced)"
+        )
     capacity = 16
     while capacity < 2 * num_edges + 16:
         capacity *= 2
@@ -371,6 +365,7 @@ def mean_affinity_agglomeration(
         ev,
         esum,
         ecount,
+        forced,
         np.float64(threshold),
         parent,
         np.empty(num_edges, dtype=np.float64),  # score

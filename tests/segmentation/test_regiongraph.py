@@ -113,6 +113,15 @@ def test_agglomeration_decisions():
     assert mean_affinity_agglomeration(u, v, sums, counts, 3, 0.4).tolist() == [1, 1, 1]
     with pytest.raises(ChunkflowError, match="distinct nodes"):
         mean_affinity_agglomeration([1], [1], [1.0], [1], 2, 0.5)
+    # a forced edge merges first whatever its statistics (none at all here), and the edges it
+    # makes parallel add theirs: 0-2 and 1-2 (0.25 and 0.75 over 1 each) become 0.5
+    u, v = np.array([0, 0, 1]), np.array([1, 2, 2])
+    sums, counts, forced = np.array([0.0, 0.25, 0.75]), np.array([0, 1, 1]), [True, False, False]
+    assert mean_affinity_agglomeration(u, v, sums, counts, 3, 0.0, forced).tolist() == [1, 1, 2]
+    assert mean_affinity_agglomeration(u, v, sums, counts, 3, 0.49, forced).tolist() == [1, 1, 2]
+    assert mean_affinity_agglomeration(u, v, sums, counts, 3, 0.51, forced).tolist() == [1, 1, 1]
+    with pytest.raises(ChunkflowError, match="at least one affinity"):
+        mean_affinity_agglomeration(u, v, sums, counts, 3, 0.5)
 
 
 def test_union_find_streams_pairs_and_numbers_by_first_appearance():
