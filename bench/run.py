@@ -23,6 +23,12 @@ What is compared, and why:
 * training on real data: train the example U-Net on the gala training volume with `train`,
   segment the test volume and evaluate (goal: VOI split + merge below 1.35 within 30 minutes of
   training on 2 cores); see train_gala.py.
+* whole-volume segmentation: the segment-* phases against the whole volume in one process,
+  cc against igneous-pipeline's ccl (its own venv, bench/.venv-igneous), quality against the
+  context margin, and the global merge of 10^7 fragments and 10^8 edges; see blockwise.py.
+
+The "anchor" column is chunkflow 1.2.0 unless a row's name or detail names another anchor
+(gunpowder, igneous, the whole volume in one process).
 
 The two tools run side by side, interleaved, in the same run; each figure is a median. The
 original is installed once into bench/.venv-orig; when that fails, only our numbers are shown.
@@ -252,6 +258,12 @@ def bench_training(ctx: Context) -> list[Row]:
     return [Row(**row) for row in measure(ctx)]
 
 
+def bench_blockwise(ctx: Context) -> list[Row]:
+    from blockwise import measure  # bench/blockwise.py: segment-* against the whole volume
+
+    return [Row(**row) for row in measure(ctx)]
+
+
 def bench_train_gala(ctx: Context) -> list[Row]:
     from train_gala import measure  # bench/train_gala.py: the real-data training goal
 
@@ -267,6 +279,7 @@ BENCHMARKS = [
     bench_queue,
     bench_training,
     bench_train_gala,
+    bench_blockwise,
 ]
 
 
@@ -276,8 +289,7 @@ def fmt(x: float | None, suffix: str = "") -> str:
 
 def report(rows: list[Row], ctx: Context) -> None:
     head = (
-        f"{'benchmark':<42} {'ours':>9} {'original':>9} {'ours/orig':>9}  {'target':<14} "
-        "result  note"
+        f"{'benchmark':<42} {'ours':>9} {'anchor':>9} {'ours/anch':>9}  {'target':<14} result  note"
     )
     print(head)
     print("-" * len(head))

@@ -9,7 +9,9 @@
 #   4. predict affinities with the bundled 3D U-Net (examples/inference), agglomerate them
 #      into a segmentation, evaluate it against the ground truth, and mesh it for neuroglancer,
 #   5. train the same U-Net from scratch for a short while with `train` on the training volume,
-#      and segment and evaluate the test volume with it (about 2 minutes on 2 cores).
+#      and segment and evaluate the test volume with it (about 2 minutes on 2 cores),
+#   6. segment the affinities of step 4 as a whole-volume job in 8 chunks with 2 queue workers
+#      (examples/segment_volume.sh), and evaluate it: the same segmentation as step 4's.
 # Usage: examples/demo.sh [OUTPUT_DIR]   (default: demo-output)
 # DEMO_TRAIN_ITERATIONS (default 300) sets the length of step 5.
 set -euo pipefail
@@ -77,6 +79,15 @@ chunkflow \
   read-h5 -f "$DATA/test-gt.lzf.h5" --voxel-size 10 10 10 -o gt \
   evaluate-segmentation -s seg -g gt -o "$OUT/evaluation-trained.json"
 
+echo "== 6. the affinities of step 4 as a whole-volume job: 8 chunks, 2 workers"
+SEGMENT_OPTIONS="--aff-threshold-low 0.001" \
+  bash examples/segment_volume.sh agglomerate "file://$OUT/affs" "file://$OUT/seg-volume" \
+    25 50 100 2 0.7
+chunkflow \
+  cutout -v "file://$OUT/seg-volume" --start 0 0 0 --size 50 100 200 -o seg \
+  cutout -v "file://$OUT/gt" --start 0 0 0 --size 50 100 200 -o gt \
+  evaluate-segmentation -s seg -g gt -o "$OUT/evaluation-volume.json"
+
 echo
 echo "Results in $OUT/:"
 echo "  image/, gt/             precomputed volumes (open with neuroglancer or cloud-volume)"
@@ -86,3 +97,4 @@ echo "  cutout-image.h5, cutout-gt.tif, cutout.zarr   the 32x64x128 cutout at 10
 echo "  affs.h5, affs/, seg/    predicted affinities and their agglomeration, with meshes"
 echo "  evaluation.json         Rand and VOI of seg against the ground truth (printed above)"
 echo "  training/               checkpoints and model.pt of step 5; evaluation-trained.json its scores"
+echo "  seg-volume/             step 6's whole-volume segmentation; evaluation-volume.json its scores"

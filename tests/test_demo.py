@@ -72,3 +72,10 @@ def test_demo_pipeline(tmp_path):
     ]
     trained = json.loads((out / "evaluation-trained.json").read_text())
     assert trained["voi_split"] >= 0 and trained["voi_merge"] >= 0
+
+    # step 6: the whole-volume job in 8 chunks gives step 4's segmentation, ids aside
+    volume = read_precomputed(f"file://{out}/seg-volume", whole.bbox)
+    assert volume.dtype == np.uint64
+    pairs = np.unique(np.stack([volume.array.ravel(), seg.array.ravel()]), axis=1)
+    assert pairs.shape[1] == len(np.unique(volume.array)) == len(np.unique(seg.array))
+    assert json.loads((out / "evaluation-volume.json").read_text()) == metrics

@@ -45,7 +45,8 @@ def _quiet_stdout():
                 logger.debug("waterz: %s", " | ".join(text.strip().splitlines()[-5:]))
 
 
-def _check_affinities(affs: Chunk) -> np.ndarray:
+def affinity_array(affs: Chunk) -> np.ndarray:
+    """The affinities as a contiguous float32 (3, z, y, x) array (uint8 maps to [0, 1])."""
     array = np.asarray(affs)
     if array.ndim != 4 or array.shape[0] != 3:
         raise ChunkflowError(
@@ -84,7 +85,7 @@ def agglomerate(
         ("--aff-threshold-high", aff_threshold_high),
     ):
         _check_range(name, value)
-    array = _check_affinities(affs)
+    array = affinity_array(affs)
     seeds = None
     if fragments is not None:
         if tuple(fragments.shape[-3:]) != array.shape[1:] or fragments.bbox != affs.bbox:

@@ -379,7 +379,6 @@ def _plane(array: np.ndarray, axis: int, at: int) -> np.ndarray:
 
 def make_fragments(plan: Plan, bbox: BoundingBox) -> int:
     """Phase 1 of one task; returns the number of fragments in the chunk."""
-
     from chunkflow.io.precomputed import read_precomputed, write_precomputed
 
     coords = plan.coords(bbox)
@@ -387,12 +386,16 @@ def make_fragments(plan: Plan, bbox: BoundingBox) -> int:
     grown = core.grow(plan.margin).intersect(plan.roi)
     inner = core.shift(-grown.start).to_slices()
     if plan.mode == "agglomerate":
-        affs = _affinities(read_precomputed(plan.input_path, grown, plan.mip))
-        labels = _watershed(affs, plan)
+        from chunkflow.segmentation.agglomerate import affinity_array, watershed
+        from chunkflow.segmentation.regiongraph import contacts
+
+        affs = read_precomputed(plan.input_path, grown, plan.mip)
+        affs = affs.with_array(affinity_array(affs))  # float32 once, for both uses
+        labels = np.asarray(watershed(affs, plan.aff_threshold_low, plan.aff_threshold_high))
         lut, local = _core_ids(labels, inner)
-        affs = affs[(slice(None), *inner)]
+        affs = np.asarray(affs)[(slice(None), *inner)]
         count = int(local.max())
-        u, v, sums, counts = _contacts(local, affs, count)
+        u, v, sums, counts = contacts(local, affs, count + 1)
         arrays = dict(
             inner_u=_encode(u, index),
             inner_v=_encode(v, index),
@@ -431,37 +434,6 @@ def make_fragments(plan: Plan, bbox: BoundingBox) -> int:
     )
     _put_arrays(plan, f"faces/{core}.npz", count=np.int64(count), **arrays)
     return count
-
-
-def _affinities(chunk: Chunk) -> np.ndarray:
-    array = np.asarray(chunk)
-    if array.ndim != 4 or array.shape[0] != 3:
-        raise ChunkflowError(f"affinities must have 3 channels, got shape {array.shape}")
-    if array.dtype == np.uint8:
-        return array.astype(np.float32) / np.float32(255)
-    return np.ascontiguousarray(array, dtype=np.float32)
-
-
-def _watershed(affs: np.ndarray, plan: Plan) -> np.ndarray:
-    import waterz
-
-    from chunkflow.segmentation.agglomerate import _quiet_stdout
-
-    with _quiet_stdout():
-        return next(
-            waterz.agglomerate(
-                affs,
-                [0.0],
-                aff_threshold_low=plan.aff_threshold_low,
-                aff_threshold_high=plan.aff_threshold_high,
-            )
-        ).copy()
-
-
-def _contacts(local: np.ndarray, affs: np.ndarray, count: int):
-    from chunkflow.segmentation.regiongraph import contacts
-
-    return contacts(local, affs, count + 1)
 
 
 def _components(plan: Plan, grown: BoundingBox) -> np.ndarray:
@@ -656,8 +628,10 @@ def merge(plan: Plan) -> dict:
     for index, bbox in enumerate(bboxes):
         data = _get_arrays(plan, f"edges/{bbox}.npz")
         offsets[index + 1] = offsets[index] + np.uint64(data.pop("fragments"))
+        small = offsets[index + 1] < 2**31  # int32 while it can: 10^8 edges are many bytes
         for end in ("u", "v"):
-            columns[end].append(_dense(data.pop(end), offsets, index, bbox))
+            dense = _dense(data.pop(end), offsets, index, bbox)
+            columns[end].append(dense.astype(np.int32) if small else dense)
         for name, values in data.items():
             columns[name].append(values)
     num_fragments = int(offsets[-1])

@@ -19,7 +19,11 @@ from chunkflow.io.precomputed import read_precomputed, write_precomputed
 from chunkflow.segmentation.agglomerate import agglomerate
 from chunkflow.training.targets import add_affinities
 from tests.conftest import REPO, error_line, read_stack
+from tests.queues import conftest as queue_fixtures
 from tests.segmentation.test_blockwise import assert_compact_ids, run_job, same_partition
+
+aws_env = queue_fixtures.aws_env  # autouse: dummy credentials, no other AWS setting
+moto_endpoint = queue_fixtures.moto_endpoint
 
 SCRIPT = REPO / "examples" / "segment_volume.sh"
 
@@ -102,6 +106,40 @@ def test_cc_through_the_script(tmp_path, pinky40_labels):
     np.testing.assert_array_equal(
         np.asarray(read_precomputed(output, BoundingBox((0, 0, 0), (64, 64, 64)))), seg
     )
+
+
+def test_a_job_on_s3_with_sqs_queues(run_cli, monkeypatch, moto_endpoint, pinky40_labels):
+    """Input, output and the job's work data in S3, tasks in SQS queues (moto on loopback):
+    the workers need nothing else."""
+    import boto3
+    import cc3d
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", moto_endpoint)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SQS", moto_endpoint)
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "testing")  # cloudfiles reads it with the keys
+    boto3.client("s3").create_bucket(Bucket="lab")
+    labels = np.ascontiguousarray(pinky40_labels[:32, 256:320, 256:320])
+    write_precomputed(
+        Chunk(labels, (0, 0, 0), (40, 8, 8), "segmentation"),
+        "s3://lab/labels",
+        block_size=(16,) * 3,
+    )
+    chunk = "-c 16 32 32"
+    run_cli(f"segment-setup --mode cc -i s3://lab/labels -o s3://lab/seg {chunk} --connectivity 26")
+    for phase in ("fragments", "edges", "relabel"):
+        if phase == "relabel":
+            run_cli("segment-merge -o s3://lab/seg")
+        run_cli(f"generate-tasks -v s3://lab/seg {chunk} -q sqs://seg-{phase}")
+        run_cli(
+            f"fetch-task -q sqs://seg-{phase} --wait-seconds 1 --retry-times 1 "
+            f"segment-{phase} -o s3://lab/seg delete-task-in-queue"
+        )
+    assert "relabel    8/8" in run_cli("segment-status -o s3://lab/seg").out
+    seg = np.asarray(read_precomputed("s3://lab/seg", BoundingBox((0, 0, 0), (32, 64, 64))))
+    whole = cc3d.connected_components(labels, connectivity=26)
+    assert same_partition(seg, whole) and int(whole.max()) > 20
+    names = {o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket="lab")["Contents"]}
+    assert "seg/blockwise/plan.json" in names and "seg/blockwise/merge/ids" in names
 
 
 @pytest.fixture
