@@ -52,7 +52,6 @@ segmentation and a thresholded uint8 volume, each compared with cc3d.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -60,6 +59,7 @@ from pathlib import Path
 import numpy as np
 from blockwise import same_partition, write_volume  # bench/blockwise.py: our side
 from inference import measured  # bench/inference.py: wall time and max RSS of a command
+from venvs import install  # bench/venvs.py: the anchors' own venvs
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -106,37 +106,15 @@ with open(timings, "w") as f:
 """
 
 
-def run_checked(argv: list, cwd: Path) -> None:
-    proc = subprocess.run([str(a) for a in argv], cwd=cwd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(
-            f"{' '.join(map(str, argv))} failed ({proc.returncode}):\n"
-            f"{proc.stdout[-2000:]}{proc.stderr[-2000:]}"
-        )
-
-
 def ensure_igneous() -> Path | None:
     """The python of bench/.venv-igneous, installing igneous-pipeline there when missing."""
     python = IGNEOUS_VENV / "bin" / "python"
-    if (IGNEOUS_VENV / "bin" / "igneous").exists():
-        return python
-    pip = IGNEOUS_VENV / "bin" / "pip"
-    print(
-        f"installing igneous-pipeline into {IGNEOUS_VENV.relative_to(ROOT)} (once) ...", flush=True
-    )
     steps = [
-        ["python3", "-m", "venv", IGNEOUS_VENV],
-        [pip, "install", "-q", IGNEOUS_PACKAGE],
+        [IGNEOUS_VENV / "bin" / "pip", "install", "-q", IGNEOUS_PACKAGE],
         [python, "-I", "-c", "import igneous.task_creation, igneous.tasks.image.ccl, taskqueue"],
     ]
-    try:
-        for argv in steps:
-            run_checked(argv, ROOT)
-    except (RuntimeError, OSError) as e:
-        last = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
-        print(f"SKIPPED comparison: igneous-pipeline could not be installed ({last})")
-        return None
-    return python if (IGNEOUS_VENV / "bin" / "igneous").exists() else None
+    ready = install(IGNEOUS_VENV, "igneous-pipeline", steps, IGNEOUS_VENV / "bin" / "igneous")
+    return python if ready else None
 
 
 def run_ccl(

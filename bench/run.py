@@ -44,7 +44,6 @@ from __future__ import annotations
 import json
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -52,6 +51,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+from venvs import install, run_checked  # bench/venvs.py: the anchors' own venvs
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -87,15 +87,6 @@ class Row:
         return self.ours_s / self.orig_s if self.ours_s and self.orig_s else None
 
 
-def run_checked(argv: list, cwd: Path) -> None:
-    proc = subprocess.run([str(a) for a in argv], cwd=cwd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(
-            f"{' '.join(map(str, argv))} failed ({proc.returncode}):\n"
-            f"{proc.stdout[-2000:]}{proc.stderr[-2000:]}"
-        )
-
-
 def timed(argv: list, cwd: Path) -> float:
     start = time.perf_counter()
     run_checked(argv, cwd)
@@ -118,26 +109,9 @@ def interleaved(commands: dict, runs: int, cwd: Path, before=None) -> dict:
 def ensure_original() -> Path | None:
     """The original's `chunkflow` executable, installing it into bench/.venv-orig when missing."""
     exe = ORIG_VENV / "bin" / "chunkflow"
-    if exe.exists():
-        return exe
     pip = ORIG_VENV / "bin" / "pip"
-    print(
-        f"installing the original chunkflow into {ORIG_VENV.relative_to(ROOT)} (once) ...",
-        flush=True,
-    )
-    steps = [
-        ["python3", "-m", "venv", ORIG_VENV],
-        [pip, "install", "-q", ORIG_TORCH],
-        [pip, "install", "-q", *ORIG_PACKAGES],
-    ]
-    try:
-        for argv in steps:
-            run_checked(argv, ROOT)
-    except (RuntimeError, OSError) as e:
-        last = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
-        print(f"SKIPPED comparison: the original chunkflow 1.2.0 could not be installed ({last})")
-        return None
-    return exe if exe.exists() else None
+    steps = [[pip, "install", "-q", ORIG_TORCH], [pip, "install", "-q", *ORIG_PACKAGES]]
+    return exe if install(ORIG_VENV, "the original chunkflow 1.2.0", steps, exe) else None
 
 
 def bench_startup(ctx: Context) -> list[Row]:

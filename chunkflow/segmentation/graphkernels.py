@@ -124,6 +124,79 @@ def rebuild(keys, values, eu, ev, alive, n):
 
 
 @jit
+def link_incidence(eu, ev, head_e, head_s, tail_e, tail_s, length, next_e, next_s):
+    """Each node's list of edges, linked through (edge, side) pairs: side 0 is the edge's u,
+    1 its v."""
+    for e in range(len(eu)):
+        for side in range(2):
+            node = eu[e] if side == 0 else ev[e]
+            if head_e[node] == -1:
+                head_e[node], head_s[node] = e, side
+            else:
+                next_e[tail_e[node], tail_s[node]] = e
+                next_s[tail_e[node], tail_s[node]] = side
+            tail_e[node], tail_s[node] = e, side
+            length[node] += 1
+
+
+@jit
+def append_list(a, b, head_e, head_s, tail_e, tail_s, length, next_e, next_s):
+    """Node b's list joins the end of node a's; b's becomes empty."""
+    if head_e[b] != -1:
+        if head_e[a] == -1:
+            head_e[a], head_s[a] = head_e[b], head_s[b]
+        else:
+            next_e[tail_e[a], tail_s[a]] = head_e[b]
+            next_s[tail_e[a], tail_s[a]] = head_s[b]
+        tail_e[a], tail_s[a] = tail_e[b], tail_s[b]
+        length[a] += length[b]
+    head_e[b] = -1
+    length[b] = 0
+
+
+@jit
+def move_edges(
+    a, b, eu, ev, esum, ecount, forced, score, alive, stale, head_e, head_s, next_e, next_s,
+    keys, values, n,
+):  # fmt: skip
+    """Give node b's live edges to node a, as waterz does when b merges into a: an edge to a
+    neighbour a already has adds its statistics to the cheaper of the two, the other dies.
+    Returns the number of keys added to the table."""
+    added = 0
+    f, side = head_e[b], head_s[b]
+    while f != -1:
+        nf, ns = next_e[f, side], next_s[f, side]
+        if alive[f]:
+            nb = ev[f] if side == 0 else eu[f]
+            key = pair_key(a, nb, n)
+            i = slot(keys, key)
+            g = values[i] if keys[i] != -1 else -1
+            if g == -1 or score[f] <= score[g]:  # f becomes the edge a - nb, with g's statistics
+                if g != -1:
+                    esum[f] += esum[g]
+                    ecount[f] += ecount[g]
+                    forced[f] |= forced[g]
+                    alive[g] = False
+                    stale[f] = True
+                if side == 0:
+                    eu[f] = a
+                else:
+                    ev[f] = a
+                if keys[i] == -1:
+                    keys[i] = key
+                    added += 1
+                values[i] = f
+            else:  # the cheaper edge g stays, with f's statistics added
+                esum[g] += esum[f]
+                ecount[g] += ecount[f]
+                forced[g] |= forced[f]
+                alive[f] = False
+                stale[g] = True
+        f, side = nf, ns
+    return added
+
+
+@jit
 def agglomerate(
     eu, ev, esum, ecount, forced, threshold, parent, score, alive, stale, head_e, head_s,
     tail_e, tail_s, length, next_e, next_s, keys, values, heap,
@@ -135,23 +208,13 @@ def agglomerate(
     space; eu, ev, esum, ecount and forced are overwritten.
     """
     n = np.int64(len(parent))
-    # incidence lists, linked through (edge, side) pairs; side 0 is the edge's u, 1 its v
-    for e in range(len(eu)):
-        score[e] = edge_score(esum, ecount, forced, e)
-        for side in range(2):
-            node = eu[e] if side == 0 else ev[e]
-            if head_e[node] == -1:
-                head_e[node], head_s[node] = e, side
-            else:
-                next_e[tail_e[node], tail_s[node]] = e
-                next_s[tail_e[node], tail_s[node]] = side
-            tail_e[node], tail_s[node] = e, side
-            length[node] += 1
+    lists = (head_e, head_s, tail_e, tail_s, length, next_e, next_s)
+    link_incidence(eu, ev, *lists)
     used = rebuild(keys, values, eu, ev, alive, n)
     size = 0
     for e in range(len(eu)):
+        score[e] = edge_score(esum, ecount, forced, e)
         size = heap_push(heap, size, score, e)
-
     while size > 0:
         e = heap[0]
         if score[e] >= threshold:
@@ -169,47 +232,10 @@ def agglomerate(
             a, b = b, a
         parent[b] = a
         alive[e] = False
-        f, side = head_e[b], head_s[b]
-        while f != -1:
-            nf, ns = next_e[f, side], next_s[f, side]
-            if alive[f]:
-                nb = ev[f] if side == 0 else eu[f]
-                key = pair_key(a, nb, n)
-                i = slot(keys, key)
-                g = values[i] if keys[i] != -1 else -1
-                if g == -1 or score[f] <= score[g]:
-                    # f becomes the edge a - nb (taking over g's statistics, if any)
-                    if g != -1:
-                        esum[f] += esum[g]
-                        ecount[f] += ecount[g]
-                        forced[f] |= forced[g]
-                        alive[g] = False
-                        stale[f] = True
-                    if side == 0:
-                        eu[f] = a
-                    else:
-                        ev[f] = a
-                    if keys[i] == -1:
-                        keys[i] = key
-                        used += 1
-                    values[i] = f
-                else:  # the cheaper edge g stays, with f's statistics added
-                    esum[g] += esum[f]
-                    ecount[g] += ecount[f]
-                    forced[g] |= forced[f]
-                    alive[f] = False
-                    stale[g] = True
-            f, side = nf, ns
-        # b's list (its live edges now belong to a) joins a's list
-        if head_e[b] != -1:
-            if head_e[a] == -1:
-                head_e[a], head_s[a] = head_e[b], head_s[b]
-            else:
-                next_e[tail_e[a], tail_s[a]] = head_e[b]
-                next_s[tail_e[a], tail_s[a]] = head_s[b]
-            tail_e[a], tail_s[a] = tail_e[b], tail_s[b]
-            length[a] += length[b]
-        head_e[b] = -1
-        length[b] = 0
+        used += move_edges(
+            a, b, eu, ev, esum, ecount, forced, score, alive, stale, head_e, head_s, next_e,
+            next_s, keys, values, n,
+        )  # fmt: skip
+        append_list(a, b, *lists)
         if 10 * used > 7 * len(keys):  # keys of merged regions pile up: drop them
             used = rebuild(keys, values, eu, ev, alive, n)

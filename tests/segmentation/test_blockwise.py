@@ -193,9 +193,9 @@ def test_pieces_of_a_basin_cut_by_a_face_are_joined_when_both_sides_agree():
     rim_down = np.array([[9, 9, 8, 7]], np.uint64)
     shell_down = np.array([[9, 9, 7, 0]], np.uint64)
     rim_up = np.array([[5, 5, 5, 6]], np.uint64)
-    assert blockwise._same_basins(shell_up, rim_down, shell_down, rim_up) == {(5, 9)}
+    assert blockwise.same_basins(shell_up, rim_down, shell_down, rim_up) == {(5, 9)}
     empty = np.zeros((0, 0), np.uint64)
-    assert blockwise._same_basins(empty, rim_down, empty, rim_up) == set()
+    assert blockwise.same_basins(empty, rim_down, empty, rim_up) == set()
 
 
 def test_phases_say_what_is_missing(tmp_path, pinky_crop):
