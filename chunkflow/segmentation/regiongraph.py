@@ -24,7 +24,6 @@ from chunkflow.errors import ChunkflowError
 __all__ = [
     "contacts",
     "plane_contacts",
-    "merge_parallel_edges",
     "mean_affinity_agglomeration",
     "UnionFind",
 ]
@@ -89,24 +88,6 @@ def plane_contacts(upper: np.ndarray, lower: np.ndarray, affs: np.ndarray):
     (the planes on the two sides of a chunk face, same shape)."""
     touching = (upper != lower) & (upper != 0) & (lower != 0)
     return _accumulate(upper[touching], lower[touching], affs[touching])
-
-
-def merge_parallel_edges(u, v, sums, counts):
-    """Sum the statistics of repeated (u, v) pairs; returns them sorted by (u, v), u < v."""
-    lo, hi = np.minimum(u, v), np.maximum(u, v)
-    order = np.lexsort((hi, lo))
-    lo, hi, sums, counts = lo[order], hi[order], sums[order], counts[order]
-    if len(lo) == 0:
-        return lo, hi, sums, counts
-    first = np.ones(len(lo), dtype=bool)
-    first[1:] = (lo[1:] != lo[:-1]) | (hi[1:] != hi[:-1])
-    starts = np.flatnonzero(first)
-    return (
-        lo[starts],
-        hi[starts],
-        np.add.reduceat(sums, starts),
-        np.add.reduceat(counts, starts),
-    )
 
 
 # ---------------------------------------------------------------------------------------------

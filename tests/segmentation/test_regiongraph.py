@@ -14,7 +14,6 @@ from chunkflow.segmentation.regiongraph import (
     UnionFind,
     contacts,
     mean_affinity_agglomeration,
-    merge_parallel_edges,
     plane_contacts,
 )
 from tests.conftest import GALA, read_stack
@@ -47,21 +46,13 @@ def test_contacts_match_a_voxel_by_voxel_count():
         assert counts.tolist() == [expected[k][1] for k in sorted(expected)]
 
 
-def test_plane_contacts_and_parallel_edges():
+def test_plane_contacts():
     upper = np.array([[7, 7, 0], [9, 9, 9]], np.uint64)
     lower = np.array([[3, 5, 5], [3, 9, 3]], np.uint64)
     affs = np.array([[0.5, 1.0, 1.0], [0.25, 1.0, 0.75]], np.float32)
     u, v, sums, counts = plane_contacts(upper, lower, affs)
     assert list(zip(u.tolist(), v.tolist())) == [(3, 7), (3, 9), (5, 7)]
     assert sums.tolist() == [0.5, 1.0, 1.0] and counts.tolist() == [1, 2, 1]
-    u, v, sums, counts = merge_parallel_edges(
-        np.array([5, 1, 2, 1]),
-        np.array([1, 5, 3, 2]),
-        np.array([1.0, 2.0, 3.0, 4.0]),
-        np.array([1, 1, 1, 2]),
-    )
-    assert list(zip(u.tolist(), v.tolist())) == [(1, 2), (1, 5), (2, 3)]
-    assert sums.tolist() == [4.0, 3.0, 3.0] and counts.tolist() == [2, 2, 1]
 
 
 @pytest.fixture(scope="module")

@@ -47,7 +47,7 @@ def merge(plan: Plan) -> dict:
             columns[name].append(values)
     num_fragments = int(offsets[-1])
     node_t = np.int32 if num_fragments < 2**31 else np.int64
-    u, v = (np.concatenate(columns.pop(end)).astype(node_t) for end in ("u", "v"))
+    u, v = (np.concatenate(columns.pop(end)).astype(node_t, copy=False) for end in ("u", "v"))
     num_edges = len(u)
     if plan.mode == "agglomerate":
         from chunkflow.segmentation.regiongraph import mean_affinity_agglomeration
