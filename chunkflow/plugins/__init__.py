@@ -38,7 +38,11 @@ def find_plugin(name: str) -> str:
 
 
 def load_source(path: str, what: str = "plugin"):
-    """Import a Python file as a module; files next to it can be imported."""
+    """Import a Python file as a module; files next to it can be imported.
+
+    No __pycache__ is written beside the file: its folder may be shared or read-only, and
+    a dry run writes nothing.
+    """
     if not path or not os.path.isfile(path):
         raise ChunkflowError(f"{what} {path}: no such file")
     folder = os.path.dirname(os.path.abspath(path))
@@ -47,11 +51,13 @@ def load_source(path: str, what: str = "plugin"):
         raise ChunkflowError(f"{what} {path} is not a Python file")
     module = importlib.util.module_from_spec(spec)
     sys.path.insert(0, folder)
+    dont_write_bytecode, sys.dont_write_bytecode = sys.dont_write_bytecode, True
     try:
         spec.loader.exec_module(module)
     except Exception as err:
         raise ChunkflowError(f"{what} {path} failed to load: {type(err).__name__}: {err}") from err
     finally:
+        sys.dont_write_bytecode = dont_write_bytecode
         sys.path.remove(folder)
     return module
 
