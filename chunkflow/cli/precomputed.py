@@ -40,7 +40,7 @@ from chunkflow.io import PRECOMPUTED_ENCODINGS
     "--fill-missing/--no-fill-missing",
     default=False,
     show_default=True,
-    help="Read missing blocks as zeros.",
+    help="Read missing blocks, and voxels past the volume's edge, as zeros.",
 )
 @click.option("-l", "--layer-type", type=LAYER_TYPE, default=None)
 @click.option(

@@ -85,13 +85,36 @@ def read_precomputed(
     fill_missing: bool = False,
     layer_type=None,
 ) -> Chunk:
-    """Cut out `bbox` (voxels at `mip`) from a volume."""
+    """Cut out `bbox` (voxels at `mip`) from a volume.
+
+    With `fill_missing`, missing blocks and every voxel outside the volume's bounds read as
+    zeros (as chunkflow 1.x's unbounded volumes did), so a cutout grown by a margin works at the
+    volume's border; without it a cutout past the bounds is an error naming them.
+    """
     vol = open_volume(path, mip, fill_missing=fill_missing)
     bounds = _bounds(vol)
-    if bbox.is_empty or not bounds.contains(bbox):
+    if bbox.is_empty:
+        raise ChunkflowError(f"{path}: cutout {bbox} at mip {mip} is empty")
+    inside = bbox.intersect(bounds)
+    if inside != bbox and not fill_missing:
         raise ChunkflowError(
-            f"{path}: cutout {bbox} at mip {mip} is outside the volume, which covers {bounds}"
+            f"{path}: cutout {bbox} at mip {mip} is outside the volume, which covers {bounds} "
+            "(use --fill-missing to read zeros past its edge)"
         )
+    array = np.zeros((vol.num_channels, *bbox.shape), dtype=np.dtype(vol.dtype))
+    if not inside.is_empty:
+        local = inside.shift(-bbox.start).to_slices()
+        array[(slice(None), *local)] = _read_inside(vol, path, inside, mip)
+    if array.shape[0] == 1:
+        array = array[0]
+    voxel_size = Cartesian.from_xyz(vol.resolution)
+    if layer_type is None:
+        layer_type = _layer_type(vol, array.dtype, vol.num_channels, array.ndim)
+    return Chunk(array, bbox.start, voxel_size, layer_type)
+
+
+def _read_inside(vol, path: str, bbox: BoundingBox, mip: int) -> np.ndarray:
+    """The (c, z, y, x) voxels of `bbox`, which lies inside the volume."""
     _, exceptions = _cloudvolume()
     x0, y0, z0 = bbox.start.xyz
     x1, y1, z1 = bbox.stop.xyz
@@ -101,13 +124,7 @@ def read_precomputed(
         raise ChunkflowError(
             f"{path}: data missing in {bbox} at mip {mip} (use --fill-missing to read zeros)"
         ) from None
-    array = np.ascontiguousarray(np.transpose(np.asarray(cutout), (3, 2, 1, 0)))
-    if array.shape[0] == 1:
-        array = array[0]
-    voxel_size = Cartesian.from_xyz(vol.resolution)
-    if layer_type is None:
-        layer_type = _layer_type(vol, array.dtype, vol.num_channels, array.ndim)
-    return Chunk(array, bbox.start, voxel_size, layer_type)
+    return np.transpose(np.asarray(cutout), (3, 2, 1, 0))
 
 
 def create_info(

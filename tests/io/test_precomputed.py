@@ -76,6 +76,22 @@ def test_cutout_parts_and_write_into_existing(tmp_path):
         read_precomputed(path, BoundingBox((0, 0, 0), (4, 16, 16)))
 
 
+def test_fill_missing_reads_zeros_past_the_volume_edge(tmp_path):
+    path = f"file://{tmp_path}/affs"
+    affs = np.random.default_rng(0).random((3, 8, 32, 32), dtype=np.float32)
+    write_precomputed(Chunk(affs, (4, 16, 16)), path, block_size=(4, 16, 16))
+    grown = BoundingBox((4, 16, 16), (12, 48, 48)).grow((2, 8, 8))
+    chunk = read_precomputed(path, grown, fill_missing=True)
+    assert chunk.bbox == grown and chunk.dtype == np.float32 and chunk.is_affinity_map
+    expected = np.zeros((3, 12, 48, 48), np.float32)
+    expected[:, 2:10, 8:40, 8:40] = affs
+    np.testing.assert_array_equal(chunk.array, expected)
+    outside = read_precomputed(path, BoundingBox((20, 0, 0), (22, 8, 8)), fill_missing=True)
+    assert outside.shape == (3, 2, 8, 8) and not outside.array.any()
+    with pytest.raises(ChunkflowError, match="which covers 4-12_16-48_16-48 .use --fill-missing"):
+        read_precomputed(path, grown)
+
+
 def test_write_errors(tmp_path):
     path = f"file://{tmp_path}/img"
     create_info(path, (8, 32, 32), (1, 1, 1), (0, 0, 0), "uint8", block_size=(4, 16, 16))
