@@ -14,7 +14,8 @@ Section contrast (`normalize_section_contrast`), for each z section of a uint8 i
 
 The histograms come from the chunk itself (each section of this chunk only), or from files
 `{levels_path}/{z}` named by the global z index, as igneous' luminance-levels task writes them:
-JSON with `"levels"`, a list of 256 counts.
+JSON with `"levels"`, a list of 256 counts. All-zero sections need no file (a cutout grown past
+the volume's edge has such sections, at z indices that have no histogram).
 """
 
 from __future__ import annotations
@@ -122,10 +123,18 @@ def normalize_section_contrast(
     z0 = chunk.voxel_offset.z
     num_sections = array.shape[-3]
     if levels_path is not None:
-        histograms = read_levels(levels_path, range(z0, z0 + num_sections))
+        # an all-zero section (missing data, or read past the volume's edge) stays as it is and
+        # needs no histogram
+        filled = np.flatnonzero(
+            array.reshape(-1, num_sections, *array.shape[-2:]).any(axis=(0, 2, 3))
+        )
+        histograms = read_levels(levels_path, [z0 + i for i in filled])
     out = np.empty_like(array)
     for i in range(num_sections):
         section = array[..., i, :, :]
+        if levels_path is not None and z0 + i not in histograms:
+            out[..., i, :, :] = section
+            continue
         histogram = histograms[z0 + i] if levels_path is not None else section_histogram(section)
         levels = clip_levels(histogram, lower_clip_fraction, upper_clip_fraction)
         out[..., i, :, :] = contrast_lookup_table(levels, minval, maxval)[section]

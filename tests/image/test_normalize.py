@@ -110,6 +110,21 @@ def test_section_contrast_from_level_files(tmp_path):
     np.testing.assert_array_equal(again.array, out.array)
 
 
+def test_all_zero_sections_need_no_level_file(tmp_path):
+    """A cutout grown past the volume's edge has zero sections at z < 0: no histogram there."""
+    array = two_sections()
+    write_levels(tmp_path / "lv", {5: histogram(v10=1, v110=1), 6: histogram(v100=1, v255=1)})
+    padded = np.concatenate([np.zeros((2, *array.shape[1:]), np.uint8), array])
+    out = normalize_section_contrast(
+        Chunk(padded, (3, 0, 0)), 0.0, 0.0, levels_path=f"{tmp_path}/lv"
+    )
+    alone = normalize_section_contrast(
+        Chunk(array, (5, 0, 0)), 0.0, 0.0, levels_path=f"{tmp_path}/lv"
+    )
+    assert not out.array[:2].any()
+    np.testing.assert_array_equal(out.array[2:], alone.array)
+
+
 def test_missing_or_bad_level_file(tmp_path):
     write_levels(tmp_path / "lv", {0: histogram(v1=1)})
     chunk = Chunk(two_sections())
