@@ -7,7 +7,8 @@ A `Task` is a dict of named items (chunks, bounding boxes, numbers; the default 
 - `log`: per-operator timers and other facts, ready to be dumped as JSON,
 - skip state: a skipped task passes compute operators untouched and still reaches finalizers
   (operators that must always run, like deleting the queue message). `skip_to` names an operator
-  at which processing resumes.
+  at which processing resumes; while that operator runs, `resumed_from` holds the skip's
+  reason (so `save` knows that the chunks it was given are not the output of the chain).
 """
 
 from __future__ import annotations
@@ -33,7 +34,13 @@ class Task(dict):
         self.log: dict = {"timer": {}}
         self.skip_reason: str | None = None
         self.skip_to: str | None = None
+        self.resumed_from: str | None = None  # see resume()
         self.lease = None  # the queue message of a fetched task (chunkflow.queues.lease.Lease)
+        # An error in an operator fails only this task when its source can retry it (a queue):
+        # the task then passes every later operator, finalizers included, and the source
+        # decides its fate. Otherwise the error stops the run.
+        self.contain_errors = False
+        self.error: str | None = None
 
     # skip state -------------------------------------------------------------------------------
     @property
@@ -45,7 +52,25 @@ class Task(dict):
         self.skip_reason = reason
         self.skip_to = to
 
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
+
+    def fail(self, error: str) -> None:
+        """Mark the task failed: no later operator runs on it."""
+        self.error = error
+        self.skip_reason = f"failed: {error}"
+        self.skip_to = None
+
     def resume(self) -> None:
+        """Unskip the task, just before the operator named by `skip_to` runs.
+
+        The skip's reason stays in `resumed_from` until that operator's `timer` block ends, and
+        in the log as "resumed" (operator and reason).
+        """
+        if self.skip_reason is not None:
+            self.log["resumed"] = {"operator": self.skip_to, "reason": self.skip_reason}
+        self.resumed_from = self.skip_reason
         self.skip_reason = None
         self.skip_to = None
 
@@ -77,6 +102,7 @@ class Task(dict):
         finally:
             timers = self.log["timer"]
             timers[name] = timers.get(name, 0.0) + time.perf_counter() - start
+            self.resumed_from = None  # the operator that resumed the task is done
 
     def log_record(self) -> dict:
         """The task log as a JSON-ready dict."""

@@ -55,7 +55,7 @@ def _bbox(task):
     return task.bbox
 
 
-@operator("segment-setup", family="blockwise", writes=True)
+@operator("segment-setup", family="blockwise", effects=("writes",))
 @click.option(
     "--mode",
     type=click.Choice(["agglomerate", "cc"]),
@@ -145,7 +145,7 @@ def segment_setup(
     )
 
 
-@operator("segment-fragments", family="blockwise", writes=True)
+@operator("segment-fragments", family="blockwise", effects=("writes",))
 @_job_options
 def segment_fragments(task, output_path, work_path):
     """Phase 1, per task: label the chunk (with its context) into fragments."""
@@ -155,7 +155,7 @@ def segment_fragments(task, output_path, work_path):
     task.log["fragments"] = count
 
 
-@operator("segment-edges", family="blockwise", writes=True)
+@operator("segment-edges", family="blockwise", effects=("writes",))
 @_job_options
 def segment_edges(task, output_path, work_path):
     """Phase 2, per task: the chunk's edges of the fragment graph, across faces too."""
@@ -164,7 +164,7 @@ def segment_edges(task, output_path, work_path):
     task.log["edges"] = find_edges(_plan(output_path, work_path), _bbox(task))
 
 
-@operator("segment-merge", family="blockwise", writes=True)
+@operator("segment-merge", family="blockwise", effects=("writes",))
 @_job_options
 def segment_merge(task, output_path, work_path):
     """Phase 3, once: object ids for every fragment of the volume, from the edges."""
@@ -173,7 +173,7 @@ def segment_merge(task, output_path, work_path):
     task.log["merge"] = merge(_plan(output_path, work_path))
 
 
-@operator("segment-relabel", family="blockwise", writes=True)
+@operator("segment-relabel", family="blockwise", effects=("writes",))
 @_job_options
 def segment_relabel(task, output_path, work_path):
     """Phase 4, per task: write the chunk's object ids into the output volume."""

@@ -88,7 +88,7 @@ def skip_task_by_file(task, prefix, suffix, mode, skip_to):
         )
 
 
-@operator("mark-complete", family="flow", kind="finalizer", writes=True)
+@operator("mark-complete", family="flow", kind="finalizer", effects=("writes",))
 @click.option("-p", "--prefix", required=True, help="Start of the file path (before the bbox).")
 @click.option("-s", "--suffix", default="", help="End of the file path (after the bbox).")
 def mark_complete(task, prefix, suffix):

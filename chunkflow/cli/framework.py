@@ -14,7 +14,16 @@ Kinds of operators:
 - ``stream``: `fn(stream)` returns a new stream (full control, e.g. a sink that trains on all
   tasks at once).
 
-Operators flagged ``writes=True`` do nothing but log under `--dry-run`.
+Side effects are declared: ``effects=("writes",)`` and the like (see `EFFECTS`). Under
+`--dry-run` an operator with effects does nothing but log, unless it declares
+``dry_run="self"``: then it runs and honours `config.dry_run` itself (a task source that reads
+a queue without leasing, a planner that prints what it would write). tests/cli/test_dry_run.py
+runs every operator under `--dry-run` and checks that nothing changed.
+
+Failed tasks: when a task's source can retry it (`task.contain_errors`, set by queue workers),
+an error in an operator fails only that task (`task.fail`); a failed task passes every later
+operator untouched, finalizers included, and its source settles it. Otherwise the error stops
+the run.
 
 This module imports nothing heavy: `chunkflow --help` must start fast.
 """
@@ -36,6 +45,15 @@ logger = logging.getLogger("chunkflow")
 
 KINDS = ("map", "source", "finalizer", "stream")
 
+# Side effects an operator may declare.
+EFFECTS = {
+    "writes": "writes files or volumes",
+    "queue": "changes a task queue (sends, leases, deletes)",
+    "checkpoints": "writes model checkpoints",
+    "metrics": "sends metrics (CloudWatch)",
+    "logs": "writes task logs",
+}
+
 # Families in the order `chunkflow --help` lists them.
 FAMILIES = {
     "generate": "Create chunks and tasks",
@@ -54,6 +72,7 @@ FAMILIES = {
 OPERATORS: dict[str, click.Command] = {}
 ALIASES: dict[str, str] = {}
 FAMILY_OF: dict[str, str] = {}
+EFFECTS_OF: dict[str, tuple[tuple[str, ...], str]] = {}
 
 
 @dataclass
@@ -64,6 +83,9 @@ class RunConfig:
     dry_run: bool = False
     verbose: bool = False
     extras: dict = field(default_factory=dict)
+    # (line, complete) from operators that report on the whole run (a queue worker's counts):
+    # printed after the timing table; an incomplete one fails the run with its line
+    closing: list = field(default_factory=list)
 
 
 class OperatorError(Exception):
@@ -77,10 +99,14 @@ class Stage:
     name: str
     kind: str
     fn: Callable
-    writes: bool = False
-    dry_run: bool = False
+    effects: tuple[str, ...] = ()
+    dry_run: bool = False  # this run is a dry run and this operator must not act
 
     def __call__(self, stream: Iterable) -> Iterator:
+        if self.dry_run and self.kind == "stream":
+            logger.info("%s: dry run, not run (%s)", self.name, ", ".join(self.effects))
+            yield from stream
+            return
         if self.kind == "stream":
             iterator = iter(self.fn(stream))
             while True:
@@ -90,21 +116,30 @@ class Stage:
                     return
                 yield task
         for task in stream:
+            if task.failed:
+                yield task
+                continue
             if task.skipped and task.skip_to == self.name:
                 logger.debug("%s: resuming skipped task %s", self.name, task.bbox)
                 task.resume()
             if task.skipped and self.kind != "finalizer":
                 yield task
                 continue
-            if self.writes and self.dry_run:
-                logger.info("%s: dry run, nothing written for task %s", self.name, task.bbox)
+            if self.dry_run:
+                logger.info("%s: dry run, nothing done for task %s", self.name, task.bbox)
                 yield task
                 continue
             if self.kind == "source":
                 yield from self._generate(task)
                 continue
-            with task.timer(self.name):
-                self._call(self.fn, task)
+            try:
+                with task.timer(self.name):
+                    self._call(self.fn, task)
+            except OperatorError as err:
+                if not task.contain_errors:
+                    raise
+                logger.error("%s", err, exc_info=logger.isEnabledFor(logging.DEBUG))
+                task.fail(str(err))
             yield task
 
     def _generate(self, task) -> Iterator:
@@ -141,15 +176,22 @@ def operator(
     family: str,
     aliases: Iterable[str] = (),
     kind: str = "map",
-    writes: bool = False,
+    effects: Iterable[str] = (),
+    dry_run: str = "skip",
 ):
     """Declare an operator. Stack click options below this decorator.
 
     The decorated function receives the task (or, for ``stream`` operators, the stream) and the
     parsed options as keyword arguments; a parameter called `config` receives the `RunConfig`.
+    `effects` names its side effects (keys of `EFFECTS`); `dry_run` is "skip" (under
+    `--dry-run` it is not run) or "self" (it runs and honours `config.dry_run`).
     """
+    effects = tuple(effects)
     assert kind in KINDS, kind
     assert family in FAMILIES, family
+    assert all(e in EFFECTS for e in effects), effects
+    assert dry_run in ("skip", "self"), dry_run
+    assert dry_run == "skip" or effects, f"{name}: dry_run='self' without effects"
 
     def decorate(fn: Callable) -> Callable:
         params = list(reversed(getattr(fn, "__click_params__", [])))
@@ -172,7 +214,8 @@ def operator(
             def bound(task):
                 return fn(task, **kwargs)
 
-            return Stage(stage_name, kind, bound, writes=writes, dry_run=config.dry_run)
+            skip = config.dry_run and bool(effects) and dry_run == "skip"
+            return Stage(stage_name, kind, bound, effects=effects, dry_run=skip)
 
         doc = inspect.getdoc(fn) or ""
         command = click.Command(
@@ -185,6 +228,7 @@ def operator(
         )
         OPERATORS[name] = command
         FAMILY_OF[name] = family
+        EFFECTS_OF[name] = (effects, dry_run)
         for alias in aliases:
             ALIASES[alias] = name
         fn.command = command

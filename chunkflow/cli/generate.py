@@ -107,7 +107,13 @@ def _roi(start, stop, size, bbox_string, what):
     return roi
 
 
-@operator("generate-tasks", family="generate", kind="source")
+@operator(
+    "generate-tasks",
+    family="generate",
+    kind="source",
+    effects=("writes", "queue"),
+    dry_run="self",
+)
 @click.option(
     "-l",
     "-v",

@@ -163,7 +163,7 @@ def downsample(task, input_chunk_name, output_chunk_name, factor):
     task[output_chunk_name] = run(task.chunk(input_chunk_name), factor)
 
 
-@operator("downsample-upload", family="image", writes=True)
+@operator("downsample-upload", family="image", effects=("writes",))
 @input_option()
 @click.option(
     "-v",

@@ -107,7 +107,7 @@ def read_h5(task, file_name, dataset_path, dtype, layer_type, voxel_offset, voxe
     return read(path, dataset_path, bbox, voxel_offset, voxel_size, dtype, layer_type)
 
 
-@operator("write-h5", family="io", aliases=["save-h5"], writes=True)
+@operator("write-h5", family="io", aliases=["save-h5"], effects=("writes",))
 @input_option()
 @click.option(
     "-f",
@@ -193,7 +193,7 @@ def read_tif(task, file_name, dtype, layer_type, voxel_offset, voxel_size, bbox)
     return read(path, bbox, voxel_offset, voxel_size, dtype, layer_type)
 
 
-@operator("write-tif", family="io", aliases=["save-tif"], writes=True)
+@operator("write-tif", family="io", aliases=["save-tif"], effects=("writes",))
 @input_option()
 @click.option(
     "-f",
@@ -248,7 +248,7 @@ def load_npy(task, file_name, dtype, layer_type, voxel_offset, voxel_size, bbox)
     return _prepare(chunk, dtype=dtype)
 
 
-@operator("save-npy", family="io", aliases=["write-npy"], writes=True)
+@operator("save-npy", family="io", aliases=["write-npy"], effects=("writes",))
 @input_option()
 @click.option(
     "-f",
@@ -301,7 +301,7 @@ def load_zarr(task, store, dataset, dtype, layer_type, voxel_offset, voxel_size,
     return chunk
 
 
-@operator("save-zarr", family="io", aliases=["write-zarr"], writes=True)
+@operator("save-zarr", family="io", aliases=["write-zarr"], effects=("writes",))
 @input_option()
 @click.option("-f", "--store", required=True, help="zarr store (a folder).")
 @click.option(

@@ -17,7 +17,9 @@ logger = logging.getLogger("chunkflow")
 LOG_DIR_HELP = "Folder of the task logs {bbox}.json: a local path, file://, gs:// or s3://."
 
 
-@operator("save-log", family="distributed", aliases=["upload-log"], kind="finalizer", writes=True)
+@operator(
+    "save-log", family="distributed", aliases=["upload-log"], kind="finalizer", effects=("logs",)
+)
 @click.option("-l", "--log-dir", required=True, help=LOG_DIR_HELP)
 def save_log(task, log_dir):
     """Write the task log to {log-dir}/{bbox}.json (skipped tasks too).
@@ -67,7 +69,7 @@ def _check_credentials(ctx, param, value):
     return value
 
 
-@operator("cloud-watch", family="distributed", writes=True)
+@operator("cloud-watch", family="distributed", effects=("metrics",))
 @click.option(
     "--namespace",
     default="chunkflow",

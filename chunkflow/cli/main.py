@@ -9,6 +9,7 @@ many. Errors in user input print one line and exit non-zero; `--verbose` adds th
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 import time
 import traceback
@@ -95,7 +96,12 @@ class ChainGroup(click.Group):
     show_default=True,
     help="Default mip level for operators that read or write volumes.",
 )
-@click.option("--dry-run", is_flag=True, help="Run the chain but write nothing.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Run the chain but change nothing: no writes, queue changes, checkpoints, metrics "
+    "or logs.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging and full tracebacks.")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
 @click.option(
@@ -126,9 +132,22 @@ def cli(ctx, mip, dry_run, verbose, quiet, log_level, log_file):
 
 @cli.result_callback()
 def run_chain(stages: list[Stage], **_):
-    """Connect the stages and pull every task through them."""
+    """Connect the stages and pull every task through them; then the operators' closing
+    lines, the last one an error when the run is not complete."""
     if not stages:
         return
+    pull(stages)
+    closing = click.get_current_context().obj.closing
+    for line, complete in closing:
+        if complete:
+            logger.info("%s", line)
+    failed = [line for line, complete in closing if not complete]
+    if failed:
+        raise ChunkflowError("; ".join(failed))
+
+
+def pull(stages: list[Stage]) -> None:
+    """Pull every task through the chained stages and log their timers."""
     unique_names(stages)
     from chunkflow.task import Task
 
@@ -137,7 +156,7 @@ def run_chain(stages: list[Stage], **_):
     for stage in stages:
         stream = stage(stream)
     totals: dict[str, list] = {}
-    count = 0
+    count = failed = 0
     for task in stream:
         count += 1
         timers = task.log["timer"]
@@ -145,6 +164,10 @@ def run_chain(stages: list[Stage], **_):
             entry = totals.setdefault(name, [0, 0.0])
             entry[0] += 1
             entry[1] += seconds
+        if task.failed:
+            failed += 1
+            logger.info("task %s failed, left to its source to retry", task.bbox)
+            continue
         state = f" skipped ({task.skip_reason})" if task.skipped else ""
         logger.info(
             "task%s%s: %s",
@@ -156,7 +179,10 @@ def run_chain(stages: list[Stage], **_):
         from chunkflow.logs import run_timing_table
 
         table = run_timing_table(totals, time.perf_counter() - start)
-        logger.info("%d task%s; time per operator:\n%s", count, "s"[: count != 1], table)
+        failures = f" ({failed} failed)" if failed else ""
+        logger.info(
+            "%d task%s%s; time per operator:\n%s", count, "s"[: count != 1], failures, table
+        )
 
 
 def unique_names(stages: list[Stage]) -> None:
@@ -214,13 +240,53 @@ def _wants_verbose(argv: list[str]) -> bool:
     return False
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived (e.g. a Kubernetes eviction): stop now, like Ctrl-C."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `chunkflow` console script; returns the exit code."""
+    """Entry point of the `chunkflow` console script; returns the exit code.
+
+    Whatever ends the run early (an error, Ctrl-C, SIGTERM), the queue leases this process
+    holds are released at once, so other workers take those tasks without waiting.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     verbose = _wants_verbose(argv)
     start = time.perf_counter()
+    previous = _install(signal.SIGTERM, _terminate)
+    try:
+        return _main(argv, verbose, start)
+    finally:
+        _install(signal.SIGTERM, previous)
+
+
+def _install(signum, handler):
+    """Set a signal handler where Python allows it (the main thread); the previous one."""
+    try:
+        return signal.signal(signum, handler)
+    except ValueError:  # not the main thread (chunkflow called from a thread)
+        return None
+
+
+def _released() -> str:
+    from chunkflow.queues.lease import release_held
+
+    bodies = release_held()
+    if not bodies:
+        return ""
+    return f"; released the lease of task{'s'[: len(bodies) != 1]} {', '.join(bodies)}"
+
+
+def _main(argv: list[str], verbose: bool, start: float) -> int:
     try:
         cli.main(args=argv, prog_name="chunkflow", standalone_mode=False)
+    except Terminated:
+        _fail(f"terminated (SIGTERM){_released()}", verbose=False)
+        return 143
     except click.exceptions.Exit as exit_:
         return exit_.exit_code
     except click.exceptions.NoArgsIsHelpError as err:
@@ -234,17 +300,17 @@ def main(argv: list[str] | None = None) -> int:
         _fail(err.format_message(), verbose=False)
         return err.exit_code
     except click.Abort:
-        _fail("aborted", verbose=False)
+        _fail(f"aborted{_released()}", verbose=False)
         return 130
     except (OperatorError, ChunkflowError) as err:
         unexpected = err.__cause__ is not None and not isinstance(err.__cause__, ChunkflowError)
-        _fail(str(err), verbose, hint=unexpected)
+        _fail(f"{err}{_released()}", verbose, hint=unexpected)
         return 1
     except KeyboardInterrupt:
-        _fail("interrupted", verbose=False)
+        _fail(f"interrupted{_released()}", verbose=False)
         return 130
     except Exception as err:  # a bug, not bad input: still one line unless --verbose
-        _fail(f"{type(err).__name__}: {err}", verbose, hint=True)
+        _fail(f"{type(err).__name__}: {err}{_released()}", verbose, hint=True)
         return 1
     logger.debug("finished in %.2f s", time.perf_counter() - start)
     return 0

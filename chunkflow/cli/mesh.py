@@ -28,8 +28,8 @@ def _target(path, fmt, mip, voxel_size):
     return MeshTarget(path, fmt, mip, voxel_size)
 
 
-@operator("mesh", family="mesh", writes=True)
-@input_option(default="seg")
+@operator("mesh", family="mesh", effects=("writes",))
+@input_option()
 @click.option(
     "-o",
     "--output-path",
@@ -123,7 +123,7 @@ def mesh(
     logger.info("mesh: %d objects of %s written to %s", len(names), seg.bbox, target.path)
 
 
-@operator("mesh-manifest", family="mesh", writes=True)
+@operator("mesh-manifest", family="mesh", effects=("writes",))
 @click.option(
     "-v",
     "--volume-path",

@@ -93,7 +93,7 @@ def cutout(
         task.bbox = chunk.bbox
 
 
-@operator("save", family="io", aliases=["save-precomputed"], writes=True)
+@operator("save", family="io", aliases=["save-precomputed"], effects=("writes", "logs"))
 @click.option(
     "-v",
     "--volume-path",
@@ -169,7 +169,7 @@ def save(
         write_log(volume_path, chunk.bbox, task_log_record(task, chunk.bbox))
 
 
-@operator("create-info", family="io", writes=True)
+@operator("create-info", family="io", effects=("writes",))
 @click.option("-v", "--volume-path", type=VOLUME_PATH, required=True)
 @input_option(
     default=None, help="Take dtype, channels, size, offset and voxel size from this chunk."

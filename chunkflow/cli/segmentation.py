@@ -159,7 +159,7 @@ def watershed(task, input_chunk_name, output_chunk_name, aff_threshold_low, aff_
     )
 
 
-@operator("evaluate-segmentation", family="segmentation")
+@operator("evaluate-segmentation", family="segmentation", effects=("writes",), dry_run="self")
 @click.option("-s", "--segmentation-chunk-name", default="seg", show_default=True)
 @click.option("-g", "--groundtruth-chunk-name", default="gt", show_default=True)
 @click.option(

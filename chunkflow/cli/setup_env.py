@@ -13,7 +13,13 @@ from chunkflow.io import PRECOMPUTED_ENCODINGS
 logger = logging.getLogger("chunkflow")
 
 
-@operator("setup-env", family="distributed", kind="source")
+@operator(
+    "setup-env",
+    family="distributed",
+    kind="source",
+    effects=("writes", "queue"),
+    dry_run="self",
+)
 @click.option(
     "-i",
     "--input-layer-path",

@@ -19,8 +19,8 @@ from chunkflow.cli.framework import (
 logger = logging.getLogger("chunkflow")
 
 
-@operator("skeletonize", family="mesh")
-@input_option(default="seg")
+@operator("skeletonize", family="mesh", effects=("writes",), dry_run="self")
+@input_option()
 @click.option(
     "-o",
     "-v",
@@ -112,7 +112,7 @@ def skeletonize(
         )
 
 
-@operator("skeleton-merge", family="mesh", aliases=["merge-skeletons"], writes=True)
+@operator("skeleton-merge", family="mesh", aliases=["merge-skeletons"], effects=("writes",))
 @click.option(
     "-v",
     "--volume-path",

@@ -19,7 +19,7 @@ def _range_option(*decls, default, help):
     return click.option(*decls, type=float, nargs=2, default=default, show_default=True, help=help)
 
 
-@operator("train", family="training", kind="stream")
+@operator("train", family="training", kind="stream", effects=("checkpoints", "writes"))
 @click.option("-i", "--image-chunk-name", default="image", show_default=True)
 @click.option("-l", "--label-chunk-name", default="labels", show_default=True)
 @click.option(

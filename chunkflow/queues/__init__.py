@@ -2,42 +2,88 @@
 
 A message body is a bounding box string `z0-z1_y0-y1_x0-x1`. `receive` leases one message: it
 stays invisible to other workers for `visibility_timeout` seconds, `extend` renews the lease
-(the heartbeat of a long task), and `delete` removes it once the task is done. A worker that
-dies simply lets its lease expire and the message comes back.
+(the heartbeat of a long task), `delete` removes it once the task is done, `release` makes it
+visible again at once (a failed task to retry, a worker told to stop) and `dead_letter` moves it
+aside with the reason (a task that failed too often, a message that is not a task). A worker
+that dies simply lets its lease expire and the message comes back. Every received message
+carries how many times it has been received (`attempts`), so retries are bounded.
 
-Queue names:
+Queue names, as every chunkflow release read them:
 
-- `sqs://NAME`: AWS SQS through boto3 and the standard credential chain. The endpoint can be
-  changed for SQS-compatible servers with `--endpoint-url` or the `AWS_ENDPOINT_URL_SQS` /
-  `AWS_ENDPOINT_URL` environment variables.
-- anything else (`file:///shared/path`, `some/folder`, or a bare name, which is a folder in the
-  working directory): the local queue, the default, a folder on a (shared) filesystem that needs
-  no cloud account. See `LocalQueue`.
+- `NAME` (no `/`) or `sqs://NAME`: AWS SQS through boto3 and the standard credential chain. The
+  endpoint can be changed for SQS-compatible servers with `--endpoint-url` or the
+  `AWS_ENDPOINT_URL_SQS` / `AWS_ENDPOINT_URL` environment variables. Dead letters go to the
+  queue `NAME-dead`, created when first needed.
+- `file:///shared/path` or any path with a `/` (`./queue`, `/scratch/q`): the local queue, a
+  folder on a (shared) filesystem that needs no cloud account; dead letters go to its `dead/`
+  folder. See `LocalQueue`.
+- any other scheme (`gs://`, `https://`, a typo such as `sqs:/name`) is refused.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
 from chunkflow.errors import ChunkflowError
 
+SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+SQS_NAME = re.compile(r"^[A-Za-z0-9_-]{1,80}(\.fifo)?$")
+
 
 @dataclass
 class Message:
-    body: str
-    handle: str  # the lease: pass it to extend/delete
+    body: str | None  # None: the message could not be read (see `problem`)
+    handle: str  # the lease: pass it to extend/delete/release/dead_letter
+    attempts: int = 1  # times this message has been received, this time included
+    problem: str | None = None  # why the body could not be read
+
+
+@dataclass
+class Counts:
+    pending: int  # waiting to be received
+    leased: int  # received and not yet deleted (expired leases included)
+    dead: int  # moved aside by dead_letter
+
+    def __str__(self) -> str:
+        return f"{self.pending} pending, {self.leased} leased, {self.dead} dead"
+
+
+def queue_kind(name: str) -> tuple[str, str]:
+    """("sqs", queue name) or ("local", folder) for a -q/--queue-name value; a clear error for
+    anything else (see the module doc)."""
+    if name.startswith("sqs://"):
+        kind, rest = "sqs", name[len("sqs://") :]
+    elif name.startswith("file://"):
+        return "local", name[len("file://") :]
+    elif SCHEME.match(name):
+        raise ChunkflowError(
+            f"queue {name!r}: unknown scheme; expected an SQS queue name (NAME or sqs://NAME) "
+            "or a local queue folder (file://PATH or a path with a /)"
+        )
+    elif "/" in name:
+        return "local", name
+    else:
+        kind, rest = "sqs", name
+    if not SQS_NAME.match(rest):
+        raise ChunkflowError(
+            f"queue {name!r}: not a valid SQS queue name (up to 80 letters, digits, - and _); "
+            "for a local queue folder use file://PATH or a path with a /"
+        )
+    return kind, rest
 
 
 def open_queue(name: str, endpoint_url: str | None = None, create: bool = False):
     """The queue for `name` (see the module doc); `create` makes it when missing."""
-    if name.startswith("sqs://"):
+    kind, where = queue_kind(name)
+    if kind == "sqs":
         from chunkflow.queues.sqs import SQSQueue
 
-        return SQSQueue(name[len("sqs://") :], endpoint_url, create)
+        return SQSQueue(where, endpoint_url, create)
     from chunkflow.queues.local import LocalQueue
 
-    return LocalQueue(name[len("file://") :] if name.startswith("file://") else name, create)
+    return LocalQueue(where, create)
 
 
 def parse_body(body: str):
@@ -49,8 +95,7 @@ def parse_body(body: str):
     except ChunkflowError:
         shown = body if len(body) < 80 else body[:77] + "..."
         raise ChunkflowError(
-            f"malformed task message {shown!r}: expected a bounding box "
-            "z0-z1_y0-y1_x0-x1 (left in the queue for inspection)"
+            f"malformed task message {shown!r}: expected a bounding box z0-z1_y0-y1_x0-x1"
         ) from None
 
 

@@ -189,7 +189,8 @@ def test_killed_worker_loses_nothing(kind, new_queue, volumes, reference, run_cl
     assert killed_task not in done_tasks(texts[0])  # and died before finishing this one
     assert any(killed_task in done_tasks(text) for text in texts[1:])  # someone else did it
     for text in texts[1:]:
-        assert "stayed empty" in text and "Traceback" not in text
+        assert "0 dead-lettered, 0 leased by other workers" in text
+        assert "Traceback" not in text
     everything = set().union(*map(done_tasks, texts))
     tasks = grid_bboxes(WHOLE, BLOCK)
     assert everything == {b.string for b in tasks}
@@ -234,7 +235,7 @@ def test_heartbeat_keeps_a_long_task_leased(kind, new_queue, volumes, tmp_path):
     assert done_tasks(slow_log) == {TASK}
     assert "expired" not in slow_log
     assert done_tasks(other_log) == set()
-    assert "stayed empty, 0 tasks fetched" in other_log
+    assert ": 0 tasks done, 0 failed" in other_log
     assert specs["heartbeat"].open().count() == 0
 
     slow_log, other_log = text["no-heartbeat"]
@@ -246,20 +247,70 @@ def test_heartbeat_keeps_a_long_task_leased(kind, new_queue, volumes, tmp_path):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_failed_task_stays_in_the_queue(kind, new_queue, volumes, run_cli, tmp_path, monkeypatch):
+def test_failed_task_is_retried_then_dead_lettered(kind, new_queue, volumes, run_cli, tmp_path):
+    """A failing task never stops the worker: it is retried --max-retries times, then moved to
+    the dead-letter place with its error, while the other tasks are done; the run says so and
+    exits non-zero."""
+    spec = new_queue(kind)
+    queue = spec.open(create=True)
+    good = ["8-16_0-16_0-16", "16-24_0-16_0-16"]
+    queue.send([TASK, *good])
+    out = tmp_path / "out"
+    create_output(f"file://{out}")
+    failing = tmp_path / "failing.py"  # fails on the first task only
+    failing.write_text(
+        "def execute(chunk):\n"
+        f"    if chunk.bbox.string == {TASK!r}:\n"
+        "        raise ValueError('injected failure')\n"
+        "    return 255 - chunk.array\n"
+    )
+    argv = ["fetch-task", "-q", spec.name, "-v", 30, "-r", 0, "-w", 0, "--max-retries", 1]
+    result = run_cli(
+        [*argv, *spec.options, *chain(volumes, f"file://{out}", str(failing))], expect=1
+    )
+    assert result.err.count("ValueError: injected failure") == 3  # two attempts, the dead letter
+    assert "failed (attempt 1 of 2), released for retry" in result.err
+    assert error_line(result).startswith(
+        f"chunkflow: error: fetch-task: {spec.name}: 2 tasks done, 1 failed and released for "
+        "retry, 1 dead-lettered, 0 leased by other workers; the queue holds 0 pending, "
+        "0 leased, 1 dead"
+    )
+    assert done_tasks(result.err) == set(good)
+    for body in good:
+        bbox = BoundingBox.from_string(body)
+        expected = volumes["inverse"][bbox.to_slices()]
+        np.testing.assert_array_equal(read_precomputed(f"file://{out}", bbox).array, expected)
+    counts = queue.counts()
+    assert (counts.pending, counts.leased, counts.dead) == (0, 0, 1)
+    if kind == "local":
+        [(body, reason)] = queue.dead_letters()
+        assert body == TASK and "plugin (task 0-8_0-16_0-16): ValueError: injected" in reason
+    status = run_cli(["queue-status", "-q", spec.name, *spec.options])
+    assert "0 pending, 0 leased, 1 dead" in status.out
+    line = error_line(run_cli(["queue-status", "-q", spec.name, "--check", *spec.options], 1))
+    assert line.endswith("is not drained: 0 pending, 0 leased, 1 dead")
+    run_cli(["queue-purge", "-q", spec.name, *spec.options])
+    run_cli(["queue-status", "-q", spec.name, "--check", *spec.options])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_stop_on_error_keeps_the_task(kind, new_queue, volumes, run_cli, tmp_path, monkeypatch):
     spec = new_queue(kind)
     queue = spec.open(create=True)
     queue.send([TASK])
     out = f"file://{tmp_path / 'out'}"
-    fetch = ["fetch-task", "-q", spec.name, "-v", 1, *spec.options]
-    result = run_cli([*fetch, "-r", 0, "-w", 0, *chain(volumes, out, volumes["failing"])], expect=1)
-    line = error_line(result)
-    assert line.startswith(f"chunkflow: error: plugin (task {TASK}): ValueError: injected failure")
+    fetch = ["fetch-task", "-q", spec.name, "-v", 30, *spec.options]
+    argv = [*fetch, "-r", 0, "-w", 0, "--stop-on-error", *chain(volumes, out, volumes["failing"])]
+    line = error_line(run_cli(argv, expect=1))
+    assert line == (
+        f"chunkflow: error: plugin (task {TASK}): ValueError: injected failure; released the "
+        f"lease of task {TASK} (run with --verbose for the traceback)"
+    )
     assert queue.count() == 1
     assert not (tmp_path / "out").exists()  # save never ran
-    # the message comes back after the visibility timeout and a healthy worker finishes it
+    # released at once, not after the visibility timeout: a healthy worker finishes it now
     monkeypatch.setenv("CHUNKFLOW_TEST_DELAY", "0")
-    result = run_cli([*fetch, "-n", 1, "-r", 3, "-w", 1, *chain(volumes, out)])
+    result = run_cli([*fetch, "-n", 1, "-r", 0, "-w", 1, *chain(volumes, out)])
     assert done_tasks(result.err) == {TASK}
     assert queue.count() == 0
     bbox = BoundingBox.from_string(TASK)
@@ -404,31 +455,40 @@ def test_missing_credentials_fail_fast(tmp_path):
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [
         "chunkflow: error: fetch-task: sqs://cf-x: no AWS credentials found (set "
-        "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or configure ~/.aws/credentials)"
+        "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or configure ~/.aws/credentials); "
+        "for a local queue folder use -q file://PATH or a path with a /"
     ]
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_malformed_message_is_reported_and_kept(kind, new_queue, volumes, run_cli, tmp_path):
+def test_poison_messages_are_moved_aside(kind, new_queue, volumes, run_cli, tmp_path):
     spec = new_queue(kind)
     queue = spec.open(create=True)
-    queue.send(["hello"])
-    argv = ["fetch-task", "-q", spec.name, "-v", 1, "-r", 0, "-w", 0, *spec.options]
+    queue.send(["hello", TASK, "0-8_0-16"])
+    if kind == "local":  # a stray file and an unreadable one in the queue folder
+        (Path(queue.pending) / "README").write_text("not a task")
+        (Path(queue.pending) / "zz-binary").write_bytes(b"\x89PNG\r\n\x1a\n\xff")
+    argv = ["fetch-task", "-q", spec.name, "-v", 30, "-r", 0, "-w", 0, *spec.options]
     result = run_cli(argv + chain(volumes, f"file://{tmp_path / 'out'}"), expect=1)
-    assert error_line(result) == (
-        "chunkflow: error: fetch-task: malformed task message 'hello': expected a bounding box "
-        "z0-z1_y0-y1_x0-x1 (left in the queue for inspection)"
+    assert "fetch-task: message 'hello' moved to " in result.err
+    assert "malformed task message 'hello': expected a bounding box z0-z1_y0-y1_x0-x1" in (
+        result.err
     )
-    assert queue.count() == 1
-    message = queue.receive(60, wait_seconds=3)  # back after its visibility timeout
-    assert message is not None and message.body == "hello"
+    assert done_tasks(result.err) == {TASK}  # the good task is done regardless
+    dead = 4 if kind == "local" else 2
+    assert error_line(result).endswith(f"; the queue holds 0 pending, 0 leased, {dead} dead")
+    assert "Traceback" not in result.err
+    if kind == "local":
+        reasons = dict(queue.dead_letters())
+        assert reasons["not a task"].startswith("malformed task message 'not a task'")
+        assert any(r.startswith("unreadable (UnicodeDecodeError") for r in reasons.values())
 
 
 def test_task_outside_the_volume(new_queue, volumes, run_cli, tmp_path):
     spec = new_queue("local")
     queue = spec.open(create=True)
     queue.send(["100-108_0-16_0-16"])
-    argv = ["fetch-task", "-q", spec.name, "-r", 0, "-w", 0]
+    argv = ["fetch-task", "-q", spec.name, "-r", 0, "-w", 0, "--stop-on-error"]
     line = error_line(run_cli(argv + chain(volumes, f"file://{tmp_path / 'out'}"), expect=1))
     assert line.startswith("chunkflow: error: cutout (task 100-108_0-16_0-16): ")
     assert "outside the volume" in line
@@ -447,3 +507,48 @@ def test_missing_queues(new_queue, run_cli, tmp_path):
     line = error_line(run_cli(["fetch-task", "-q", spec.name, *spec.options], expect=1))
     assert line.startswith(f"chunkflow: error: fetch-task: {spec.name}: ")
     assert "NonExistentQueue" in line
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_drained_queue_exits_within_seconds(kind, new_queue, run_cli):
+    spec = new_queue(kind)
+    spec.open(create=True)
+    start = time.monotonic()
+    result = run_cli(["fetch-task", "-q", spec.name, *spec.options, "delete-task-in-queue"])
+    assert time.monotonic() - start < 10  # default polls: 3 of 2 s
+    assert ": 0 tasks done, 0 failed" in result.err
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_worker_waits_for_tasks_leased_elsewhere(kind, new_queue, run_cli):
+    """A task leased by a worker that died comes back after its visibility timeout: a worker
+    on the otherwise empty queue waits for it instead of reporting success."""
+    spec = new_queue(kind)
+    queue = spec.open(create=True)
+    queue.send([TASK])
+    assert queue.receive(6) is not None  # leased by a worker that then died
+    fetch = ["fetch-task", "-q", spec.name, "-w", 1, *spec.options]
+    result = run_cli([*fetch, "--lease-wait", 0, "-r", 0, "-w", 0, "delete-task-in-queue"])
+    assert ": 0 tasks done, 0 failed and released for retry, 0 dead-lettered, 1 leased by " in (
+        result.err
+    )  # told not to wait: reported, not waited for
+    result = run_cli([*fetch, "-v", 30, "delete-task-in-queue"])
+    assert done_tasks(result.err) == {TASK}
+    assert queue.count() == 0
+    # a lease that outlives the wait fails the run with the counts
+    queue.send([TASK])
+    assert queue.receive(60) is not None
+    line = error_line(run_cli([*fetch, "--lease-wait", 2, "delete-task-in-queue"], expect=1))
+    assert "0 tasks done, 0 failed and released for retry, 0 dead-lettered, 1 leased by" in line
+
+
+def test_fetch_task_from_sqs_never_reads_a_local_folder(new_queue, run_cli):
+    spec = new_queue("local")
+    spec.open(create=True)
+    line = error_line(run_cli(["fetch-task-from-sqs", "-q", spec.name], expect=1))
+    assert line == (
+        f"chunkflow: error: fetch-task-from-sqs: fetch-task-from-sqs: {spec.name!r} is a local "
+        "queue folder; use fetch-task"
+    )
+    line = error_line(run_cli(["fetch-task", "-q", "gs://bucket/q"], expect=1))
+    assert "queue 'gs://bucket/q': unknown scheme" in line

@@ -25,10 +25,13 @@ def queue(moto_endpoint, name) -> SQSQueue:
 
 
 def test_open_queue_picks_sqs(moto_endpoint, name, monkeypatch, tmp_path):
-    monkeypatch.chdir(tmp_path)  # the local default queue is a folder in the working directory
+    monkeypatch.chdir(tmp_path)
     created = open_queue(f"sqs://{name}", moto_endpoint, create=True)
     assert isinstance(created, SQSQueue) and created.name == name
-    assert isinstance(open_queue(name, moto_endpoint, create=True), LocalQueue)  # local default
+    bare = open_queue(name, moto_endpoint)  # a bare name is SQS, as in every chunkflow release
+    assert isinstance(bare, SQSQueue) and bare.url == created.url
+    assert isinstance(open_queue(f"./{name}", create=True), LocalQueue)
+    assert not (tmp_path / name).exists() or (tmp_path / name / "pending").is_dir()
     # the endpoint from the environment, as boto3 documents it
     monkeypatch.setenv("AWS_ENDPOINT_URL_SQS", moto_endpoint)
     assert open_queue(f"sqs://{name}").url == created.url
