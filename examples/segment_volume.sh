@@ -33,24 +33,29 @@ trap 'rm -rf "$queues"' EXIT
 chunkflow segment-setup --mode "$mode" -i "$input" -o "$output" -c "${chunk_size[@]}" \
     ${threshold:+--threshold "$threshold"} ${SEGMENT_OPTIONS:-}
 
-run_phase() {  # all tasks of one phase, by $workers queue workers, in up to 3 rounds
+run_phase() {  # all tasks of one phase, by $workers queue workers
     local phase=$1 queue="file://$queues/$1"
     chunkflow -q generate-tasks -v "$output" -c "${chunk_size[@]}" -q "$queue"
-    for round in 1 2 3; do
-        for _ in $(seq "$workers"); do
-            chunkflow -q fetch-task -q "$queue" --visibility-timeout "$visibility_timeout" \
-                --wait-seconds 1 --retry-times 2 \
-                "segment-$phase" -o "$output" \
-                delete-task-in-queue &
-        done
-        wait  # a worker that died left its task leased: the next round takes it
-        if chunkflow -q segment-status -o "$output" --phase "$phase" >/dev/null 2>&1; then
-            echo "segment-$phase: all tasks done (round $round)"
-            return 0
-        fi
-        [ "$round" = 3 ] || sleep "$visibility_timeout"  # until the leases of dead workers run out
+    # A worker waits for tasks leased by others before it stops: the task of a worker that
+    # died comes back after the visibility timeout and is done by another. A task that keeps
+    # failing is retried twice, then dead-lettered (queue-status names it and its error).
+    local pids=() failed=0
+    for _ in $(seq "$workers"); do
+        chunkflow -q fetch-task -q "$queue" --visibility-timeout "$visibility_timeout" \
+            --wait-seconds 1 "segment-$phase" -o "$output" delete-task-in-queue &
+        pids+=($!)
     done
-    chunkflow -q segment-status -o "$output" --phase "$phase"  # names what is missing, fails
+    for pid in "${pids[@]}"; do
+        wait "$pid" || failed=1
+    done
+    if [ "$failed" = 1 ]; then
+        chunkflow queue-status -q "$queue" >&2
+    fi
+    chunkflow -q segment-status -o "$output" --phase "$phase" >/dev/null 2>&1 || {
+        chunkflow -q segment-status -o "$output" --phase "$phase"  # names what is missing, fails
+        return 1
+    }
+    echo "segment-$phase: all tasks done"
 }
 
 run_phase fragments

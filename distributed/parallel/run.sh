@@ -21,13 +21,14 @@
 #                   and start this script on several machines to share one queue
 #   CHUNK_SIZE      task size "Z Y X" [default: 25 50 100]
 #   MIP [0], VISIBILITY_TIMEOUT [300], RETRIES [3], WAIT [2]: a worker ends once it found nothing
-#                   to fetch for (RETRIES + 1) x WAIT seconds
+#                   to fetch for (RETRIES + 1) x WAIT seconds with no task leased elsewhere
 #   CONVNET_MODEL, CONVNET_WEIGHT_PATH, PATCH_SIZE ["16 48 48"], PATCH_OVERLAP ["4 16 16"],
 #   THREADS         torch threads per worker [default: CPU cores / NUM_WORKERS]
 #   USE_PARALLEL=0  the bash loop even when GNU parallel is installed
-# If a worker fails, the others are stopped and the script exits non-zero; the tasks they held
-# come back to the queue after VISIBILITY_TIMEOUT seconds: rerun with the same WORK_DIR (or
-# QUEUE) to finish them.
+# A failing task is retried twice, then moved to the queue's dead/ folder with its error, and
+# the workers go on. The script exits 0 only when the queue is drained with no dead letter
+# (`chunkflow queue-status --check`); otherwise fix the cause, move the dead letters back (or
+# queue-purge and regenerate) and rerun with the same WORK_DIR (or QUEUE).
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -131,9 +132,7 @@ else
     done
 fi
 
-if [ -n "$queue_dir" ]; then
-    echo "== $(count_tasks "$queue_dir") tasks left in $QUEUE"
-fi
+chunkflow queue-status -q "$QUEUE" --check || status=$?
 if [ "$status" -ne 0 ]; then
     echo "run.sh: workers failed; rerun with WORK_DIR=$WORK_DIR (or QUEUE=$QUEUE) to finish" >&2
     exit "$status"
