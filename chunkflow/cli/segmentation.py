@@ -83,8 +83,8 @@ def _affinity_options(fn):
 
 
 @operator("agglomerate", family="segmentation")
-@input_option(default="affs")
-@output_option(default="seg")
+@input_option()
+@output_option()
 @click.option(
     "-t",
     "--threshold",
@@ -147,8 +147,8 @@ def agglomerate(
 
 
 @operator("watershed", family="segmentation")
-@input_option(default="affs")
-@output_option(default="fragments")
+@input_option()
+@output_option()
 @_affinity_options
 def watershed(task, input_chunk_name, output_chunk_name, aff_threshold_low, aff_threshold_high):
     """Watershed fragments of an affinity map (waterz), without agglomeration."""

@@ -64,8 +64,8 @@ def _outputs(inputs, outputs):
 
 
 @operator("add-affinities", family="training")
-@input_option(default="labels", help="Name of the label chunk.")
-@output_option(default="affs")
+@input_option(help="Name of the label chunk.")
+@output_option()
 @click.option(
     "-n",
     "--neighborhood",
@@ -105,8 +105,8 @@ def add_affinities(
 
 
 @operator("grow-boundary", family="training")
-@input_option(default="labels", help="Name of the label chunk.")
-@output_option(default="labels")
+@input_option(help="Name of the label chunk.")
+@output_option()
 @click.option(
     "-s",
     "--steps",
@@ -130,8 +130,8 @@ def grow_boundary(task, input_chunk_name, output_chunk_name, steps, only_xy):
 
 
 @operator("balance-labels", family="training")
-@input_option(default="affs", help="Name of the binary target chunk (e.g. affinities).")
-@output_option(default="weights")
+@input_option(help="Name of the binary target chunk (e.g. affinities).")
+@output_option()
 @click.option("-m", "--mask", "mask_name", default=None, help="Weights are 0 where this is 0.")
 @click.option(
     "--clip",
@@ -309,8 +309,8 @@ def _clip_option():
 
 
 @operator("intensity-augment", family="training")
-@input_option(default="image")
-@output_option(default="image")
+@input_option()
+@output_option()
 @seed_option()
 @click.option(
     "--scale", nargs=2, type=float, default=(0.9, 1.1), show_default=True, metavar="MIN MAX"
@@ -335,8 +335,8 @@ def intensity_augment(
 
 
 @operator("noise-augment", family="training")
-@input_option(default="image")
-@output_option(default="image")
+@input_option()
+@output_option()
 @seed_option()
 @click.option(
     "--mode",
@@ -369,8 +369,8 @@ def noise_augment(task, input_chunk_name, output_chunk_name, rng, mode, var, amo
 
 
 @operator("defect-augment", family="training")
-@input_option(default="image")
-@output_option(default="image")
+@input_option()
+@output_option()
 @seed_option()
 @click.option("--prob-missing", type=PROBABILITY, default=0.05, show_default=True)
 @click.option("--prob-low-contrast", type=PROBABILITY, default=0.05, show_default=True)
@@ -393,8 +393,8 @@ def defect_augment(
 
 
 @operator("normalize", family="training")
-@input_option(default="image")
-@output_option(default="image")
+@input_option()
+@output_option()
 def normalize(task, input_chunk_name, output_chunk_name):
     """Float32 in [0, 1] by the dtype range (uint8 / 255, uint16 / 65535); floats as they are."""
     from chunkflow.training.intensity import normalize as run

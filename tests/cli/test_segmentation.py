@@ -59,7 +59,7 @@ def test_tutorial_agglomerate_then_evaluate(run_cli, gala, affs_h5, tmp_path):
 
 
 def test_watershed_threshold_and_cc(run_cli, gala, affs_h5):
-    run_cli("read-h5 -f affs.h5 -o affs watershed -o frag write-h5 -i frag -f frag.h5")
+    run_cli("read-h5 -f affs.h5 -o affs watershed -i affs -o frag write-h5 -i frag -f frag.h5")
     assert read_h5("frag.h5").is_segmentation
     run_cli(
         f"read-h5 -f {gala}/test-p1.lzf.h5 -o p threshold -i p -o b -t 0.5 "
@@ -136,9 +136,9 @@ BAD = [
         "evaluate-segmentation",
         "must hold integer labels",
     ),
-    ("create-chunk -s 4 4 4 -t float32 -c 3 -o affs agglomerate -t 2", "out of range"),
+    ("create-chunk -s 4 4 4 -t float32 -c 3 -o affs agglomerate -i affs -t 2", "out of range"),
     (
-        "create-chunk -s 4 4 4 -t float32 -c 3 -o affs agglomerate --aff-threshold-high 1.2",
+        "create-chunk -s 4 4 4 -t float32 -c 3 -o affs agglomerate -i affs --aff-threshold-high 1.2",
         "out of range",
     ),
     ("create-chunk -s 4 4 4 -t float32 mask-out-objects -d 3", "not an integer segmentation"),
@@ -158,7 +158,7 @@ def test_perfect_affinities_round_trip_through_cli(run_cli, gala, tmp_path):
     write_h5(Chunk(affinities(gt)), str(tmp_path / "perfect.h5"))
     write_h5(Chunk(gt), str(tmp_path / "gt.h5"))
     result = run_cli(
-        "read-h5 -f perfect.h5 -o affs agglomerate -t 0.5 read-h5 -f gt.h5 -o gt "
+        "read-h5 -f perfect.h5 -o affs agglomerate -i affs -o seg -t 0.5 read-h5 -f gt.h5 -o gt "
         "evaluate-segmentation"
     )
     metrics = dict(line.split(": ") for line in result.out.splitlines())

@@ -35,7 +35,7 @@ def test_two_tasks_then_merge(run_cli, gala, seg_volume):
 
     run_cli(
         "generate-tasks -v seg --chunk-size 26 100 200 --stride 25 100 200 --respect-stop "
-        "cutout -v seg -o seg skeletonize -o seg"
+        "cutout -v seg -o seg skeletonize -i seg -o seg"
     )
     names = set(os.listdir(seg_volume / "skeletons"))
     assert {"21:0-26_0-100_0-200", "21:25-50_0-100_0-200"} <= names
@@ -53,7 +53,7 @@ def test_two_tasks_then_merge(run_cli, gala, seg_volume):
 
 def test_ids_dust_and_the_volume_resolution(run_cli, gala, seg_volume):
     # the h5 chunk has voxel size 1 1 1, so the volume's 10 10 10 is used
-    run_cli(f"read-h5 -f {gala}/test-gt.lzf.h5 -o seg skeletonize --ids 21,9 -o seg")
+    run_cli(f"read-h5 -f {gala}/test-gt.lzf.h5 -o seg skeletonize -i seg --ids 21,9 -o seg")
     fragments = sorted(n for n in os.listdir(seg_volume / "skeletons") if ":" in n)
     assert fragments == ["21:0-50_0-100_0-200", "9:0-50_0-100_0-200"]
     run_cli("skeleton-merge -v seg --prefix 2")
@@ -65,13 +65,13 @@ def test_ids_dust_and_the_volume_resolution(run_cli, gala, seg_volume):
     assert skeleton.vertices[:, 0].max() > 1000  # 10 nm voxels, not 1
     assert (skeleton.vertices >= low).all() and (skeleton.vertices <= high).all()
 
-    run_cli(f"read-h5 -f {gala}/test-gt.lzf.h5 -o seg skeletonize -d 40000 -o seg")
+    run_cli(f"read-h5 -f {gala}/test-gt.lzf.h5 -o seg skeletonize -i seg -d 40000 -o seg")
     big = {n.split(":")[0] for n in os.listdir(seg_volume / "skeletons") if ":" in n}
     assert big == {"21", "9", "14", "1", "49"}  # the objects of 40000 voxels or more
 
 
 def test_dry_run_and_task_item(run_cli, gala, seg_volume):
-    run_cli(f"--dry-run read-h5 -f {gala}/test-gt.lzf.h5 -o seg skeletonize --ids 21 -o seg")
+    run_cli(f"--dry-run read-h5 -f {gala}/test-gt.lzf.h5 -o seg skeletonize -i seg --ids 21 -o seg")
     assert not (seg_volume / "skeletons").exists()
     task = Task(seg=Chunk(np.pad(np.ones((4, 6, 40), np.uint32), 2), voxel_size=(40, 4, 4)))
     operators.skeletonize(
@@ -95,29 +95,29 @@ def test_dry_run_and_task_item(run_cli, gala, seg_volume):
     "args, message",
     [
         (
-            "create-chunk -s 8 16 16 -t float32 --layer-type segmentation -o seg skeletonize",
+            "create-chunk -s 8 16 16 -t float32 --layer-type segmentation -o seg skeletonize -i seg",
             "skeletonize (task 0-8_0-16_0-16): skeletons need a 3D integer segmentation chunk, "
             "got a chunk of float32",
         ),
         (
-            "create-chunk -s 8 16 16 -t uint8 -o seg skeletonize",
+            "create-chunk -s 8 16 16 -t uint8 -o seg skeletonize -i seg",
             "got a chunk of uint8, shape (8, 16, 16) and layer type image",
         ),
         (
-            "create-chunk -s 8 16 16 -t uint32 --pattern zero -o seg skeletonize -o nothere",
+            "create-chunk -s 8 16 16 -t uint32 --pattern zero -o seg skeletonize -i seg -o nothere",
             "nothere: no segmentation info there",
         ),
         (
             "create-info -v img --volume-size 8 16 16 "
-            "create-chunk -s 8 16 16 -t uint32 -o seg skeletonize -o img",
+            "create-chunk -s 8 16 16 -t uint32 -o seg skeletonize -i seg -o img",
             "img is an image volume; skeletons need a segmentation volume",
         ),
         (
-            "read-h5 -f {gala}/test-gt.lzf.h5 -o seg skeletonize --ids 21,9999,12345",
+            "read-h5 -f {gala}/test-gt.lzf.h5 -o seg skeletonize -i seg --ids 21,9999,12345",
             "--ids 9999,12345: not in the chunk 0-50_0-100_0-200",
         ),
         (
-            "read-h5 -f {gala}/test-gt.lzf.h5 -o seg skeletonize --ids 21,abc",
+            "read-h5 -f {gala}/test-gt.lzf.h5 -o seg skeletonize -i seg --ids 21,abc",
             "--ids: object ids must be integers, got 21,abc",
         ),
         ("skeleton-merge -v nothere", "nothere: no segmentation info there"),

@@ -102,7 +102,7 @@ def test_seed_repeats_a_run_and_advances_per_task(run_cli, tmp_path):
         (tmp_path / folder).mkdir()
         run_cli(
             "generate-tasks -s 0 0 0 -z 2 16 32 -c 2 16 16 "
-            f"create-chunk -t float32 -o image noise-augment -i image {seed} "
+            f"create-chunk -t float32 -o image noise-augment -i image -o image {seed} "
             f"write-h5 -i image -f {folder}/"
         )
         return [read_h5(path).array for path in sorted((tmp_path / folder).glob("*.h5"))]
