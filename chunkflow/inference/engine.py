@@ -25,6 +25,10 @@ from chunkflow.progress import progress
 logger = logging.getLogger("chunkflow")
 
 
+def _vec(v) -> str:
+    return " ".join(str(int(x)) for x in v)
+
+
 def _local(bbox, origin) -> tuple:
     return tuple(slice(a - o, b - o) for a, b, o in zip(bbox.start, bbox.stop, origin))
 
@@ -94,32 +98,56 @@ class Inferencer:
         affinity = self.output_layer_type is LayerType.AFFINITY_MAP
         with torch.inference_mode():
             if self.augment:
-                out = tta.augmented(self.backend, batch, affinity)
+                out = tta.augmented(self._model, batch, affinity)
             else:
-                out = self.backend(batch)
+                out = self._model(batch)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         self.forward_seconds += time.perf_counter() - start
         return out
 
-    def _check_output(self, out, count: int) -> None:
-        expected = (count, self.num_output_channels, *self.grid.output_patch_size)
-        if tuple(out.shape[:2]) == expected[:2] and tuple(out.shape[2:]) == expected[2:]:
-            return
-        if out.ndim != 5:
+    def _model(self, batch):
+        """The backend's output for `batch`, its first --num-output-channels channels.
+
+        As chunkflow 1.x did, a model may return more channels than asked for (and a larger
+        patch, see `_fit_output`); fewer is an error.
+        """
+        out = self.backend(batch)
+        count, channels = len(batch), self.num_output_channels
+        if out.ndim != 5 or out.shape[0] != count:
+            expected = (count, channels, *self.grid.output_patch_size)
             raise ChunkflowError(
                 f"the model returned shape {tuple(out.shape)}; expected 5D "
                 f"(batch, channel, z, y, x) = {expected}"
             )
-        if out.shape[1] != self.num_output_channels:
+        if out.shape[1] < channels:
             raise ChunkflowError(
                 f"the model returned {out.shape[1]} output channels but --num-output-channels "
-                f"is {self.num_output_channels}"
+                f"is {channels}"
             )
-        raise ChunkflowError(
-            f"the model returned patches of {tuple(out.shape[2:])}; expected the output patch "
-            f"size {tuple(self.grid.output_patch_size)} (check --output-patch-size)"
-        )
+        return out[:, :channels] if out.shape[1] != channels else out
+
+    def _fit_output(self, out):
+        """The output patches cropped to the output patch size at their centre: a model may
+        return a larger patch (e.g. the input patch), as in chunkflow 1.x; a smaller one is an
+        error."""
+        patch = tuple(self.grid.output_patch_size)
+        size = tuple(out.shape[2:])
+        if size == patch:
+            return out
+        if any(s < p for s, p in zip(size, patch)):
+            raise ChunkflowError(
+                f"the model returned patches of {_vec(size)}, smaller than the output patch "
+                f"{_vec(patch)} (check --output-patch-size)"
+            )
+        if any((s - p) % 2 for s, p in zip(size, patch)):
+            raise ChunkflowError(
+                f"the model returned patches of {_vec(size)}, which have no centre of the "
+                f"output patch size {_vec(patch)}: the difference must be even"
+            )
+        (mz, my, mx) = ((s - p) // 2 for s, p in zip(size, patch))
+        (pz, py, px) = patch
+        return out[:, :, mz : mz + pz, my : my + py, mx : mx + px]
 
     def __call__(self, chunk: Chunk) -> Chunk:
         import torch
@@ -154,8 +182,7 @@ class Inferencer:
             group = patches[first : first + self.batch_size]
             for k, (in_bbox, _) in enumerate(group):
                 batch[k] = x[(slice(None), *_local(in_bbox, origin_in))]
-            y = self._forward(batch[: len(group)])
-            self._check_output(y, len(group))
+            y = self._fit_output(self._forward(batch[: len(group)]))
             for k, (_, out_bbox) in enumerate(group):
                 local = _local(out_bbox, origin_out)
                 out[(slice(None), *local)].addcmul_(y[k], weight / weight_sum[local])

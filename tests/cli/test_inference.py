@@ -83,6 +83,43 @@ def test_universal_patch_inferencer(run_cli, image, tmp_path, framework):
     np.testing.assert_allclose(read_h5("out.h5").array[0], 2 * image, atol=1e-5)
 
 
+@pytest.mark.parametrize("augment", ["", "--augment"])
+def test_a_model_returning_its_input_patch_is_cropped_to_the_output_patch(
+    run_cli, image, tmp_path, augment
+):
+    """As in chunkflow 1.x: a larger model output is cropped to the output patch at its
+    centre, and only the first --num-output-channels channels are kept."""
+    model = models.write(tmp_path, "net.py", models.WHOLE_PATCH, CHANNELS=4)
+    torch.save({"gain": torch.tensor([1.0, 0.5, 2.0, 100.0])}, tmp_path / "w.pt")
+    run_cli(
+        f"read-h5 -f image.h5 inference -f pytorch -m {model} -w w.pt --input-patch-size 8 32 32 "
+        f"--output-patch-size 6 24 24 --output-patch-overlap 2 8 8 -c 2 {augment} "
+        "--mask-output-chunk write-h5 -f out.h5"
+    )
+    out = read_h5("out.h5")
+    assert out.shape == (2, 18, 56, 72) and out.voxel_offset == (6, 14, 24)
+    core = image[1:-1, 4:-4, 4:-4]  # off-centre crops would shift the image
+    for channel, gain in enumerate((1.0, 0.5)):
+        np.testing.assert_allclose(out.array[channel], gain * core, atol=1e-5)
+
+
+def test_extra_channels_are_dropped_before_affinity_augmentation(run_cli, image, tmp_path):
+    """Test-time augmentation moves affinity channels: a model with a fourth channel gives
+    what the same model without it gives."""
+    patch = "--input-patch-size 8 32 32 --output-patch-size 6 24 24 --output-patch-overlap 2 8 8"
+    for channels in (3, 4):
+        model = models.write(tmp_path, f"net{channels}.py", models.WHOLE_PATCH, CHANNELS=channels)
+        torch.save({"gain": torch.tensor([1.0, 0.5, 2.0, 7.0][:channels])}, tmp_path / "w.pt")
+        run_cli(
+            f"read-h5 -f image.h5 inference -f pytorch -m {model} -w w.pt {patch} -c 3 --augment "
+            f"--mask-output-chunk write-h5 -f out{channels}.h5"
+        )
+    three, four = read_h5("out3.h5"), read_h5("out4.h5")
+    assert four.is_affinity_map and four.shape == (3, 18, 56, 72)
+    np.testing.assert_array_equal(four.array, three.array)
+    assert four.array.min() >= 0 and 0.2 < four.array.mean() < 1  # not the 7x channel
+
+
 def test_augment_and_bump_options(run_cli, image):
     run_cli(
         f"read-h5 -f image.h5 inference -f identity {PATCH} -c 1 --augment --bump zung "
@@ -133,6 +170,14 @@ BAD = [
     ("-f identity -s 8 32 32 -v 8 8 8 -c 1", "smaller than the output patch"),
     ("-f identity -s 8 32 32 -z 8 31 31 -c 1", "must be even"),
     ("-f identity {patch} -c 1 --patch-num 2 2 2", "--patch-num 2 2 2 does not fit"),
+    (
+        "-f pytorch -m net.py -s 8 32 32 -z 8 32 32 -c 1 --mask-output-chunk",
+        "the model returned patches of 6 24 24, smaller than the output patch 8 32 32",
+    ),
+    (
+        "-f pytorch -m odd.py -s 8 32 32 -z 6 24 24 -c 1 --mask-output-chunk",
+        "the model returned patches of 7 32 32, which have no centre of the output patch size",
+    ),
     ("-f pytorch {patch} -c 1", "needs --convnet-model"),
     ("-f identity -s 20 64 80 -c 1", "crop margin 10 32 40 leaves nothing"),
 ]
@@ -142,6 +187,13 @@ BAD = [
 def test_bad_input(run_cli, image, tmp_path, options, message):
     models.write(
         tmp_path, "net.py", models.PATCH_DEPENDENT.replace("CHANNELS", "1"), CROP=(0, 0, 0)
+    )
+    if "smaller than the output patch" in message:  # a model that crops 1 4 4 itself
+        models.write(tmp_path, "net.py", models.PATCH_DEPENDENT, CROP=(1, 4, 4), CHANNELS=1)
+    models.write(tmp_path, "odd.py", models.PATCH_DEPENDENT, CROP=(0, 0, 0), CHANNELS=1)
+    (tmp_path / "odd.py").write_text(
+        (tmp_path / "odd.py").read_text() + "\nforward = Net.forward\n"
+        "Net.forward = lambda self, x: forward(self, x)[:, :, 1:]\n"
     )
     (tmp_path / "empty.py").write_text("x = 1\n")
     torch.save({"other": torch.zeros(2)}, tmp_path / "wrong.pt")

@@ -43,3 +43,21 @@ def write(tmp_path, name, source, **constants):
     path = tmp_path / name
     path.write_text(source)
     return path
+
+
+WHOLE_PATCH = '''
+import torch
+
+class Net(torch.nn.Module):
+    """Returns the whole input patch (no crop) in CHANNELS channels, channel c times gain[c]:
+    the caller crops the output patch from its centre and keeps the channels it needs."""
+
+    def __init__(self, channels):
+        super().__init__()
+        self.gain = torch.nn.Parameter(torch.ones(channels))
+
+    def forward(self, x):
+        return x * self.gain.view(1, -1, 1, 1, 1)
+
+InstantiatedModel = Net(CHANNELS)
+'''
