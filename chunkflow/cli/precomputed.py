@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import click
 
 from chunkflow.cli.framework import (
@@ -16,6 +18,8 @@ from chunkflow.cli.framework import (
 )
 from chunkflow.errors import ChunkflowError
 from chunkflow.io import PRECOMPUTED_ENCODINGS
+
+logger = logging.getLogger("chunkflow")
 
 
 @operator("cutout", family="io", aliases=["load-precomputed"])
@@ -140,6 +144,14 @@ def cutout(
     show_default=True,
     help="Also write the task log as JSON to {volume}/log/{bbox}.json.",
 )
+@click.option(
+    "--skipped-tasks",
+    type=click.Choice(["zeros", "nothing"]),
+    default="zeros",
+    show_default=True,
+    help="What a task skipped to this operator (--skip-to) writes: zeros of the volume's dtype "
+    "and channels over the task's bounding box, or nothing.",
+)
 def save(
     task,
     volume_path,
@@ -150,23 +162,66 @@ def save(
     non_aligned_writes,
     parallel,
     upload_log,
+    skipped_tasks,
     config,
 ):
     """Write a chunk into a precomputed volume (created if missing).
 
     A missing volume gets an info made from the chunk: its bounding box, voxel size, dtype,
     channels and layer type. With many workers, create the info first (create-info).
+
+    A task that was skipped to this operator (mask ... --skip-to save) did not compute its
+    output: by default zeros are written over the task's bounding box, as chunkflow 1.x did.
     """
     from chunkflow.io.precomputed import write_precomputed
 
     mip = config.mip if mip is None else mip
-    chunk = task.chunk(input_chunk_name)
-    write_precomputed(chunk, volume_path, mip, True, block_size, encoding, non_aligned_writes)
+    if task.resumed_from is not None:
+        chunk = _skipped_chunk(task, volume_path, input_chunk_name, mip, skipped_tasks)
+    else:
+        chunk = task.chunk(input_chunk_name)
+    if chunk is not None:
+        write_precomputed(chunk, volume_path, mip, True, block_size, encoding, non_aligned_writes)
     if upload_log:
         from chunkflow.io.precomputed import write_log
         from chunkflow.logs import task_log_record
 
-        write_log(volume_path, chunk.bbox, task_log_record(task, chunk.bbox))
+        bbox = chunk.bbox if chunk is not None else _task_bbox(task, input_chunk_name)
+        if bbox is not None:
+            write_log(volume_path, bbox, task_log_record(task, bbox))
+
+
+def _task_bbox(task, input_chunk_name):
+    """The task's output region: its bbox, else the input chunk's."""
+    if task.bbox is not None:
+        return task.bbox
+    if input_chunk_name in task:
+        return task.chunk(input_chunk_name).bbox
+    return None
+
+
+def _skipped_chunk(task, volume_path, input_chunk_name, mip, skipped_tasks):
+    """What a task skipped to save writes: zeros over its bbox, or None."""
+    from chunkflow.io.precomputed import volume_exists, zero_chunk
+
+    bbox = _task_bbox(task, input_chunk_name)
+    if skipped_tasks == "nothing":
+        logger.info("save: task %s was skipped (%s); nothing written", bbox, task.resumed_from)
+        return None
+    if bbox is None:
+        logger.warning("save: a skipped task without a bounding box; nothing written")
+        return None
+    if not volume_exists(volume_path):
+        logger.warning(
+            "save: task %s was skipped (%s) and %s has no info yet to take the dtype from; "
+            "nothing written (create the volume first with create-info or setup-env)",
+            bbox,
+            task.resumed_from,
+            volume_path,
+        )
+        return None
+    logger.info("save: task %s was skipped (%s); writing zeros", bbox, task.resumed_from)
+    return zero_chunk(volume_path, bbox, mip)
 
 
 @operator("create-info", family="io", effects=("writes",))

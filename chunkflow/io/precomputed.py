@@ -127,6 +127,17 @@ def _read_inside(vol, path: str, bbox: BoundingBox, mip: int) -> np.ndarray:
     return np.transpose(np.asarray(cutout), (3, 2, 1, 0))
 
 
+def zero_chunk(path: str, bbox: BoundingBox, mip: int = 0) -> Chunk:
+    """A chunk of zeros covering `bbox` with the volume's dtype, channels, voxel size at `mip`
+    and layer type: what a task whose output was skipped writes (as chunkflow 1.x did)."""
+    vol = open_volume(path, mip)
+    channels = vol.num_channels
+    shape = tuple(bbox.shape) if channels == 1 else (channels, *bbox.shape)
+    array = np.zeros(shape, dtype=np.dtype(vol.dtype))
+    layer_type = _layer_type(vol, array.dtype, channels, array.ndim)
+    return Chunk(array, bbox.start, Cartesian.from_xyz(vol.resolution), layer_type)
+
+
 def create_info(
     path: str,
     volume_size,

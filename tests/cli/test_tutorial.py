@@ -12,7 +12,56 @@ import pytest
 
 from chunkflow.chunk import Chunk
 from chunkflow.cli.framework import NAMES, OPERATORS
-from chunkflow.io.precomputed import create_info, write_precomputed
+from chunkflow.errors import ChunkflowError
+from chunkflow.geometry import BoundingBox
+from chunkflow.io.precomputed import create_info, read_precomputed, write_precomputed
+
+VOXEL = (40, 4, 4)  # mip 0; mip 1 is 40 8 8 (factor 1 2 2 per mip)
+
+
+def volume(path, array, mip, dtype="uint8", channels=1, layer="image", block=(6, 32, 32), top=1):
+    """A precomputed volume of 18 x 192 x 192 voxels at mip 0, holding `array` at `mip`."""
+    create_info(path, (18, 192, 192), VOXEL, (0, 0, 0), dtype, channels, layer, block, "raw", top)
+    if array is not None:
+        write_precomputed(Chunk(array, (0, 0, 0), (40, 4 * 2**mip, 4 * 2**mip)), path, mip)
+    return path
+
+
+def test_a_task_skipped_to_save_writes_zeros_of_the_volume(run_cli, tmp_path):
+    """An image chunk skipped to a save into a 3-channel float volume: zeros of the volume's
+    dtype and channels over the task's bbox, not the image (chunkflow 1.x's behaviour)."""
+    out = volume(f"file://{tmp_path}/affs", None, 0, "float32", 3, "affinity_map", (6, 32, 32))
+    run_cli(
+        "create-bbox -b 6-12_32-64_32-64 create-chunk -s 10 48 48 --voxel-offset 4 24 24 "
+        f"--pattern zero skip-all-zero --skip-to save save -v {out}"
+    )
+    zeros = read_precomputed(out, BoundingBox((6, 32, 32), (12, 64, 64)))
+    assert zeros.shape == (3, 6, 32, 32) and zeros.dtype == np.float32
+    assert not zeros.array.any()
+    run_cli(
+        "create-bbox -b 0-6_0-32_0-32 create-chunk -s 6 32 32 --pattern zero "
+        f"skip-all-zero --skip-to save save -v {out} --skipped-tasks nothing"
+    )
+    with pytest.raises(ChunkflowError, match="data missing in 0-6_0-32_0-32"):
+        read_precomputed(out, BoundingBox((0, 0, 0), (6, 32, 32)))
+    # without an info there is no dtype to write zeros of: a warning, nothing written
+    result = run_cli(
+        "create-bbox -b 0-6_0-32_0-32 create-chunk -s 6 32 32 --pattern zero "
+        f"skip-all-zero --skip-to save save -v {tmp_path}/none"
+    )
+    assert "has no info yet" in result.err
+    assert not (tmp_path / "none").exists()
+
+
+def test_only_the_operator_named_by_skip_to_sees_the_skip(run_cli, tmp_path):
+    """A task resumed at an earlier operator reaches save as a normal task."""
+    run_cli(
+        "create-bbox -b 0-4_0-8_0-8 create-chunk -s 4 8 8 --pattern zero skip-all-zero "
+        "--skip-to again create-chunk --name again -s 4 8 8 --pattern sin -t float32 "
+        f"save -v {tmp_path}/out"
+    )
+    saved = read_precomputed(f"file://{tmp_path}/out", BoundingBox((0, 0, 0), (4, 8, 8)))
+    assert saved.dtype == np.float32 and saved.array.any()
 
 
 @pytest.fixture
