@@ -138,7 +138,8 @@ BAD = [
     ),
     ("create-chunk -s 4 4 4 -t float32 -c 3 -o affs agglomerate -i affs -t 2", "out of range"),
     (
-        "create-chunk -s 4 4 4 -t float32 -c 3 -o affs agglomerate -i affs --aff-threshold-high 1.2",
+        "create-chunk -s 4 4 4 -t float32 -c 3 -o affs "
+        "agglomerate -i affs --aff-threshold-high 1.2",
         "out of range",
     ),
     ("create-chunk -s 4 4 4 -t float32 mask-out-objects -d 3", "not an integer segmentation"),

@@ -95,7 +95,8 @@ def test_dry_run_and_task_item(run_cli, gala, seg_volume):
     "args, message",
     [
         (
-            "create-chunk -s 8 16 16 -t float32 --layer-type segmentation -o seg skeletonize -i seg",
+            "create-chunk -s 8 16 16 -t float32 --layer-type segmentation -o seg "
+            "skeletonize -i seg",
             "skeletonize (task 0-8_0-16_0-16): skeletons need a 3D integer segmentation chunk, "
             "got a chunk of float32",
         ),
