@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 
 from chunkflow.errors import ChunkflowError
 from chunkflow.geometry import BoundingBox, Cartesian, grid_bboxes
+from chunkflow.image.thumbnail import thumbnail_path_of  # noqa: F401 (the layer save writes)
 from chunkflow.inference.grid import PatchGrid
 
 logger = logging.getLogger("chunkflow")
@@ -683,8 +684,3 @@ def worker_command(
     if queue_name:
         words += ["delete-task-in-queue"]
     return " ".join(words)
-
-
-def thumbnail_path_of(output_path: str) -> str:
-    """The thumbnail layer of an output layer: `{output}/thumbnail`."""
-    return output_path.rstrip("/") + "/thumbnail"

@@ -145,6 +145,20 @@ def cutout(
     help="Also write the task log as JSON to {volume}/log/{bbox}.json.",
 )
 @click.option(
+    "--create-thumbnail/--no-create-thumbnail",
+    default=False,
+    show_default=True,
+    help="Also write a uint8 thumbnail, downsampled in y and x, into {volume}/thumbnail "
+    "(created when missing).",
+)
+@click.option(
+    "--thumbnail-mip",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Mip of the thumbnail [default: the top mip of the thumbnail layer, or 6 when it is "
+    "created].",
+)
+@click.option(
     "--skipped-tasks",
     type=click.Choice(["zeros", "nothing"]),
     default="zeros",
@@ -162,6 +176,8 @@ def save(
     non_aligned_writes,
     parallel,
     upload_log,
+    create_thumbnail,
+    thumbnail_mip,
     skipped_tasks,
     config,
 ):
@@ -181,7 +197,16 @@ def save(
     else:
         chunk = task.chunk(input_chunk_name)
     if chunk is not None:
+        if create_thumbnail:  # a chunk that cannot make its thumbnail is refused before writing
+            from chunkflow.image.thumbnail import thumbnail_mip_for, write_thumbnail
+
+            thumbnail_mip = thumbnail_mip_for(chunk, volume_path, mip, thumbnail_mip)
         write_precomputed(chunk, volume_path, mip, True, block_size, encoding, non_aligned_writes)
+        if create_thumbnail:
+            path, level = write_thumbnail(
+                chunk, volume_path, mip, thumbnail_mip, non_aligned_writes
+            )
+            logger.debug("save: thumbnail of %s written to %s at mip %d", chunk.bbox, path, level)
     if upload_log:
         from chunkflow.io.precomputed import write_log
         from chunkflow.logs import task_log_record
