@@ -220,7 +220,12 @@ def evaluate_segmentation(
     is_flag=True,
     help="Leave the chunks as they are; only skip the task if masking zeroes all.",
 )
-@click.option("--skip-to", default=None, help="When skipping, resume at this operator.")
+@click.option(
+    "--skip-to",
+    default=None,
+    help="Skip the task if masking zeroes all, resuming at this operator (the chunks are "
+    "masked unless --check-all-zero).",
+)
 def mask(
     task,
     input_chunk_name,
@@ -234,7 +239,12 @@ def mask(
     skip_to,
     config,
 ):
-    """Zero chunks where a (possibly coarser) mask volume is 0; skip the task if all is zero."""
+    """Zero chunks where a (possibly coarser) mask volume is 0, or with --check-all-zero skip
+    the task when the mask would zero all of it.
+
+    Without --check-all-zero or --skip-to a chunk the mask zeroes entirely goes on as zeros,
+    so a `save` after it writes them (as chunkflow 1.x did); nothing is skipped.
+    """
     from chunkflow.segmentation.mask import apply_mask, read_mask
 
     chunk_mip = config.mip if chunk_mip is None else chunk_mip
@@ -244,10 +254,8 @@ def mask(
         raise ChunkflowError("-o needs as many names as -i")
     chunks = task.chunks(input_chunk_name)
     keep = read_mask(volume_path, chunks[0].bbox, chunk_mip, mask_mip, fill_missing)
-    if not (~keep if inverse else keep).any():
+    if check_all_zero and not (~keep if inverse else keep).any():
         task.skip(f"mask {volume_path} covers all of the chunk", to=skip_to)
-        return
-    if check_all_zero:
         return
     masked = [
         apply_mask(
@@ -259,9 +267,10 @@ def mask(
         )
         for c in chunks
     ]
-    for name, chunk in zip(outputs, masked):
-        task[name] = chunk
-    if not any(c.array.any() for c in masked):
+    if not check_all_zero:
+        for name, chunk in zip(outputs, masked):
+            task[name] = chunk
+    if (check_all_zero or skip_to) and not any(c.array.any() for c in masked):
         task.skip("the masked chunks are all zero", to=skip_to)
 
 

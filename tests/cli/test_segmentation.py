@@ -122,6 +122,14 @@ def test_mask_skips_all_zero_tasks_and_resumes(run_cli, mask_volume, tmp_path):
         "mask -i img -v mask -m 1 --check-all-zero write-h5 -i img -f unchanged.h5"
     )
     assert read_h5("unchanged.h5").array[:, :, 8:].any()
+    # without --check-all-zero or --skip-to a fully masked chunk goes on as zeros (1.x wrote them)
+    result = run_cli(
+        "create-bbox -b 0-8_0-16_8-16 create-chunk --pattern random -o img "
+        "mask -i img -v mask -m 1 write-h5 -i img -f zeros.h5"
+    )
+    assert "skipped" not in result.err
+    zeros = read_h5("zeros.h5")
+    assert zeros.array.shape == (8, 16, 8) and not zeros.array.any()
 
 
 BAD = [
