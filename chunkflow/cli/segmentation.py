@@ -171,11 +171,12 @@ def watershed(task, input_chunk_name, output_chunk_name, aff_threshold_low, aff_
 )
 @click.option("-o", "--output", default=None, help="Also write the metrics to this JSON file.")
 def evaluate_segmentation(
-    task, segmentation_chunk_name, groundtruth_chunk_name, result_name, output
+    task, segmentation_chunk_name, groundtruth_chunk_name, result_name, output, config
 ):
     """Compare a segmentation with ground truth: Rand and VOI split/merge.
 
     Ground-truth label 0 is ignored; VOI is in bits; split = H(seg|gt), merge = H(gt|seg).
+    Under --dry-run the metrics are printed but not written to --output.
     """
     from chunkflow.segmentation.evaluate import evaluate_segmentation as run
     from chunkflow.segmentation.evaluate import format_metrics
@@ -190,7 +191,9 @@ def evaluate_segmentation(
     click.echo(format_metrics(metrics))
     task[result_name] = metrics
     task.log[result_name] = metrics
-    if output:
+    if output and config.dry_run:
+        logger.info("evaluate-segmentation: dry run, %s not written", output)
+    elif output:
         from chunkflow.io.files import atomic_output
 
         with atomic_output(output) as tmp, open(tmp, "w") as f:
