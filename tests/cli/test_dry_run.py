@@ -67,7 +67,7 @@ CHAINS: dict[str, list[tuple[str, str]]] = {
     "precomputed": [
         ("cutout", f"-v img {WHOLE} -o image"),
         ("mask", "-i image -v seg -o masked"),
-        ("save", "-i image -v img --upload-log"),
+        ("save", "-i image -v img --upload-log --create-thumbnail --thumbnail-mip 1"),
         ("downsample-upload", "-i image -v img --start-mip 1 --stop-mip 2"),
         ("create-info", "-v newvol -z 8 32 32"),
     ],
@@ -164,7 +164,7 @@ NOT_RUN = {
 # What each chain changes when it runs without --dry-run: paths (or something under them).
 CHANGES = {
     "files": ("out.h5", "out.tif", "out.npy", "image.zarr/copy", f"done-{BOX}", "logs"),
-    "precomputed": ("img/1_1_1", "img/2_2_1", "img/log", "newvol/info"),
+    "precomputed": ("img/1_1_1", "img/2_2_1", "img/log", "img/thumbnail", "newvol/info"),
     "segmentation": ("evaluation.json",),
     "mesh": ("seg/mesh", "seg/skeletons"),
     "training": ("ckpt/model.pt", "ckpt/snapshots"),
