@@ -125,14 +125,20 @@ def _simplify_block(labels):
 def _simplified(mesher, settings, processes=None):
     """(label, vertices, faces) of every object, simplified. zmesh holds the GIL while it
     simplifies, so forked processes share the work; results differ slightly from a serial run
-    (zmesh's simplifier carries state from one object to the next) but stay within max_error."""
+    (zmesh's simplifier carries state from one object to the next) but stay within max_error.
+
+    Only a single-threaded process forks: a fork copies the locks other threads hold, and a
+    child that waits on one hangs for good (in a queue worker, while the lease heartbeat keeps
+    its task from every other worker). With other threads running it simplifies serially."""
     import multiprocessing
+    import threading
 
     labels = [int(label) for label in mesher.ids()]
     if processes is None:
         processes = min(2, os.cpu_count() or 1)
     forkable = "fork" in multiprocessing.get_all_start_methods()
-    if processes <= 1 or len(labels) < 32 or not forkable:
+    alone = threading.active_count() == 1
+    if processes <= 1 or len(labels) < 32 or not forkable or not alone:
         _MESHER.update(mesher=mesher, settings=settings)
         try:
             return _simplify_block(labels)

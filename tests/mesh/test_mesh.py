@@ -214,3 +214,26 @@ class TestCli:
         assert result.code != 0
         assert message in error_line(result)
         assert not any(p.name.endswith(":0") for p in tmp_path.rglob("*"))
+
+
+def test_no_fork_while_other_threads_run(fib25_chunk, monkeypatch):
+    """A fork copies the locks other threads hold (a lease heartbeat, I/O pools): with other
+    threads alive the simplification runs in this process instead."""
+    import multiprocessing
+    import threading
+
+    forks = []
+    real = multiprocessing.get_context
+    monkeypatch.setattr(multiprocessing, "get_context", lambda m=None: forks.append(m) or real(m))
+    stop = threading.Event()
+    beat = threading.Thread(target=stop.wait, daemon=True)
+    beat.start()
+    try:
+        meshes = mesh_chunk(fib25_chunk, (8, 8, 8), processes=2)
+    finally:
+        stop.set()
+        beat.join()
+    assert forks == [] and len(meshes) >= 32
+    if threading.active_count() == 1:  # alone again: the forked path is taken
+        mesh_chunk(fib25_chunk, (8, 8, 8), processes=2)
+        assert forks == ["fork"]
