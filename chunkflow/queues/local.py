@@ -61,8 +61,9 @@ class LocalQueue:
         return f"LocalQueue({self.path})"
 
     @property
-    def name(self) -> str:
-        return f"file://{self.path}"
+    def dead_place(self) -> str:
+        """Where dead letters go, for messages."""
+        return self.dead + "/"
 
     def send(self, bodies, total: int | None = None) -> None:
         """Write `bodies`, any iterable of strings, one file each as they come: memory stays

@@ -66,6 +66,11 @@ class SQSQueue:
             ) from None
 
     @property
+    def dead_place(self) -> str:
+        """Where dead letters go, for messages."""
+        return f"sqs://{self.dead_name}"
+
+    @property
     def dead_url(self) -> str | None:
         if self._dead_url is None:
             self._dead_url = self._url(self.dead_name, create=False, missing_ok=True)

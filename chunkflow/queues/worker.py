@@ -176,11 +176,11 @@ class Worker:
             self.tally.unsettled += 1
 
     def _dead_letter(self, lease, reason: str) -> None:
-        where = "dead/" if hasattr(self.queue, "dead") else getattr(self.queue, "dead_name", "")
         if lease.dead_letter(reason):
             self.tally.dead += 1
             shown = lease.body if lease.body is None or len(lease.body) < 80 else lease.body[:77]
-            logger.warning("fetch-task: message %r moved to %s: %s", shown, where, reason)
+            place = self.queue.dead_place
+            logger.warning("fetch-task: message %r moved to %s: %s", shown, place, reason)
 
     def _finish(self) -> None:
         self.report(
