@@ -191,6 +191,7 @@ def downsample_upload(
     Missing scales are added to the volume's info (each `factor` coarser than the one below);
     existing scales must have the resolution that factor gives. Returns the mips written.
     """
+    from chunkflow.io.files import staged_writes
     from chunkflow.io.precomputed import write_precomputed
 
     factor = as_factor(factor)
@@ -201,10 +202,13 @@ def downsample_upload(
     ensure_scales(path, factor, chunk_mip, mips[-1])
     levels = pyramid(chunk, factor, mips[-1] - chunk_mip)
     written = [(mip, level) for mip, level in zip(range(chunk_mip + 1, mips.stop), levels)]
-    for mip, level in progress(written, desc="downsample-upload", unit="mip"):
-        if mip in mips:
-            write_precomputed(level, path, mip, create=False, non_aligned_writes=non_aligned_writes)
-            logger.info("downsample-upload: wrote mip %d, %s, to %s", mip, level.bbox, path)
+    with staged_writes():  # every mip of the chunk, or none
+        for mip, level in progress(written, desc="downsample-upload", unit="mip"):
+            if mip in mips:
+                write_precomputed(
+                    level, path, mip, create=False, non_aligned_writes=non_aligned_writes
+                )
+                logger.info("downsample-upload: wrote mip %d, %s, to %s", mip, level.bbox, path)
     return list(mips)
 
 

@@ -16,11 +16,15 @@ from chunkflow.chunk import Chunk, LayerType
 from chunkflow.errors import ChunkflowError
 from chunkflow.geometry import BoundingBox, Cartesian
 from chunkflow.io import PRECOMPUTED_ENCODINGS
+from chunkflow.io.files import staged_writes
 
 
 def _cloudvolume():
     from cloudvolume import CloudVolume, exceptions
 
+    from chunkflow.io.files import install_staged_writes
+
+    install_staged_writes()  # local block files through temporary names
     return CloudVolume, exceptions
 
 
@@ -246,7 +250,8 @@ def write_precomputed(
     x0, y0, z0 = chunk.bbox.start.xyz
     x1, y1, z1 = chunk.bbox.stop.xyz
     try:
-        vol[x0:x1, y0:y1, z0:z1] = array
+        with staged_writes():  # every block of the chunk, or none
+            vol[x0:x1, y0:y1, z0:z1] = array
     except exceptions.AlignmentError:
         raise ChunkflowError(
             f"{path}: chunk {chunk.bbox} is not aligned to the volume's blocks "

@@ -17,7 +17,7 @@ import numpy as np
 from chunkflow.chunk import Chunk
 from chunkflow.errors import ChunkflowError
 from chunkflow.geometry import BoundingBox, Cartesian
-from chunkflow.io.files import atomic_output, require_output_folder
+from chunkflow.io.files import atomic_output, require_output_folder, staged_writes
 
 
 def _open_array(store: str, dataset: str | None, mode: str = "r"):
@@ -130,4 +130,8 @@ def _write_into(chunk: Chunk, array, where: str) -> None:
         raise ChunkflowError(
             f"{where}: chunk {chunk.bbox} is outside the dataset, which covers {data_bbox}"
         )
-    array[(Ellipsis, *chunk.bbox.shift(-voxel_offset).to_slices())] = np.asarray(chunk)
+    # every block of the chunk lands, or none; blocks of zeros are written, not deleted, so
+    # nothing changes before the end
+    array = array.with_config({"write_empty_chunks": True})
+    with staged_writes():
+        array[(Ellipsis, *chunk.bbox.shift(-voxel_offset).to_slices())] = np.asarray(chunk)
