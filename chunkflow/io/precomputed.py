@@ -166,17 +166,7 @@ def create_info(
         raise ChunkflowError(
             f"volume size {tuple(volume_size)} and block size {tuple(block_size)} must be positive"
         )
-    if encoding not in PRECOMPUTED_ENCODINGS:
-        raise ChunkflowError(
-            f"encoding {encoding!r}: expected one of {', '.join(PRECOMPUTED_ENCODINGS)}"
-        )
-    if encoding == "compressed_segmentation" and (
-        layer_type is not LayerType.SEGMENTATION or np.dtype(dtype) not in (np.uint32, np.uint64)
-    ):
-        raise ChunkflowError(
-            "compressed_segmentation encoding is for uint32/uint64 segmentation "
-            f"layers only, not {layer_type.value} {np.dtype(dtype)}"
-        )
+    check_encoding(encoding, dtype, num_channels, layer_type)  # before anything is written
     info = CloudVolume.create_new_info(
         num_channels=num_channels,
         layer_type="segmentation" if layer_type is LayerType.SEGMENTATION else "image",
@@ -191,6 +181,52 @@ def create_info(
     )
     vol = CloudVolume(path, info=info, progress=False, parallel=1, compress=False)
     vol.commit_info()
+
+
+# Encodings cloud-volume reads but neuroglancer and tensorstore do not.
+UNVIEWABLE_ENCODINGS = ("crackle", "fpzip")
+
+
+def check_encoding(encoding: str, dtype, num_channels: int, layer_type) -> None:
+    """Refuse an encoding that cannot store this data here, before any info is written.
+
+    A small block of the dtype and channels goes through the codec and back: a codec that is
+    not installed, a dtype or channel count it cannot take, or a lossy codec for labels is one
+    line naming the encoding and why. Encodings no viewer reads get a warning.
+    """
+    import logging
+
+    from cloudvolume import chunks
+
+    dtype, layer_type = np.dtype(dtype), LayerType.parse(layer_type)
+    what = f"encoding {encoding!r} for {layer_type.value} {dtype} x {num_channels} channel(s)"
+    if encoding not in PRECOMPUTED_ENCODINGS:
+        raise ChunkflowError(
+            f"encoding {encoding!r}: expected one of {', '.join(PRECOMPUTED_ENCODINGS)}"
+        )
+    if encoding == "jpeg" and layer_type is LayerType.SEGMENTATION:
+        raise ChunkflowError(f"{what}: jpeg is lossy and would change label ids")
+    if encoding == "compressed_segmentation" and layer_type is not LayerType.SEGMENTATION:
+        raise ChunkflowError(f"{what}: compressed_segmentation is for segmentation layers")
+    rng = np.random.default_rng(0)
+    if dtype.kind == "f":
+        sample = rng.random((8, 8, 8, num_channels)).astype(dtype)
+    else:
+        sample = rng.integers(0, 200, (8, 8, 8, num_channels)).astype(dtype)
+    try:
+        data = chunks.encode(sample, encoding, block_size=(8, 8, 8))
+        back = chunks.decode(
+            data, encoding, shape=sample.shape, dtype=dtype, block_size=(8, 8, 8)
+        )
+    except Exception as err:  # the codec's own words: not installed, wrong dtype, ...
+        reason = " ".join(str(err).split())[:160]
+        raise ChunkflowError(f"{what} does not work here ({reason})") from None
+    if encoding != "jpeg" and not np.array_equal(np.asarray(back).reshape(sample.shape), sample):
+        raise ChunkflowError(f"{what} does not give the data back unchanged")
+    if encoding in UNVIEWABLE_ENCODINGS:
+        logging.getLogger("chunkflow").warning(
+            "%s: readable by cloud-volume and igneous, not by neuroglancer or tensorstore", what
+        )
 
 
 def write_precomputed(

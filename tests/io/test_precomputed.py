@@ -186,10 +186,10 @@ class TestCli:
             ("cutout -v vol -m 4 -s 0 0 0 -z 1 1 1", "mip 4 does not exist"),
             ("create-chunk -s 8 16 16 -t float32 save -v vol", "dtype float32 does not fit"),
             ("cutout -v ftp://x/y -s 0 0 0 -z 1 1 1", "unsupported volume path"),
-            ("create-info -v v2 -e compressed_segmentation -z 1 1 1", "segmentation layers only"),
+            ("create-info -v v2 -e compressed_segmentation -z 1 1 1", "is for segmentation layers"),
             (
                 "create-chunk -t int32 save -v v3 -e compressed_segmentation",
-                "not segmentation int32",
+                "only supports uint32 and uint64",
             ),
         ],
     )
