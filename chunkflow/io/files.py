@@ -50,25 +50,44 @@ def require_output_folder(path: str) -> None:
 
 
 @contextmanager
-def atomic_output(path: str):
+def atomic_output(path: str, replace: bool = True):
     """Yield a temporary name next to `path`; rename it to `path` only if the block succeeds.
 
     A reader never sees a half-written file, and a failed write leaves nothing behind.
-    Works for files and for folders (e.g. a zarr store).
+    Works for files and for folders (e.g. a zarr store). With `replace=False` an existing
+    `path` (one another process created meanwhile) is left alone: FileExistsError.
     """
     require_output_folder(path)
     folder, name = os.path.split(os.path.abspath(path))
     tmp = os.path.join(folder, f".{name}.tmp-{uuid.uuid4().hex[:8]}")
     try:
         yield tmp
-        if os.path.isdir(tmp) and os.path.isdir(path):
-            shutil.rmtree(path)
-        os.replace(tmp, path)
+        if not replace:
+            _place_new(tmp, path)
+        else:
+            if os.path.isdir(tmp) and os.path.isdir(path):
+                shutil.rmtree(path)
+            os.replace(tmp, path)
     finally:
         if os.path.isdir(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
         elif os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _place_new(tmp: str, path: str) -> None:
+    """Rename `tmp` to `path` unless `path` exists (FileExistsError)."""
+    import errno
+
+    if not os.path.isdir(tmp):
+        _place(tmp, path, exclusive=True)
+        return
+    try:
+        os.rename(tmp, path)  # a folder replaces only an empty folder
+    except OSError as err:
+        if err.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
+            raise FileExistsError(path) from None
+        raise
 
 
 def put_files(path: str, files: list, desc: str = "write files") -> None:

@@ -87,11 +87,14 @@ def write_zarr(chunk: Chunk, store: str, dataset: str | None = None, block_size=
         _write_into(chunk, _open_array(store, None, mode="r+"), store)
         return
     require_output_folder(store)
-    with atomic_output(store) as tmp:
-        if dataset:
-            _create(chunk, zarr.open_group(tmp, mode="w"), dataset, block_size)
-        else:
-            _create(chunk, None, tmp, block_size)
+    try:
+        with atomic_output(store, replace=False) as tmp:
+            if dataset:
+                _create(chunk, zarr.open_group(tmp, mode="w"), dataset, block_size)
+            else:
+                _create(chunk, None, tmp, block_size)
+    except FileExistsError:  # another process created the store meanwhile: write into it
+        write_zarr(chunk, store, dataset, block_size)
 
 
 def _create(chunk: Chunk, group, name: str, block_size) -> None:

@@ -191,3 +191,39 @@ def test_a_new_compression_removes_the_stale_file(tmp_path):
     files.put("block", b"new", compress=None)
     assert sorted(os.listdir(tmp_path / "cf")) == ["block"]
     assert files.get("block") == b"new"
+
+
+def test_two_creators_of_one_zarr_store_lose_nothing(tmp_path, monkeypatch):
+    """Another process creates the store while this one prepares it: both datasets stay (the
+    store is never replaced whole); a chunk the other's array cannot hold is refused."""
+    from chunkflow.io import zarr as zarr_io
+
+    store = str(tmp_path / "s.zarr")
+    real = zarr_io._create
+    calls = []
+
+    def racing(chunk, group, name, block_size):
+        calls.append(name)
+        if len(calls) == 1:  # the other process gets there first
+            write_zarr(Chunk(np.full((2, 4, 4), 7, np.uint8)), store, "labels")
+        real(chunk, group, name, block_size)
+
+    monkeypatch.setattr(zarr_io, "_create", racing)
+    write_zarr(Chunk(np.full((2, 4, 4), 1, np.uint8)), store, "raw")
+    assert read_zarr(store, "labels").array.max() == 7
+    assert read_zarr(store, "raw").array.min() == 1
+
+    calls.clear()
+    single = str(tmp_path / "single.zarr")
+
+    def racing_single(chunk, group, name, block_size):
+        calls.append(name)
+        if len(calls) == 1:
+            write_zarr(Chunk(np.full((2, 4, 4), 7, np.uint8)), single)
+        real(chunk, group, name, block_size)
+
+    monkeypatch.setattr(zarr_io, "_create", racing_single)
+    with pytest.raises(ChunkflowError, match="outside the dataset"):
+        write_zarr(Chunk(np.ones((2, 4, 4), np.uint8), (8, 0, 0)), single)
+    assert read_zarr(single).array.min() == 7  # the other's array is intact
+    assert hidden_files(tmp_path) == []
