@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator, Sequence
 
 from chunkflow.errors import ChunkflowError
 
-__all__ = ["Cartesian", "BoundingBox", "grid_bboxes"]
+__all__ = ["Cartesian", "BoundingBox", "BoxGrid", "grid_bboxes"]
 
 
 class Cartesian(tuple):
@@ -157,6 +157,14 @@ class BoundingBox:
         slices = tuple(slices)[-3:]
         return cls([s.start for s in slices], [s.stop for s in slices])
 
+    @classmethod
+    def _of_ints(cls, start: tuple[int, int, int], stop: tuple[int, int, int]) -> BoundingBox:
+        """A box from two 3-tuples of ints, unchecked: for loops over millions of boxes."""
+        box = object.__new__(cls)
+        object.__setattr__(box, "_start", tuple.__new__(Cartesian, start))
+        object.__setattr__(box, "_stop", tuple.__new__(Cartesian, stop))
+        return box
+
     # properties -----------------------------------------------------------------------------
     @property
     def start(self) -> Cartesian:
@@ -270,7 +278,7 @@ def grid_bboxes(
     stride: Iterable | None = None,
     grid_size: Iterable | None = None,
     respect_stop: bool = False,
-) -> list[BoundingBox]:
+) -> BoxGrid:
     """Cut `roi` into a grid of chunks.
 
     Chunks of `chunk_size` start at `roi.start + i * stride` (stride defaults to the chunk size,
@@ -281,7 +289,10 @@ def grid_bboxes(
         overhang   [chunk 0][chunk 1][chunk 2][chunk 3]      (default: last chunk may pass stop)
         shrink     [chunk 0][chunk 1][chunk 2][ch 3]|        (respect_stop: stops clipped to roi)
 
-    Returns the boxes in z, y, x raster order.
+    With `respect_stop`, chunks that would start at or past the roi stop are left out.
+
+    Returns the boxes in z, y, x raster order as a `BoxGrid`: a sequence computed from the index,
+    so a grid of any size costs nothing until its boxes are read.
     """
     chunk_size = Cartesian(chunk_size)
     stride = Cartesian(stride) if stride is not None else chunk_size
@@ -297,17 +308,90 @@ def grid_bboxes(
     grid_size = Cartesian(grid_size)
     if min(grid_size) <= 0:
         raise ChunkflowError(f"grid size {tuple(grid_size)} must be positive")
-    return list(_iter_grid(roi, chunk_size, stride, grid_size, respect_stop))
+    if respect_stop:  # a clipped chunk is empty exactly when it starts at or past the stop
+        grid_size = grid_size.minimum(roi.shape.maximum(0).ceildiv(stride))
+    return BoxGrid(roi, chunk_size, stride, grid_size, respect_stop)
 
 
-def _iter_grid(roi, chunk_size, stride, grid_size, respect_stop) -> Iterator[BoundingBox]:
-    for iz in range(grid_size[0]):
-        for iy in range(grid_size[1]):
-            for ix in range(grid_size[2]):
-                start = roi.start + stride * Cartesian(iz, iy, ix)
-                bbox = BoundingBox.from_delta(start, chunk_size)
-                if respect_stop:
-                    bbox = bbox.intersect(roi)
-                    if bbox.is_empty:
-                        continue
-                yield bbox
+class BoxGrid(Sequence):
+    """The boxes of `grid_bboxes`, in z, y, x raster order, computed from their index.
+
+    Box `k` starts at `roi.start + stride * (iz, iy, ix)` with `k = (iz * ny + iy) * nx + ix`
+    for a grid of `shape = (nz, ny, nx)` boxes; with `clip`, its stop is clipped to the roi's.
+    Slicing gives another `BoxGrid` (a range of indices), so `grid[a:b]` of a grid of 10^12 boxes
+    is immediate, and iterating holds one box at a time. Immutable.
+    """
+
+    __slots__ = ("roi", "chunk_size", "stride", "shape", "clip", "_indices")
+
+    def __init__(
+        self,
+        roi: BoundingBox,
+        chunk_size: Cartesian,
+        stride: Cartesian,
+        shape: Cartesian,
+        clip: bool = False,
+        indices: range | None = None,
+    ):
+        for name, value in (
+            ("roi", roi),
+            ("chunk_size", Cartesian(chunk_size)),
+            ("stride", Cartesian(stride)),
+            ("shape", Cartesian(shape).maximum(0)),
+            ("clip", clip),
+        ):
+            object.__setattr__(self, name, value)
+        if indices is None:
+            indices = range(self.shape.prod)
+        object.__setattr__(self, "_indices", indices)
+
+    def __setattr__(self, name, value):
+        raise AttributeError("BoxGrid is immutable")
+
+    @property
+    def indices(self) -> range:
+        """The raster indices of these boxes in the whole grid."""
+        return self._indices
+
+    def __len__(self) -> int:
+        return len(self._indices)
+
+    def __getitem__(self, item):
+        if isinstance(item, slice):
+            return BoxGrid(
+                self.roi, self.chunk_size, self.stride, self.shape, self.clip, self._indices[item]
+            )
+        return self._box(self._indices[item])
+
+    def __iter__(self) -> Iterator[BoundingBox]:
+        box = self._box
+        for k in self._indices:
+            yield box(k)
+
+    def _box(self, k: int) -> BoundingBox:
+        _, ny, nx = self.shape
+        iz, rest = divmod(k, ny * nx)
+        iy, ix = divmod(rest, nx)
+        (z0, y0, x0), (sz, sy, sx), (cz, cy, cx) = self.roi.start, self.stride, self.chunk_size
+        start = (z0 + iz * sz, y0 + iy * sy, x0 + ix * sx)
+        stop = (start[0] + cz, start[1] + cy, start[2] + cx)
+        if self.clip:
+            stop = tuple(map(min, stop, self.roi.stop))
+        return BoundingBox._of_ints(start, stop)
+
+    def __eq__(self, other) -> bool:
+        """Equal to another grid, or to any sequence, with the same boxes in the same order."""
+        if not isinstance(other, Sequence) or isinstance(other, (str, bytes)):
+            return NotImplemented
+        if isinstance(other, BoxGrid) and repr(other) == repr(self):
+            return True
+        return len(self) == len(other) and all(a == b for a, b in zip(self, other))
+
+    __hash__ = None
+
+    def __repr__(self) -> str:
+        return (
+            f"BoxGrid(roi={self.roi}, chunk_size={tuple(self.chunk_size)}, "
+            f"stride={tuple(self.stride)}, shape={tuple(self.shape)}, clip={self.clip}, "
+            f"indices={self._indices})"
+        )

@@ -136,3 +136,75 @@ class TestGrid:
             grid_bboxes(BoundingBox((0, 0, 0), (4, 4, 4)), (0, 2, 2))
         with pytest.raises(ChunkflowError):
             grid_bboxes(BoundingBox((0, 0, 0), (0, 4, 4)), (2, 2, 2))
+
+    def test_lazy_grid_equals_brute_force(self):
+        """The grid computed from indices is the nested loop over the grid, box for box, for
+        overhanging, clipped, overlapping, sparse (stride > chunk) and explicit grids, and any
+        slice of it is the same slice of the loop's list."""
+
+        def brute_force(roi, chunk_size, stride, grid_size, respect_stop):
+            if grid_size is None:
+                grid_size = [
+                    -(-max(0, n - c) // s) + 1 for n, c, s in zip(roi.shape, chunk_size, stride)
+                ]
+            boxes = []
+            for iz in range(grid_size[0]):
+                for iy in range(grid_size[1]):
+                    for ix in range(grid_size[2]):
+                        start = [o + i * s for o, i, s in zip(roi.start, (iz, iy, ix), stride)]
+                        box = BoundingBox.from_delta(start, chunk_size)
+                        if respect_stop:
+                            box = box.intersect(roi)
+                            if box.is_empty:
+                                continue
+                        boxes.append(box)
+            return boxes
+
+        roi = BoundingBox((-3, 5, 7), (10, 27, 40))
+        cases = [
+            ((4, 6, 8), None, None),
+            ((4, 6, 8), (3, 5, 8), None),  # overlapping
+            ((2, 3, 4), (5, 7, 9), None),  # gaps: some clipped boxes would be empty
+            ((1, 1, 1), (10, 15, 20), (3, 2, 3)),  # explicit grid, partly past the stop
+            ((5, 5, 5), (5, 5, 5), (4, 1, 9)),
+        ]
+        slices = [
+            slice(None),
+            slice(3, 17),
+            slice(-5, None),
+            slice(2, 40, 7),
+            slice(None, None, -3),
+        ]
+        for chunk_size, stride, grid_size in cases:
+            for respect_stop in (False, True):
+                grid = grid_bboxes(roi, chunk_size, stride, grid_size, respect_stop)
+                expected = brute_force(
+                    roi, chunk_size, stride or chunk_size, grid_size, respect_stop
+                )
+                assert len(expected) > 1
+                assert list(grid) == expected and grid == expected
+                assert [grid[k] for k in range(-len(grid), len(grid))] == expected * 2
+                for s in slices:
+                    assert list(grid[s]) == expected[s]
+                    assert list(grid[3:][s]) == expected[3:][s]
+
+    def test_lazy_grid_of_a_trillion_boxes(self):
+        """A grid of 10^12 boxes is only its description: length, any box and any slice come
+        from index arithmetic."""
+        roi = BoundingBox((0, 0, 0), (640_000, 640_000, 640_000 - 10))
+        grid = grid_bboxes(roi, (64, 64, 64), respect_stop=True)
+        assert len(grid) == 10**12 and tuple(grid.shape) == (10**4,) * 3
+        k = 123_456_789_012  # box (1234, 5678, 9012)
+        assert grid[k] == BoundingBox((78976, 363392, 576768), (79040, 363456, 576832))
+        part = grid[k : k + 3]
+        assert len(part) == 3 and part.indices == range(k, k + 3)
+        assert [b.start.x for b in part] == [576768, 576832, 576896]
+        assert grid[-1] == BoundingBox((639936,) * 2 + (639936,), (640_000,) * 2 + (639_990,))
+
+    def test_grid_index_errors(self):
+        grid = grid_bboxes(BoundingBox((0, 0, 0), (4, 4, 4)), (2, 2, 2))
+        with pytest.raises(IndexError):
+            grid[8]
+        with pytest.raises(IndexError):
+            grid[-9]
+        assert len(grid[8:]) == 0 and list(grid[5:2]) == []
