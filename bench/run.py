@@ -26,6 +26,8 @@ What is compared, and why:
 * whole-volume segmentation: the segment-* phases against the whole volume in one process,
   cc against igneous-pipeline's ccl (its own venv, bench/.venv-igneous), quality against the
   context margin, and the global merge of 10^7 fragments and 10^8 edges; see blockwise.py.
+* task generation: generate-tasks with 10^6 tasks to a local queue and to SQS in bounded
+  memory, and an index range of a 10^12-task grid at once; see generate.py.
 
 The "anchor" column is chunkflow 1.2.0 unless a row's name or detail names another anchor
 (gunpowder, igneous, the whole volume in one process).
@@ -220,6 +222,12 @@ def bench_queue(ctx: Context) -> list[Row]:
     return [Row(**row) for row in measure(ctx)]
 
 
+def bench_generate(ctx: Context) -> list[Row]:
+    from generate import measure  # bench/generate.py: 10^6 tasks, an index range of 10^12
+
+    return [Row(**row) for row in measure(ctx)]
+
+
 def bench_mesh(ctx: Context) -> list[Row]:
     from mesh import measure  # bench/mesh.py: meshing to ply, and pinky40 512^3 in one chunk
 
@@ -251,6 +259,7 @@ BENCHMARKS = [
     bench_segmentation,
     bench_mesh,
     bench_queue,
+    bench_generate,
     bench_training,
     bench_train_gala,
     bench_blockwise,
