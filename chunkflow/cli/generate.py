@@ -171,6 +171,12 @@ def _roi(start, stop, size, bbox_string, what):
     default=None,
     help="Write the tasks to this .npy or .txt file instead of streaming them.",
 )
+@click.option(
+    "--append",
+    is_flag=True,
+    help="Add the tasks to a queue that already holds messages (without it, such a queue is "
+    "refused, so that a rerun does not queue every task twice).",
+)
 @click.option("--endpoint-url", default=None, help="SQS-compatible endpoint.")
 def generate_tasks(
     task,
@@ -189,10 +195,15 @@ def generate_tasks(
     task_index_stop,
     queue_name,
     file_path,
+    append,
     endpoint_url,
     config,
 ):
-    """Cut a region into a grid of tasks and stream them down the chain."""
+    """Cut a region into a grid of tasks and stream them down the chain.
+
+    The grid is never built as a whole: a task index range is index arithmetic into it, and
+    tasks are streamed to the chain, a queue or a file one at a time.
+    """
     from chunkflow.geometry import BoundingBox, grid_bboxes
     from chunkflow.task import Task
 
@@ -219,7 +230,7 @@ def generate_tasks(
     if aligned_block_size is not None:
         roi = roi.snap_to_grid(aligned_block_size, mode="grow")
     bboxes = grid_bboxes(roi, chunk_size, stride, grid_size, respect_stop)
-    bboxes = bboxes[task_index_start:task_index_stop]
+    bboxes = bboxes[task_index_start:task_index_stop]  # a range of indices: no box is built
     logger.info(
         "generate-tasks: %d tasks of size %s over %s",
         len(bboxes),
@@ -233,7 +244,14 @@ def generate_tasks(
         if queue_name:
             from chunkflow.queues import open_queue
 
-            open_queue(queue_name, endpoint_url, create=True).send([b.string for b in bboxes])
+            queue = open_queue(queue_name, endpoint_url, create=True)
+            waiting = queue.count()
+            if waiting and not append:
+                raise ChunkflowError(
+                    f"queue {queue_name} already holds {waiting} messages; "
+                    "--append adds these tasks to them"
+                )
+            queue.send((b.string for b in bboxes), total=len(bboxes))
             logger.info("generate-tasks: sent %d tasks to %s", len(bboxes), queue_name)
         if file_path:
             from chunkflow.queues import write_task_file
