@@ -6,12 +6,15 @@ background and stop. Arrays go to it in its (x, y, z) order as transposed views.
 
 What it shows: an image or map in grey (three channels as RGB, other channel counts channel 0),
 a segmentation in colors, or an image with a segmentation overlay (the chunks' overlap).
+A request for anything else (`/segmentation` of a view without one, an unknown path) is
+answered 404; a request that fails is logged as one line.
 """
 
 from __future__ import annotations
 
 import http.server
 import socket
+import sys
 import threading
 from dataclasses import dataclass
 
@@ -20,7 +23,7 @@ import numpy as np
 
 from chunkflow.chunk import Chunk
 from chunkflow.errors import ChunkflowError
-from chunkflow.viewer import segment_ids
+from chunkflow.viewer import log_failure, segment_ids
 
 __all__ = ["MicroViewer", "cutout", "open_microviewer"]
 
@@ -65,11 +68,49 @@ def cutout(chunk: Chunk) -> dict:
     }
 
 
+# What microviewer's handler serves: its page and assets, the view's parameters and data.
+ASSETS = {
+    "/",
+    "/datacube.js",
+    "/crackle.js",
+    "/jquery-3.7.0.min.js",
+    "/favicon.ico",
+    "/microviewer.js",
+    "/microviewer.css",
+    "/libcrackle.wasm",
+    *(
+        f"/cursors/{size}{state}.png"
+        for size in ("exact", "small", "medium", "large")
+        for state in ("", "-active")
+    ),
+}
+
+
+class _Handler(microviewer.ViewerServerHandler):
+    """microviewer's handler, answering 404 for what it does not have instead of failing."""
+
+    def do_GET(self):
+        known = ASSETS | {"/parameters", "/channel"}
+        if len(self.cutouts) > 1:
+            known.add("/segmentation")
+        if self.path not in known:
+            self.send_error(404)
+            return
+        super().do_GET()
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        log_failure(f"request from {client_address[0]}", sys.exc_info())
+
+
 @dataclass
 class MicroViewer:
     """A served microviewer; `close()` stops the server."""
 
-    server: http.server.ThreadingHTTPServer
+    server: _Server
     thread: threading.Thread
     url: str
 
@@ -108,16 +149,15 @@ def open_microviewer(
         cutouts = [cutout(chunk.crop(overlap)), cutout(seg)]
 
     def handler(*args):
-        return microviewer.ViewerServerHandler(cutouts, *args)
+        return _Handler(cutouts, *args)
 
     try:
-        server = http.server.ThreadingHTTPServer((bind_address, port), handler)
+        server = _Server((bind_address, port), handler)
     except OSError as err:
         reason = err.strerror or str(err)
         raise ChunkflowError(
             f"cannot serve microviewer on {bind_address}:{port}: {reason}"
         ) from None
-    server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, name="microviewer", daemon=True)
     thread.start()
     host = socket.getfqdn() if bind_address in ("0.0.0.0", "::") else bind_address

@@ -23,6 +23,7 @@ from __future__ import annotations
 import concurrent.futures
 import gzip
 import json
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ import tornado.web
 from chunkflow.chunk import Chunk, LayerType
 from chunkflow.errors import ChunkflowError
 from chunkflow.geometry import Cartesian
-from chunkflow.viewer import LAYOUTS, segment_ids
+from chunkflow.viewer import LAYOUTS, log_failure, one_line_logs, segment_ids
 
 __all__ = [
     "LAYOUTS",
@@ -48,6 +49,8 @@ __all__ = [
     "read_info",
     "volume_layer",
 ]
+
+logger = logging.getLogger("chunkflow")
 
 UNITS = "nm"
 REMOTE_SCHEMES = ("gs://", "s3://", "http://", "https://")
@@ -173,8 +176,38 @@ def volume_layer(url: str, info: dict) -> neuroglancer.Layer:
 ENCODED_SUFFIXES = ((".gz", "gzip"), (".br", "br"), (".zst", "zstd"))
 
 
+def served_file(root: str, path: str) -> tuple[str, str | None]:
+    """The file that answers a request for `path` under the served folder `root`, and its
+    encoding: `path` itself, else `path.gz`, `.br` or `.zst` (neuroglancer asks for chunk
+    files by their plain names).
+
+    The one check of what the server may read: every candidate is resolved with its symlinks
+    (`..`, absolute paths and links included) and must be a regular file inside `root`'s real
+    path. A candidate that exists but resolves elsewhere, or is not a file, ends the search:
+    no other variant answers for it. Anything else is `tornado.web.HTTPError(404)`.
+    """
+    real_root = os.path.realpath(root)
+    for suffix, encoding in ((None, None), *ENCODED_SUFFIXES):
+        candidate = os.path.join(real_root, path + (suffix or ""))
+        try:
+            if not os.path.lexists(candidate):
+                continue
+            real = os.path.realpath(candidate)
+        except (OSError, ValueError):  # a NUL byte, a name too long
+            break
+        if os.path.commonpath([real_root, real]) != real_root or not os.path.isfile(real):
+            break
+        return real, encoding
+    raise tornado.web.HTTPError(404)
+
+
 class _PrecomputedFileHandler(tornado.web.StaticFileHandler):
-    """Files of a local precomputed folder, with CORS; `name.gz` etc. answer for `name`."""
+    """Files of a local precomputed folder, with CORS; `name.gz` etc. answer for `name`.
+
+    What may be read is decided by `served_file` alone; tornado's own checks stay as a second
+    line. Failures are answered with a status and logged as one line (a traceback only at the
+    debug level), never with a traceback on stderr.
+    """
 
     def set_default_headers(self):
         self.set_header("Access-Control-Allow-Origin", "*")
@@ -186,19 +219,20 @@ class _PrecomputedFileHandler(tornado.web.StaticFileHandler):
         self.finish()
 
     async def get(self, path, include_body=True):
-        absolute = os.path.realpath(os.path.join(self.root, path))
-        root = os.path.realpath(self.root)
-        if absolute.startswith(root + os.sep) and not os.path.isfile(absolute):
-            for suffix, encoding in ENCODED_SUFFIXES:
-                if os.path.isfile(absolute + suffix):
-                    self._send_encoded(absolute + suffix, encoding, include_body)
-                    return
-        await super().get(path, include_body)
+        real, encoding = served_file(self.root, path)
+        if encoding is None:
+            await super().get(os.path.relpath(real, os.path.realpath(self.root)), include_body)
+        else:
+            self._send_encoded(real, encoding, include_body)
 
     def compute_etag(self):
         if getattr(self, "absolute_path", None) is None:  # an encoded file sent by hand
             return None
         return super().compute_etag()
+
+    def log_exception(self, typ, value, tb):
+        if not isinstance(value, tornado.web.HTTPError):  # an HTTPError is answered already
+            log_failure(f"{self.request.method} {self.request.path}", (typ, value, tb))
 
     def _send_encoded(self, path: str, encoding: str, include_body: bool) -> None:
         with open(path, "rb") as f:
@@ -210,7 +244,12 @@ class _PrecomputedFileHandler(tornado.web.StaticFileHandler):
         if encoding in accepted:
             self.set_header("Content-Encoding", encoding)
         else:
-            body = _decompress(body, encoding)
+            try:
+                body = _decompress(body, encoding)
+            except Exception as err:  # a corrupt or truncated chunk file
+                name = os.path.basename(path)
+                logger.warning("viewer: %s is not valid %s data (%s)", name, encoding, err)
+                raise tornado.web.HTTPError(500) from None
         self.set_header("Content-Type", "application/octet-stream")
         self.set_header("Content-Length", str(len(body)))
         self.finish(body if include_body else None)
@@ -233,7 +272,11 @@ def _serve_folders(folders: list[str]) -> list[str]:
     server = neuroglancer.server.global_server
     token = neuroglancer.random_token.make_random_token()
     rules = [
-        (rf"{FILES_PREFIX}/{token}/{i}/(.*)", _PrecomputedFileHandler, {"path": folder})
+        (
+            rf"{FILES_PREFIX}/{token}/{i}/(.*)",
+            _PrecomputedFileHandler,
+            {"path": os.path.realpath(folder)},
+        )
         for i, folder in enumerate(folders)
     ]
     done: concurrent.futures.Future = concurrent.futures.Future()
@@ -275,6 +318,7 @@ def _start_server(bind_address: str, port: int) -> None:
     if neuroglancer.server.is_server_running():
         neuroglancer.stop()
     neuroglancer.set_server_bind_address(bind_address, port)
+    one_line_logs("tornado")
     try:
         neuroglancer.server.start()
     except OSError as err:

@@ -64,6 +64,26 @@ def test_server_serves_parameters_and_data_then_stops():
         get(viewer.url, timeout=2)
 
 
+def test_what_the_view_lacks_is_a_404_and_failures_one_log_line(capfd, caplog):
+    image = Chunk(np.zeros((2, 3, 4), np.uint8))
+    with open_microviewer(image) as viewer:
+        for path in ("segmentation", "nope", "cursors/../../etc/passwd", "parameters/x"):
+            with pytest.raises(urllib.error.HTTPError) as err:
+                get(viewer.url + path)
+            assert err.value.code == 404
+        assert json.loads(get(viewer.url + "parameters"))["viewtype"] == "single"
+        try:  # what the server does when a request fails, e.g. the browser went away
+            raise ConnectionResetError("the peer went away")
+        except ConnectionResetError:
+            viewer.server.handle_error(None, ("127.0.0.1", 5555))
+    (record,) = [r for r in caplog.records if r.name == "chunkflow"]
+    assert record.getMessage() == (
+        "viewer: request from 127.0.0.1: ConnectionResetError: the peer went away"
+    )
+    assert record.exc_info is None
+    assert "Traceback" not in capfd.readouterr().err
+
+
 def test_errors_name_the_problem():
     image = Chunk(np.zeros((2, 3, 4), np.uint8), voxel_size=(40, 4, 4))
     with pytest.raises(ChunkflowError, match="voxel size"):

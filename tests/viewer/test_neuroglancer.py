@@ -10,8 +10,10 @@ import socket
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -216,6 +218,95 @@ def test_local_precomputed_volumes_are_served_over_http(precomputed_gt):
             assert gzip.decompress(response.read()) == contents[gzipped[0]]
         with pytest.raises(urllib.error.HTTPError):
             get(f"{base}/../../etc/passwd")
+
+
+def status(url: str, headers: dict | None = None) -> tuple[int, bytes]:
+    """The HTTP status and body of a GET (error statuses too)."""
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {})) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+
+
+@pytest.fixture
+def served_folder(tmp_path):
+    """A served folder with files, and links out of it next to a secret outside it."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_bytes(b"SECRET")
+    (outside / "secret.gz").write_bytes(gzip.compress(b"SECRET"))
+    root = tmp_path / "root"
+    (root / "sub").mkdir(parents=True)
+    (root / "info").write_text('{"type": "image"}')
+    (root / "sub" / "a").write_bytes(b"inside")
+    (root / "b.gz").write_bytes(gzip.compress(b"inside b"))
+    (root / "X.gz").symlink_to(outside / "secret.gz")  # a compressed name that leads out
+    (root / "Y").symlink_to(outside / "secret")
+    (root / "out").symlink_to(outside)  # a folder that leads out
+    (root / "c").symlink_to(root / "sub" / "a")  # a link that stays inside
+    return root
+
+
+ESCAPES = ["X", "X.gz", "Y", "out/secret", "out/secret.gz", "../outside/secret", "..", "sub", ""]
+
+
+@pytest.mark.parametrize("path", ESCAPES + [str(Path("/etc/passwd")), "sub/../../outside/secret"])
+def test_only_files_inside_the_served_folder_are_served(served_folder, path):
+    import tornado.web
+
+    from chunkflow.viewer.neuroglancer import served_file
+
+    with pytest.raises(tornado.web.HTTPError) as err:
+        served_file(str(served_folder), path)
+    assert err.value.status_code == 404
+    inside = os.path.realpath(served_folder)
+    assert served_file(str(served_folder), "c") == (f"{inside}/sub/a", None)
+    assert served_file(str(served_folder), "b") == (f"{inside}/b.gz", "gzip")
+
+
+def test_the_file_server_refuses_every_way_out(served_folder, capfd):
+    with open_viewer({}, {"v": f"file://{served_folder}"}) as viewer:
+        (layer,) = neuroglancer_state(viewer.url)["layers"]
+        base = source_url(layer)[len("precomputed://") :]
+        assert status(f"{base}/c") == (200, b"inside")
+        assert status(f"{base}/%62") == (200, b"inside b")  # an encoded name: b, from b.gz
+        quoted = [urllib.parse.quote(p, safe="") for p in ESCAPES]
+        for path in ESCAPES + quoted + ["%2e%2e/outside/secret", "%2F" + str(served_folder)]:
+            for headers in ({}, {"Accept-Encoding": "gzip"}):
+                code, body = status(f"{base}/{path}", headers)
+                assert code == 404, path
+                assert b"SECRET" not in body and b"SECRET" not in gzip_or_raw(body)
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def gzip_or_raw(body: bytes) -> bytes:
+    try:
+        return gzip.decompress(body)
+    except OSError:
+        return body
+
+
+def test_a_corrupt_chunk_file_is_a_500_and_one_log_line(served_folder, capfd, caplog):
+    (served_folder / "bad.gz").write_bytes(b"not gzip at all")
+    with open_viewer({}, {"v": f"file://{served_folder}"}) as viewer:
+        (layer,) = neuroglancer_state(viewer.url)["layers"]
+        base = source_url(layer)[len("precomputed://") :]
+        assert status(f"{base}/bad")[0] == 500
+        # a browser that takes gzip gets the file as it is, and finds out itself
+        assert status(f"{base}/bad", {"Accept-Encoding": "gzip"}) == (200, b"not gzip at all")
+        server = viewer.url.split("/v/")[0]
+        token = viewer.url.split("/v/")[1].strip("/")
+        request = urllib.request.Request(f"{server}/state/{token}", data=b"not json")
+        with pytest.raises(urllib.error.HTTPError) as err:  # neuroglancer's own handlers too
+            urllib.request.urlopen(request)
+        assert err.value.code == 500
+    ours = [r for r in caplog.records if r.name == "chunkflow"]
+    warnings = [r.getMessage() for r in ours]
+    assert any("bad.gz is not valid gzip data" in m for m in warnings), warnings
+    assert any("JSONDecodeError" in m for m in warnings), warnings
+    assert all("\n" not in m for m in warnings) and not any(r.exc_info for r in ours)
+    assert "Traceback" not in capfd.readouterr().err
 
 
 def test_errors_name_the_problem(tmp_path):
