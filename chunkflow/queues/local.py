@@ -66,15 +66,28 @@ class LocalQueue:
         return self.dead + "/"
 
     def send(self, bodies, total: int | None = None) -> None:
-        """Write `bodies`, any iterable of strings, one file each as they come: memory stays
-        bounded however many there are. `total` sizes the progress bar."""
+        """Queue `bodies`, any iterable of strings, all or none: each is written to a hidden
+        folder of the queue as it comes (memory stays bounded however many there are), and
+        only when every one is written are they renamed into pending/. A failure on the way
+        (a full disk) queues nothing. `total` sizes the progress bar."""
         stamp = time.time_ns()
-        for k, body in enumerate(progress(bodies, desc="send tasks", total=total, unit="task")):
-            name = f"{stamp:020d}{k:08d}-{uuid.uuid4().hex[:8]}"
-            tmp = os.path.join(self.path, f".{name}.tmp")
-            with open(tmp, "w") as f:
-                f.write(body)
-            os.rename(tmp, os.path.join(self.pending, name))
+        staging = os.path.join(self.path, f".sending-{uuid.uuid4().hex[:12]}")
+        os.makedirs(staging)
+        try:
+            names = enumerate(progress(bodies, desc="send tasks", total=total, unit="task"))
+            for k, body in names:
+                name = f"{stamp:020d}{k:012d}-{uuid.uuid4().hex[:8]}"
+                with open(os.path.join(staging, name), "w") as f:
+                    f.write(body)
+            for entry in os.scandir(staging):
+                os.rename(entry.path, os.path.join(self.pending, entry.name))
+        except OSError as err:
+            raise ChunkflowError(
+                f"local queue {self.path}: cannot write the tasks ({err.strerror or err}); "
+                "none was queued"
+            ) from err
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
 
     def receive(self, visibility_timeout: float, wait_seconds: float = 0) -> Message | None:
         """Lease the oldest waiting message, or an expired lease, waiting up to `wait_seconds`
@@ -89,7 +102,7 @@ class LocalQueue:
     def _receive(self, visibility_timeout: float) -> Message | None:
         now = time.time()
         deadline = f"{now + visibility_timeout:.3f}"
-        for name in sorted(os.listdir(self.pending)):
+        for name in self._oldest_pending():
             base, count = _split(name)
             target = os.path.join(self.leased, f"{base}~{count + 1}@{deadline}")
             if self._claim(os.path.join(self.pending, name), target):
@@ -106,6 +119,12 @@ class LocalQueue:
                 if self._claim(source, target):
                     return self._message(target, parsed[1] + 1)
         return None
+
+    def _oldest_pending(self, batch: int = 1024) -> list[str]:
+        """Waiting messages, oldest first, from the first `batch` the folder lists: a receive
+        costs the same with a million tasks waiting (strict order among up to `batch`)."""
+        with os.scandir(self.pending) as entries:
+            return sorted(entry.name for entry, _ in zip(entries, range(batch)))
 
     @staticmethod
     def _claim(source: str, target: str) -> bool:

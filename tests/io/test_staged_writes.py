@@ -227,3 +227,22 @@ def test_two_creators_of_one_zarr_store_lose_nothing(tmp_path, monkeypatch):
         write_zarr(Chunk(np.ones((2, 4, 4), np.uint8), (8, 0, 0)), single)
     assert read_zarr(single).array.min() == 7  # the other's array is intact
     assert hidden_files(tmp_path) == []
+
+
+def test_full_disk_queues_no_task(small_disk, run_cli):
+    """generate-tasks -q into a full disk: one line, and the queue holds none of the tasks (a
+    rerun would otherwise be refused as non-empty, or duplicate them with --append)."""
+    from chunkflow.queues import open_queue
+
+    queue = f"file://{small_disk}/queue"
+    fill(small_disk, 40_000)  # room for about ten message files of 4 KiB
+    argv = f"generate-tasks -s 0 0 0 -z 1 64 64 -c 1 4 4 -q {queue}"
+    line = error_line(run_cli(argv, expect=1))
+    assert line.startswith(f"chunkflow: error: generate-tasks: local queue {small_disk}/queue: ")
+    assert line.endswith("cannot write the tasks (No space left on device); none was queued")
+    counts = open_queue(queue).counts()
+    assert (counts.pending, counts.leased, counts.dead) == (0, 0, 0)
+    assert sorted(os.listdir(small_disk / "queue")) == ["dead", "leased", "pending"]
+    os.remove(small_disk / "filler")
+    run_cli(argv)
+    assert open_queue(queue).count() == 256
