@@ -162,8 +162,8 @@ def _roi(start, stop, size, bbox_string, what):
     "-q",
     "--queue-name",
     default=None,
-    help="Send the tasks to this queue (sqs://NAME, or a local queue folder) "
-    "instead of streaming them.",
+    help="Send the tasks to this queue instead of streaming them: NAME or sqs://NAME for SQS, "
+    "file://PATH or a path with a / for a local queue.",
 )
 @click.option(
     "-f",
@@ -242,15 +242,9 @@ def generate_tasks(
             logger.info("generate-tasks: dry run, %d tasks not sent", len(bboxes))
             return
         if queue_name:
-            from chunkflow.queues import open_queue
+            from chunkflow.queues import open_task_queue
 
-            queue = open_queue(queue_name, endpoint_url, create=True)
-            waiting = queue.count()
-            if waiting and not append:
-                raise ChunkflowError(
-                    f"queue {queue_name} already holds {waiting} messages; "
-                    "--append adds these tasks to them"
-                )
+            queue = open_task_queue(queue_name, endpoint_url, append)
             queue.send((b.string for b in bboxes), total=len(bboxes))
             logger.info("generate-tasks: sent %d tasks to %s", len(bboxes), queue_name)
         if file_path:

@@ -151,7 +151,17 @@ logger = logging.getLogger("chunkflow")
     help="Replace existing info files that differ from the plan.",
 )
 @click.option(
-    "-q", "--queue-name", default=None, help="Send the tasks to this queue (SQS or local folder)."
+    "-q",
+    "--queue-name",
+    default=None,
+    help="Send the tasks to this queue (NAME or sqs://NAME for SQS, file://PATH or a path "
+    "with a / for a local queue).",
+)
+@click.option(
+    "--append",
+    is_flag=True,
+    help="Add the tasks to a queue that already holds messages (without it such a queue is "
+    "refused, so that a rerun does not queue every task twice).",
 )
 @click.option(
     "-f",
@@ -205,6 +215,7 @@ def setup_env(
     safety_factor,
     overwrite_info,
     queue_name,
+    append,
     task_file,
     visibility_timeout,
     endpoint_url,
@@ -301,13 +312,13 @@ def setup_env(
     else:
         queue = None
         if queue_name:  # first: a queue we cannot reach fails before anything is written
-            from chunkflow.queues import open_queue
+            from chunkflow.queues import open_task_queue
 
-            queue = open_queue(queue_name, endpoint_url, create=True)
+            queue = open_task_queue(queue_name, endpoint_url, append)
         for line in create_layers(plan, layer_path, encoding, thumbnail_path, overwrite_info):
             logger.info("setup-env: %s", line)
         if queue is not None:
-            queue.send([b.string for b in bboxes])
+            queue.send((b.string for b in bboxes), total=len(bboxes))
             logger.info("setup-env: sent %d tasks to %s", len(bboxes), queue_name)
         if task_file:
             from chunkflow.queues import write_task_file

@@ -86,6 +86,18 @@ def open_queue(name: str, endpoint_url: str | None = None, create: bool = False)
     return LocalQueue(where, create)
 
 
+def open_task_queue(name: str, endpoint_url: str | None = None, append: bool = False):
+    """The queue a task grid is sent to, created when missing. One that already holds
+    messages is refused unless `append`: a rerun must not queue every task twice."""
+    queue = open_queue(name, endpoint_url, create=True)
+    waiting = queue.count()
+    if waiting and not append:
+        raise ChunkflowError(
+            f"queue {name} already holds {waiting} messages; --append adds these tasks to them"
+        )
+    return queue
+
+
 def parse_body(body: str):
     """The bounding box of a message body; a clear error for anything else."""
     from chunkflow.geometry import BoundingBox

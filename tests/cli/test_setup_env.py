@@ -203,3 +203,18 @@ def test_missing_input(run_cli, tmp_path):
     assert "missing input volume" in error_line(result)
     result = run_cli("setup-env -l out --volume-start 0 0 0 --volume-size 8 64 64", expect=1)
     assert "give the patch size" in error_line(result)
+
+
+def test_a_queue_that_holds_tasks_is_refused_unless_appending(run_cli, volume, tmp_path):
+    path, _ = volume
+    argv = f"setup-env -i {path} -l out -r 0.02 {PATCH} -c 3 -x 2 -q file://{tmp_path}/q"
+    run_cli(argv)
+    first = queued(tmp_path / "q")
+    line = error_line(run_cli(argv + " --overwrite-info", expect=1))
+    assert line == (
+        f"chunkflow: error: setup-env: queue file://{tmp_path}/q already holds {len(first)} "
+        "messages; --append adds these tasks to them"
+    )
+    assert queued(tmp_path / "q") == first
+    run_cli(argv + " --overwrite-info --append")
+    assert sorted(queued(tmp_path / "q"), key=str) == sorted(first * 2, key=str)
