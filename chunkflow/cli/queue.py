@@ -101,14 +101,14 @@ def _work(queue_name, endpoint_url, config, sqs_only=False, **options):
     from chunkflow.queues.worker import Worker, WorkerOptions
 
     if sqs_only and queue_kind(queue_name)[0] != "sqs":
-        raise ChunkflowError(
-            f"fetch-task-from-sqs: {queue_name!r} is a local queue folder; use fetch-task"
-        )
+        raise ChunkflowError(f"{queue_name!r} is a local queue folder; use fetch-task")
     queue = open_queue(queue_name, endpoint_url)
     if config.dry_run:
         return _peek(queue, queue_name, options["num"])
-    report = config.closing.append  # printed after the run's timing table
-    return Worker(queue, queue_name, WorkerOptions(**options), report=lambda *r: report(r)).tasks()
+    def report(line, complete):  # printed after the run's timing table
+        config.closing.append((line, complete))
+
+    return Worker(queue, queue_name, WorkerOptions(**options), report=report).tasks()
 
 
 def _peek(queue, queue_name, num):

@@ -547,8 +547,8 @@ def test_fetch_task_from_sqs_never_reads_a_local_folder(new_queue, run_cli):
     spec.open(create=True)
     line = error_line(run_cli(["fetch-task-from-sqs", "-q", spec.name], expect=1))
     assert line == (
-        f"chunkflow: error: fetch-task-from-sqs: fetch-task-from-sqs: {spec.name!r} is a local "
-        "queue folder; use fetch-task"
+        f"chunkflow: error: fetch-task-from-sqs: {spec.name!r} is a local queue folder; use "
+        "fetch-task"
     )
     line = error_line(run_cli(["fetch-task", "-q", "gs://bucket/q"], expect=1))
     assert "queue 'gs://bucket/q': unknown scheme" in line
