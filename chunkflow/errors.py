@@ -7,3 +7,11 @@ fault and what was expected. The command line prints it as one line and exits no
 
 class ChunkflowError(Exception):
     """Bad input or an unusable resource, described in one line."""
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived (e.g. a Kubernetes eviction): stop now, like Ctrl-C."""
+
+
+# What ends the run however deep it is raised: never turned into an error of one task.
+STOPS = (KeyboardInterrupt, Terminated)

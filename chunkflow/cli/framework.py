@@ -23,7 +23,8 @@ runs every operator under `--dry-run` and checks that nothing changed.
 Failed tasks: when a task's source can retry it (`task.contain_errors`, set by queue workers),
 an error in an operator fails only that task (`task.fail`); a failed task passes every later
 operator untouched, finalizers included, and its source settles it. Otherwise the error stops
-the run.
+the run. Whatever the code an operator runs raises (a plugin's `sys.exit(0)` or own
+`BaseException` included) is such an error; only Ctrl-C and SIGTERM end the run as themselves.
 
 This module imports nothing heavy: `chunkflow --help` must start fast.
 """
@@ -39,7 +40,7 @@ from dataclasses import dataclass, field
 
 import click
 
-from chunkflow.errors import ChunkflowError
+from chunkflow.errors import STOPS, ChunkflowError
 
 logger = logging.getLogger("chunkflow")
 
@@ -163,6 +164,15 @@ class Stage:
         except ChunkflowError as err:
             raise OperatorError(f"{self._where(arg)}: {err}") from err
         except Exception as err:  # an unexpected failure: keep the cause for --verbose
+            raise OperatorError(f"{self._where(arg)}: {type(err).__name__}: {err}") from err
+        except STOPS:
+            raise
+        except SystemExit as err:  # user code (a plugin, a model) may not end the run, even 0
+            raise OperatorError(
+                f"{self._where(arg)}: sys.exit({err.code!r}) was called; the code an operator "
+                "runs must return or raise an exception"
+            ) from err
+        except BaseException as err:  # e.g. a plugin's own BaseException subclass
             raise OperatorError(f"{self._where(arg)}: {type(err).__name__}: {err}") from err
 
     def _where(self, task) -> str:

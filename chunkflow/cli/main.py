@@ -44,7 +44,7 @@ from chunkflow.cli.framework import (
     RunConfig,
     Stage,
 )
-from chunkflow.errors import ChunkflowError
+from chunkflow.errors import ChunkflowError, Terminated
 
 logger = logging.getLogger("chunkflow")
 
@@ -238,10 +238,6 @@ def _wants_verbose(argv: list[str]) -> bool:
         if token in OPERATORS or token in ALIASES:
             return False
     return False
-
-
-class Terminated(BaseException):
-    """SIGTERM arrived (e.g. a Kubernetes eviction): stop now, like Ctrl-C."""
 
 
 def _terminate(signum, frame):

@@ -132,3 +132,49 @@ def test_plugin_errors(run_cli, tmp_path):
     assert "expected key=value" in error_line(
         run_cli("create-chunk plugin -f two.py -i chunk -a 'oops'", expect=1)
     )
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ("import sys\n    sys.exit(0)", "sys.exit(0) was called"),
+        ("import sys\n    sys.exit('done')", "sys.exit('done') was called"),
+        ("raise GeneratorExit('x')", "GeneratorExit: x"),
+        ("class Stop(BaseException):\n        pass\n    raise Stop('out')", "Stop: out"),
+    ],
+)
+def test_a_plugin_cannot_end_the_run(run_cli, tmp_path, body, message):
+    name = f"leave_{abs(hash(body))}.py"  # plugins are loaded once per process and name
+    (tmp_path / name).write_text(f"def execute(chunk):\n    {body}\n")
+    result = run_cli(f"create-chunk plugin -f {name} write-h5 -f out.h5", expect=1)
+    assert message in error_line(result)
+    assert error_line(result).startswith("chunkflow: error: plugin (task 0-64_0-64_0-64): ")
+    assert not (tmp_path / "out.h5").exists()  # the chain did not go on
+
+
+def test_a_plugin_that_exits_while_loading_is_an_error(run_cli, tmp_path):
+    (tmp_path / "exits_on_load.py").write_text("import sys\nsys.exit(0)\n")
+    assert "sys.exit(0) was called" in error_line(
+        run_cli("create-chunk plugin -f exits_on_load.py", expect=1)
+    )
+
+
+def test_ctrl_c_and_sigterm_in_a_plugin_still_stop_the_run(run_cli, tmp_path):
+    (tmp_path / "ctrl_c.py").write_text("def execute(chunk):\n    raise KeyboardInterrupt\n")
+    assert "Traceback" not in run_cli("create-chunk plugin -f ctrl_c.py", expect=130).err
+    (tmp_path / "term.py").write_text(
+        "from chunkflow.errors import Terminated\ndef execute(chunk):\n    raise Terminated()\n"
+    )
+    assert "terminated (SIGTERM)" in run_cli("create-chunk plugin -f term.py", expect=143).err
+
+
+def test_a_plugin_that_exits_fails_only_its_task_in_a_queue_worker(run_cli, tmp_path):
+    (tmp_path / "exits.py").write_text("import sys\ndef execute(chunk):\n    sys.exit(0)\n")
+    run_cli("generate-tasks --roi-start 0 0 0 --roi-size 4 4 8 -c 4 4 4 -q ./q")
+    result = run_cli(
+        "fetch-task -q ./q --max-retries 0 --wait-seconds 0 --retry-times 0 create-chunk "
+        "plugin -f exits.py delete-task-in-queue",
+        expect=1,
+    )
+    assert "2 dead-lettered" in error_line(result)  # the worker went on to the second task
+    assert "0-4_0-4_4-8): sys.exit(0) was called" in result.err
