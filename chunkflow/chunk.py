@@ -32,15 +32,19 @@ class LayerType(str, Enum):
 
     @classmethod
     def default_for(cls, dtype, ndim: int, num_channels: int = 1) -> LayerType:
-        """The type assumed when none is given, from dtype and shape only.
+        """The type assumed when none is stored or given, from dtype and shape only.
 
-        - bool and integers of 32 bits or more: segmentation
-        - 3D uint8/uint16/int8/int16 or float: image
+        The default is the safe one (gunpowder's rule: only uint8 and float are interpolated):
+        a label volume taken for an image gets interpolated and resampled into ids that do not
+        exist, while an image taken for labels is at worst resampled with nearest neighbour.
+
+        - bool and every integer dtype except uint8: segmentation (a uint16 EM image must be
+          declared an image)
+        - uint8 and 3D float: image
         - 4D float with 3 channels: affinity map; other 4D float: probability map
-        - other 4D: image (multi-channel)
         """
         dtype = np.dtype(dtype)
-        if dtype == np.bool_ or (dtype.kind in "iu" and dtype.itemsize >= 4):
+        if dtype == np.bool_ or (dtype.kind in "iu" and dtype != np.uint8):
             return cls.SEGMENTATION
         if ndim == 4 and dtype.kind == "f":
             return cls.AFFINITY_MAP if num_channels == 3 else cls.PROBABILITY_MAP

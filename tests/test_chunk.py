@@ -99,7 +99,16 @@ class TestLayerType:
         "dtype, shape, expected",
         [
             ("uint8", (2, 2, 2), LayerType.IMAGE),
+            ("uint8", (2, 2, 2, 2), LayerType.IMAGE),
             ("float32", (2, 2, 2), LayerType.IMAGE),
+            ("float64", (2, 2, 2), LayerType.IMAGE),
+            # every integer but uint8 is labels (gunpowder's rule): uint16 and int16 label
+            # volumes are common, and taking one for an image interpolates new ids into it
+            ("uint16", (2, 2, 2), LayerType.SEGMENTATION),
+            ("int16", (2, 2, 2), LayerType.SEGMENTATION),
+            ("int8", (2, 2, 2), LayerType.SEGMENTATION),
+            ("int32", (2, 2, 2), LayerType.SEGMENTATION),
+            ("int64", (2, 2, 2), LayerType.SEGMENTATION),
             ("uint32", (2, 2, 2), LayerType.SEGMENTATION),
             ("uint64", (2, 2, 2), LayerType.SEGMENTATION),
             ("bool", (2, 2, 2), LayerType.SEGMENTATION),

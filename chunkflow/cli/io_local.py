@@ -37,7 +37,8 @@ def reader_options(fn):
             "--layer-type",
             type=LAYER_TYPE,
             default=None,
-            help="Layer type (default: stored in the file, else from dtype).",
+            help="Layer type (default: stored in the file; else uint8 and float data are "
+            "images, other integers segmentations: a uint16 image needs -l image).",
         ),
         vec3_option("-v", "--voxel-offset", help="Override the stored voxel offset."),
         vec3_option("-x", "--voxel-size", positive=True, help="Override the stored voxel size."),

@@ -11,7 +11,7 @@ from chunkflow.image.filters import channel_voting, gaussian_filter
 def test_gaussian_keeps_dtype_and_smooths(dtype):
     rng = np.random.default_rng(0)
     array = (rng.random((4, 32, 32)) * 200).astype(dtype)
-    chunk = Chunk(array, (1, 2, 3), (40, 4, 4))
+    chunk = Chunk(array, (1, 2, 3), (40, 4, 4), "image")  # a uint16 image is declared one
     out = gaussian_filter(chunk, 1.5)
     assert out.dtype == dtype and out.shape == array.shape
     assert out.voxel_offset == (1, 2, 3) and out.voxel_size == (40, 4, 4)

@@ -175,7 +175,8 @@ def test_section_histogram():
     ],
 )
 def test_normalize_intensity_ranges(dtype, values, expected):
-    chunk = Chunk(np.array(values, dtype=dtype).reshape(1, 1, 3), (1, 2, 3), (4, 5, 6))
+    array = np.array(values, dtype=dtype).reshape(1, 1, 3)
+    chunk = Chunk(array, (1, 2, 3), (4, 5, 6), "image")  # uint16, int8: labels unless declared
     out = normalize_intensity(chunk)
     assert out.dtype == np.float32 and out.voxel_offset == (1, 2, 3) and out.voxel_size == (4, 5, 6)
     np.testing.assert_allclose(out.array.ravel(), expected, rtol=1e-6)

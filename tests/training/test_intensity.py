@@ -21,16 +21,18 @@ def image(dtype=np.float32, shape=(6, 16, 16), seed=0):
     unit = rng(seed).random(shape) * 0.6 + 0.2
     if np.dtype(dtype).kind == "f":
         return Chunk(unit.astype(dtype), (1, 2, 3))
-    return Chunk(np.rint(unit * np.iinfo(dtype).max).astype(dtype), (1, 2, 3))
+    integers = np.rint(unit * np.iinfo(dtype).max).astype(dtype)
+    return Chunk(integers, (1, 2, 3), layer_type="image")  # uint16 is labels unless declared
 
 
 def test_normalize_by_dtype_range():
     np.testing.assert_allclose(
         normalize(Chunk(np.array([[[0, 51, 255]]], np.uint8))).array, [[[0, 0.2, 1]]], atol=1e-7
     )
-    assert normalize(Chunk(np.array([[[65535]]], np.uint16))).array[0, 0, 0] == 1.0
+    wide = Chunk(np.array([[[65535]]], np.uint16), layer_type="image")  # else labels
+    assert normalize(wide).array[0, 0, 0] == 1.0
     np.testing.assert_allclose(
-        normalize(Chunk(np.array([[[-128, 127]]], np.int8))).array, [[[0, 1]]]
+        normalize(Chunk(np.array([[[-128, 127]]], np.int8), layer_type="image")).array, [[[0, 1]]]
     )
     floats = Chunk(np.array([[[-2.0, 0.5, 7.0]]]), (1, 2, 3))
     out = normalize(floats)
