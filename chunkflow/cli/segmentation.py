@@ -21,6 +21,20 @@ from chunkflow.errors import ChunkflowError
 logger = logging.getLogger("chunkflow")
 
 
+class ScoringFunctionType(click.ParamType):
+    """A waterz scoring function, parsed: only its documented grammar reaches the compiler."""
+
+    name = "function"
+
+    def convert(self, value, param, ctx):
+        from chunkflow.segmentation.agglomerate import parse_scoring_function
+
+        try:
+            return parse_scoring_function(value)
+        except ChunkflowError as err:
+            self.fail(str(err), param, ctx)
+
+
 @operator("threshold", family="segmentation")
 @input_option()
 @output_option()
@@ -97,8 +111,11 @@ def _affinity_options(fn):
 @click.option(
     "-s",
     "--scoring-function",
+    type=ScoringFunctionType(),
     default=None,
-    help="waterz scoring function [default: mean affinity].",
+    help="waterz scoring function, e.g. 'OneMinus<HistogramQuantileAffinity<RegionGraphType, "
+    "50, ScoreValue, 256>>'; only waterz's grammar is accepted (see the README) "
+    "[default: mean affinity].",
 )
 @click.option(
     "-f",

@@ -21,6 +21,125 @@ logger = logging.getLogger("chunkflow")
 MEAN_AFFINITY = "OneMinus<MeanAffinity<RegionGraphType, ScoreValue>>"
 
 
+# Scoring functions ------------------------------------------------------------------------------
+#
+# waterz compiles the scoring function, a C++ type, into the agglomeration. What it is given is
+# therefore never the user's text: the text is parsed against waterz's documented vocabulary
+# (waterz/backend/MergeFunctions.hpp and Operators.hpp) and written out again from the parse.
+
+# name -> the template arguments after RegionGraphType: "score" is ScoreValue, "bool" an
+# optional true|false, (low, high) an integer in that range
+_STATISTICS = {
+    "MeanAffinity": ("score",),
+    "MinAffinity": ("score",),
+    "MaxAffinity": ("score",),
+    "QuantileAffinity": ((0, 100), "score", "bool"),
+    "HistogramQuantileAffinity": ((0, 100), "score", (1, 1024), "bool"),
+    "MeanMaxKAffinity": ((1, 100), "score"),
+    "MinSize": (),
+    "MaxSize": (),
+    "ContactArea": (),
+    "Random": (),
+    "Constant": ((-(2**31), 2**31 - 1),),
+}
+_UNARY = ("OneMinus", "Invert", "Square")
+_BINARY = ("Add", "Subtract", "Multiply", "Divide", "Step")
+_MAX_FUNCTIONS = 16  # statistics and operators in one scoring function
+SCORING_GRAMMAR = (
+    "F = OneMinus|Invert|Square<F> | Add|Subtract|Multiply|Divide|Step<F, F> | "
+    "MeanAffinity|MinAffinity|MaxAffinity<RegionGraphType, ScoreValue> | "
+    "QuantileAffinity<RegionGraphType, Q, ScoreValue[, true|false]> | "
+    "HistogramQuantileAffinity<RegionGraphType, Q, ScoreValue, BINS[, true|false]> | "
+    "MeanMaxKAffinity<RegionGraphType, K, ScoreValue> | "
+    "MinSize|MaxSize|ContactArea|Random<RegionGraphType> | Constant<RegionGraphType, C> "
+    "(Q 0-100, BINS 1-1024, K 1-100, C an integer)"
+)
+
+
+class _Tokens:
+    def __init__(self, text: str):
+        import re
+
+        self.items = []
+        for match in re.finditer(r"\s*(?:([A-Za-z_]\w*)|(-?\d+)|([<>,])|(\S))", text):
+            if match.group(4) is not None:
+                raise ChunkflowError(f"unexpected {match.group(4)!r}")
+            self.items.append(next(g for g in match.groups() if g is not None))
+        self.position = 0
+
+    def next(self, expected: str) -> str:
+        if self.position == len(self.items):
+            raise ChunkflowError(f"it ends where {expected} is expected")
+        token = self.items[self.position]
+        self.position += 1
+        return token
+
+    def expect(self, literal: str) -> None:
+        token = self.next(repr(literal))
+        if token != literal:
+            raise ChunkflowError(f"{token!r} where {literal!r} is expected")
+
+    def peek(self) -> str | None:
+        return self.items[self.position] if self.position < len(self.items) else None
+
+
+def _function(tokens: _Tokens, count: list) -> str:
+    count[0] += 1
+    if count[0] > _MAX_FUNCTIONS:
+        raise ChunkflowError(f"more than {_MAX_FUNCTIONS} functions")
+    name = tokens.next("a function name")
+    tokens.expect("<")
+    if name in _UNARY:
+        args = [_function(tokens, count)]
+    elif name in _BINARY:
+        args = [_function(tokens, count)]
+        tokens.expect(",")
+        args.append(_function(tokens, count))
+    elif name in _STATISTICS:
+        tokens.expect("RegionGraphType")
+        args = ["RegionGraphType"]
+        for kind in _STATISTICS[name]:
+            if kind == "bool":
+                if tokens.peek() != ",":
+                    break
+                tokens.expect(",")
+                value = tokens.next("true or false")
+                if value not in ("true", "false"):
+                    raise ChunkflowError(f"{value!r} where true or false is expected")
+                args.append(value)
+                continue
+            tokens.expect(",")
+            if kind == "score":
+                tokens.expect("ScoreValue")
+                args.append("ScoreValue")
+                continue
+            low, high = kind
+            value = tokens.next(f"an integer in {low}..{high}")
+            if not value.lstrip("-").isdigit() or not low <= int(value) <= high:
+                raise ChunkflowError(f"{value!r} where an integer in {low}..{high} is expected")
+            args.append(str(int(value)))
+    else:
+        raise ChunkflowError(f"unknown function {name!r}")
+    tokens.expect(">")
+    return f"{name}<{', '.join(args)}>"
+
+
+def parse_scoring_function(text: str) -> str:
+    """The waterz scoring function `text` names, written out from its parse (see
+    `SCORING_GRAMMAR`); a one-line `ChunkflowError` for anything else."""
+    try:
+        tokens = _Tokens(str(text))
+        parsed = _function(tokens, [0])
+        if tokens.peek() is not None:
+            raise ChunkflowError(f"{tokens.peek()!r} after the end")
+    except ChunkflowError as err:
+        raise ChunkflowError(
+            f"{text!r} is not a waterz scoring function ({err}); expected {SCORING_GRAMMAR}, "
+            f"e.g. {MEAN_AFFINITY}"
+        ) from None
+    return parsed
+
+
 @contextmanager
 def _quiet_stdout():
     """waterz prints its progress (from Python and C++); send it to the debug log instead."""
@@ -79,6 +198,7 @@ def agglomerate(
     """
     import waterz
 
+    scoring_function = parse_scoring_function(scoring_function)
     for name, value in (
         ("--threshold", threshold),
         ("--aff-threshold-low", aff_threshold_low),

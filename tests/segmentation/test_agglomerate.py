@@ -5,7 +5,7 @@ import pytest
 
 from chunkflow.chunk import Chunk
 from chunkflow.errors import ChunkflowError
-from chunkflow.segmentation.agglomerate import agglomerate, watershed
+from chunkflow.segmentation.agglomerate import agglomerate, parse_scoring_function, watershed
 from chunkflow.segmentation.evaluate import evaluate_segmentation
 from tests.conftest import GALA, read_stack
 
@@ -82,3 +82,104 @@ def test_bad_input(kwargs, message):
         kwargs["fragments"] = Chunk(kwargs["fragments"])
     with pytest.raises(ChunkflowError, match=message):
         agglomerate(affs, **{"threshold": 0.5, **kwargs})
+
+
+# Scoring functions: waterz compiles them as C++, so only its grammar is accepted -------------
+
+MEAN = "OneMinus<MeanAffinity<RegionGraphType, ScoreValue>>"
+
+
+@pytest.mark.parametrize(
+    "text, parsed",
+    [
+        (MEAN, MEAN),
+        ("  OneMinus< MeanAffinity<RegionGraphType,ScoreValue> >\n", MEAN),
+        (
+            "OneMinus<HistogramQuantileAffinity<RegionGraphType, 050, ScoreValue, 256, false>>",
+            "OneMinus<HistogramQuantileAffinity<RegionGraphType, 50, ScoreValue, 256, false>>",
+        ),
+        (
+            "OneMinus<QuantileAffinity<RegionGraphType, 75, ScoreValue>>",
+            "OneMinus<QuantileAffinity<RegionGraphType, 75, ScoreValue>>",
+        ),
+        (
+            "Multiply<OneMinus<MaxAffinity<RegionGraphType,ScoreValue>>,MinSize<RegionGraphType>>",
+            "Multiply<OneMinus<MaxAffinity<RegionGraphType, ScoreValue>>, "
+            "MinSize<RegionGraphType>>",
+        ),
+        (
+            "Step<MeanMaxKAffinity<RegionGraphType,10,ScoreValue>,Constant<RegionGraphType,-1>>",
+            "Step<MeanMaxKAffinity<RegionGraphType, 10, ScoreValue>, "
+            "Constant<RegionGraphType, -1>>",
+        ),
+    ],
+)
+def test_scoring_functions_of_waterz_grammar_are_written_out_from_their_parse(text, parsed):
+    assert parse_scoring_function(text) == parsed
+
+
+def test_the_common_scoring_functions_are_waterz_prebuilt_ones():
+    """What we pass for them is what waterz ships compiled: nothing is compiled at run time."""
+    from waterz._codegen import iter_specs, normalize
+
+    prebuilt = {normalize(spec.scoring_function) for spec in iter_specs()}
+    for text in (
+        MEAN,
+        "OneMinus<HistogramQuantileAffinity<RegionGraphType, 50, ScoreValue, 256>>",
+        "OneMinus<HistogramQuantileAffinity<RegionGraphType, 85, ScoreValue, 256, false>>",
+    ):
+        assert normalize(parse_scoring_function(text)) in prebuilt
+
+
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        (MEAN + "; int main() { return 0; }", "unexpected ';'"),
+        (MEAN + " ScoringFunctionType;\n#include <cstdlib>", "unexpected ';'"),
+        ('OneMinus<MeanAffinity<RegionGraphType, ScoreValue>>"', "unexpected '\"'"),
+        ('OneMinus<decltype(std::system("id"))>', "unexpected '('"),
+        ("OneMinus<system<RegionGraphType>>", "unknown function 'system'"),
+        (MEAN + " ScoringFunctionType", "'ScoringFunctionType' after the end"),
+        ("OneMinus<MeanAffinity<RegionGraphType, float>>", "'float' where 'ScoreValue'"),
+        ("OneMinus<MeanAffinity<RegionGraphType, ScoreValue>", "it ends where '>' is expected"),
+        ("Add<MinSize<RegionGraphType>>", "'>' where ',' is expected"),
+        ("OneMinus<QuantileAffinity<RegionGraphType, 101, ScoreValue>>", "integer in 0..100"),
+        (
+            "OneMinus<HistogramQuantileAffinity<RegionGraphType, 50, ScoreValue, 1000000>>",
+            "1..1024",
+        ),
+        ("OneMinus<QuantileAffinity<RegionGraphType, 50, ScoreValue, maybe>>", "true or false"),
+        ("Square<" * 17 + "MinSize<RegionGraphType>" + ">" * 17, "more than 16 functions"),
+        ("", "it ends where a function name is expected"),
+    ],
+)
+def test_anything_else_is_refused_in_one_line_naming_the_grammar(text, problem):
+    with pytest.raises(ChunkflowError) as err:
+        parse_scoring_function(text)
+    message = str(err.value)
+    assert problem in message and "\n" not in message
+    assert "is not a waterz scoring function" in message
+    assert "HistogramQuantileAffinity<RegionGraphType, Q, ScoreValue, BINS" in message
+
+
+def test_agglomerate_never_hands_other_text_to_waterz(monkeypatch):
+    import waterz
+
+    given = []
+    real = waterz.agglomerate
+
+    def spy(*args, scoring_function, **kwargs):
+        given.append(scoring_function)
+        return real(*args, scoring_function=scoring_function, **kwargs)
+
+    monkeypatch.setattr(waterz, "agglomerate", spy)
+    labels = np.ones((6, 4, 4), np.uint32)
+    labels[3:] = 2
+    affs = Chunk(affinities(labels))
+    with pytest.raises(ChunkflowError, match="unexpected ';'"):
+        agglomerate(affs, 0.5, scoring_function=MEAN + ";")
+    assert given == []
+    median = "OneMinus<HistogramQuantileAffinity<RegionGraphType,50,ScoreValue,256>>"
+    seg = agglomerate(affs, 0.5, scoring_function=median)
+    assert given == [parse_scoring_function(median)]
+    assert len(np.unique(seg.array)) == 2  # the two labels, split at z = 3
