@@ -53,7 +53,8 @@ def read_h5(
 ) -> Chunk:
     """Read a chunk (or the part inside `bbox`, global voxel coordinates) from an HDF5 file.
 
-    `voxel_offset`, `voxel_size` and `layer_type` override what the file stores.
+    `voxel_offset`, `voxel_size` and `layer_type` override what the file stores; `dtype` casts
+    after reading (`Chunk.cast`: values are kept or it fails), keeping the stored layer type.
     """
     with _open(path) as f:
         if dataset is None:
@@ -96,9 +97,8 @@ def read_h5(
             )
         local = bbox.shift(-voxel_offset).to_slices()
         array = dset[(Ellipsis, *local)] if bbox != data_bbox else dset[()]
-    if dtype is not None:
-        array = array.astype(dtype, copy=False)
-    return Chunk(array, bbox.start, voxel_size, layer_type)
+    chunk = Chunk(array, bbox.start, voxel_size, layer_type)
+    return chunk if dtype is None else chunk.cast(dtype)
 
 
 def write_h5(

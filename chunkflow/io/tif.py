@@ -49,7 +49,7 @@ def read_tif(
             )
         chunk = chunk.crop(bbox)
     if dtype is not None:
-        chunk = chunk.astype(dtype)
+        chunk = chunk.cast(dtype)
     return chunk
 
 

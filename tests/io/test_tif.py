@@ -64,7 +64,7 @@ def test_cli_h5_to_tif_to_h5_on_real_labels(run_cli, gala, tmp_path):
 
 
 def test_cli_dtype_cast_and_bad_file(run_cli, tmp_path):
-    run_cli("create-chunk -s 2 3 4 -t float32 write-tif -f f.tif -t uint16")
+    run_cli("create-chunk -s 2 3 4 -t float32 write-tif -f f.tif -t uint16 --rescale")
     assert tifffile.imread(tmp_path / "f.tif").dtype == np.uint16
     (tmp_path / "x.tif").write_text("nope")
     assert "x.tif is not a TIFF file" in error_line(run_cli("read-tif -f x.tif", expect=1))
