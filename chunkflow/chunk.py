@@ -12,6 +12,7 @@ coordinates) crops or writes a region; any other index goes to the plain array.
 from __future__ import annotations
 
 from enum import Enum
+from typing import NamedTuple
 
 import numpy as np
 from numpy.lib.mixins import NDArrayOperatorsMixin
@@ -19,7 +20,7 @@ from numpy.lib.mixins import NDArrayOperatorsMixin
 from chunkflow.errors import ChunkflowError
 from chunkflow.geometry import BoundingBox, Cartesian
 
-__all__ = ["Chunk", "LayerType"]
+__all__ = ["Chunk", "Grid", "LayerType", "check_same_grid"]
 
 
 class LayerType(str, Enum):
@@ -32,19 +33,15 @@ class LayerType(str, Enum):
 
     @classmethod
     def default_for(cls, dtype, ndim: int, num_channels: int = 1) -> LayerType:
-        """The type assumed when none is stored or given, from dtype and shape only.
+        """The type assumed when none is given, from dtype and shape only.
 
-        The default is the safe one (gunpowder's rule: only uint8 and float are interpolated):
-        a label volume taken for an image gets interpolated and resampled into ids that do not
-        exist, while an image taken for labels is at worst resampled with nearest neighbour.
-
-        - bool and every integer dtype except uint8: segmentation (a uint16 EM image must be
-          declared an image)
-        - uint8 and 3D float: image
+        - bool and integers of 32 bits or more: segmentation
+        - 3D uint8/uint16/int8/int16 or float: image
         - 4D float with 3 channels: affinity map; other 4D float: probability map
+        - other 4D: image (multi-channel)
         """
         dtype = np.dtype(dtype)
-        if dtype == np.bool_ or (dtype.kind in "iu" and dtype != np.uint8):
+        if dtype == np.bool_ or (dtype.kind in "iu" and dtype.itemsize >= 4):
             return cls.SEGMENTATION
         if ndim == 4 and dtype.kind == "f":
             return cls.AFFINITY_MAP if num_channels == 3 else cls.PROBABILITY_MAP
@@ -219,10 +216,12 @@ class Chunk(NDArrayOperatorsMixin):
         )
 
     def blit(self, other: Chunk) -> None:
-        """Copy the part of `other` that overlaps this chunk into this chunk."""
+        """Copy the part of `other` that overlaps this chunk into this chunk.
+
+        Both must have the same voxel size and overlap (`check_same_grid`).
+        """
+        check_same_grid(("source", other), ("target", self), boxes="overlap", what="blit")
         overlap = self.bbox.intersect(other.bbox)
-        if overlap.is_empty:
-            return
         self.array[self._local_slices(overlap)] = other.array[other._local_slices(overlap)]
 
     def __getitem__(self, key):
@@ -265,18 +264,6 @@ class Chunk(NDArrayOperatorsMixin):
         array = self.array.astype(dtype, copy=False)
         return self.with_array(array, layer_type)
 
-    def cast(self, dtype, rescale: bool = False) -> Chunk:
-        """This chunk as `dtype`, refusing a cast that would change values (`cast_array`).
-
-        The layer type is kept: a cast changes how values are stored, not what they mean.
-        """
-        return Chunk(
-            cast_array(self.array, dtype, rescale),
-            self.voxel_offset,
-            self.voxel_size,
-            self.layer_type,
-        )
-
     def __len__(self) -> int:
         return len(self.array)
 
@@ -285,93 +272,6 @@ class Chunk(NDArrayOperatorsMixin):
             f"Chunk(shape={self.shape}, dtype={self.dtype}, offset={tuple(self.voxel_offset)}, "
             f"voxel_size={tuple(self.voxel_size)}, layer_type={self.layer_type.value})"
         )
-
-
-def cast_array(array, dtype, rescale: bool = False) -> np.ndarray:
-    """`array` as `dtype`, refusing a cast that would change values; every `--dtype` option
-    that converts data (readers, writers) goes through here.
-
-    Without `rescale` a cast keeps every value or fails, counting the values it would change:
-
-    - to an integer dtype (or bool, 0 and 1), every value must lie in the dtype's range and
-      floats must be finite whole numbers (a float map in [0, 1] would become zeros and ones);
-    - to a float dtype, finite floats must not overflow to inf and integers must stay whole
-      numbers (at most 2^24 in magnitude for float32, 2^53 for float64).
-
-    With `rescale`, floats in [0, 1] map onto 0..max of an integer dtype, round(v * max)
-    (255 for uint8); values outside [0, 1], NaN included, are refused.
-    """
-    array = np.asarray(array)
-    source, target = array.dtype, np.dtype(dtype)
-    if rescale:
-        if source.kind != "f" or target.kind not in "iu":
-            raise ChunkflowError(
-                f"rescaling maps floats in [0, 1] onto an integer range, not {source} onto {target}"
-            )
-        high = np.iinfo(target).max
-        with np.errstate(invalid="ignore"):
-            outside = array.size - np.count_nonzero((array >= 0) & (array <= 1))
-        if outside:
-            raise ChunkflowError(
-                f"rescaling {source} [0, 1] onto {target} 0..{high}: {outside:,} of "
-                f"{array.size:,} values are outside [0, 1]{_span(array)}"
-            )
-        work = np.float64 if source.itemsize > 4 or target.itemsize > 2 else np.float32
-        return np.rint(array.astype(work) * work(high)).astype(target)
-    if source == target or source == np.bool_ or array.size == 0:
-        return array.astype(target, copy=False)
-    if source.kind not in "iuf" or target.kind not in "iufb":
-        raise ChunkflowError(f"cannot cast {source} to {target}")
-    problems = _cast_losses(array, target)
-    if problems:
-        count = sum(n for n, _ in problems)
-        what = ", ".join(f"{n:,} {why}" for n, why in problems)
-        raise ChunkflowError(
-            f"casting {source} to {target} would change {count:,} of {array.size:,} values: "
-            f"{what}{_span(array)}"
-        )
-    return array.astype(target)
-
-
-def _cast_losses(array: np.ndarray, target: np.dtype) -> list[tuple[int, str]]:
-    """(count, reason) of the values of `array` that `target` cannot hold exactly."""
-    source = array.dtype
-    if target.kind == "f":
-        if source.kind == "f":
-            if target.itemsize >= source.itemsize:
-                return []
-            limit = float(np.finfo(target).max)
-            with np.errstate(invalid="ignore"):
-                n = np.count_nonzero(np.isfinite(array) & (np.abs(array) > limit))
-            return [(n, f"beyond {target}'s largest value {limit:g}")] if n else []
-        limit = 2 ** (np.finfo(target).nmant + 1)
-        if -limit <= array.min() and array.max() <= limit:
-            return []
-        n = np.count_nonzero((array < -limit) | (array > limit))
-        return [(n, f"integers beyond {target}'s exact range ±{limit:,}")]
-    low, high = (0, 1) if target == np.bool_ else (np.iinfo(target).min, np.iinfo(target).max)
-    if source.kind in "iu":
-        if low <= array.min() and array.max() <= high:
-            return []
-        return [(np.count_nonzero((array < low) | (array > high)), f"outside [{low}, {high}]")]
-    finite = np.isfinite(array)
-    problems = [(array.size - np.count_nonzero(finite), "not finite")]
-    with np.errstate(invalid="ignore"):
-        # float(high) + 1 is exact where float(high) is not (2^64 - 1 rounds up to 2^64)
-        inside = finite & (array >= low) & (array < float(high) + 1)
-        problems.append((np.count_nonzero(finite & ~inside), f"outside [{low}, {high}]"))
-        whole = np.count_nonzero(inside & (np.floor(array) == array))
-    problems.append((np.count_nonzero(inside) - whole, "not whole numbers"))
-    return [(n, why) for n, why in problems if n]
-
-
-def _span(array: np.ndarray) -> str:
-    """` (the values span 0 to 1.5)`, of the finite ones for floats."""
-    values = array[np.isfinite(array)] if array.dtype.kind == "f" else array
-    if not values.size:
-        return ""
-    which = "finite values" if values.size < array.size else "values"
-    return f" (the {which} span {values.min():g} to {values.max():g})"
 
 
 def _scale_unit(unit: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -384,3 +284,51 @@ def _scale_unit(unit: np.ndarray, dtype: np.dtype) -> np.ndarray:
     high = min(info.max, 2**31 - 1) if dtype.itemsize >= 4 else info.max
     low = max(info.min, 0)
     return (low + unit * (high - low)).round().astype(dtype)
+
+
+class Grid(NamedTuple):
+    """Where the voxels of something other than a chunk lie, e.g. a volume at one mip: its
+    voxel size and, when known, its bounding box (both z, y, x)."""
+
+    voxel_size: tuple
+    bbox: BoundingBox | None = None
+
+
+def check_same_grid(first, second, boxes: str | None = "same", what: str | None = None) -> None:
+    """Refuse to combine two chunks, or a chunk and a volume, whose voxels do not line up.
+
+    `first` and `second` are (name, Chunk or Grid) pairs. Their voxel sizes must be equal
+    (chunks of different voxel sizes are never combined silently); `boxes` says what their
+    bounding boxes must do: "same" cover the same voxels, "overlap" overlap, "inside" the
+    first lies inside the second, None anything. `what` prefixes the error (library callers;
+    the command line names the operator itself). The error is one line naming both, with their
+    voxel sizes and boxes.
+    """
+    if boxes not in ("same", "overlap", "inside", None):
+        raise ValueError(f"boxes must be same, overlap, inside or None, not {boxes!r}")
+    (name_a, a), (name_b, b) = first, second
+    one, other = _describe(name_a, a), _describe(name_b, b)
+    if tuple(map(float, a.voxel_size)) != tuple(map(float, b.voxel_size)):
+        problem = f"{one} and {other} have different voxel sizes"
+    elif boxes is None or a.bbox is None or b.bbox is None:
+        return
+    elif boxes == "same":
+        if a.bbox == b.bbox:
+            return
+        problem = f"{one} and {other} do not cover the same voxels"
+    elif boxes == "overlap":
+        if not a.bbox.intersect(b.bbox).is_empty:
+            return
+        problem = f"{one} and {other} do not overlap"
+    else:
+        if not a.bbox.is_empty and b.bbox.contains(a.bbox):
+            return
+        problem = f"{one} is outside {other}"
+    raise ChunkflowError(f"{what}: {problem}" if what else problem)
+
+
+def _describe(name: str, item) -> str:
+    """`chunk 'seg' (voxel size (40, 4, 4), box 0-8_0-64_0-64)`; a Grid's name as given."""
+    size = ", ".join(f"{float(v):g}" for v in item.voxel_size)
+    where = f"voxel size ({size})" + (f", box {item.bbox}" if item.bbox is not None else "")
+    return f"chunk {name!r} ({where})" if isinstance(item, Chunk) else f"{name} ({where})"

@@ -229,4 +229,5 @@ def downsample_upload(
         start_mip,
         stop_mip,
         non_aligned_writes,
+        name=input_chunk_name,
     )

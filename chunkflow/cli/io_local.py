@@ -37,8 +37,7 @@ def reader_options(fn):
             "--layer-type",
             type=LAYER_TYPE,
             default=None,
-            help="Layer type (default: stored in the file; else uint8 and float data are "
-            "images, other integers segmentations: a uint16 image needs -l image).",
+            help="Layer type (default: stored in the file, else from dtype).",
         ),
         vec3_option("-v", "--voxel-offset", help="Override the stored voxel offset."),
         vec3_option("-x", "--voxel-size", positive=True, help="Override the stored voxel size."),
@@ -58,19 +57,10 @@ def reader_options(fn):
 
     @functools.wraps(fn)
     def wrapper(
-        task,
-        *,
-        cutout_start,
-        cutout_stop,
-        cutout_size,
-        set_bbox,
-        output_chunk_name,
-        dtype,
-        **kwargs,
+        task, *, cutout_start, cutout_stop, cutout_size, set_bbox, output_chunk_name, **kwargs
     ):
         bbox = _cutout_bbox(task, cutout_start, cutout_stop, cutout_size)
-        # the layer type follows the stored data; the cast changes how values are held only
-        chunk = cast_option(fn(task, bbox=bbox, **kwargs), dtype, None, "-e/--dtype")
+        chunk = fn(task, bbox=bbox, **kwargs)
         task[output_chunk_name] = chunk
         if set_bbox:
             task.bbox = chunk.bbox
@@ -93,35 +83,6 @@ def _cutout_bbox(task, start, stop, size):
     return bbox
 
 
-def cast_option(chunk, dtype, rescale=False, flag="-t/--dtype"):
-    """The chunk cast to a dtype option's value (`Chunk.cast`: every value is kept, or it fails;
-    --rescale maps floats in [0, 1] onto an integer range; None: the operator has no --rescale).
-    """
-    import numpy as np
-
-    if dtype is None:
-        if rescale:
-            raise ChunkflowError(f"--rescale needs {flag}, the integer dtype to rescale to")
-        return chunk
-    try:
-        return chunk.cast(dtype, bool(rescale))
-    except ChunkflowError as err:
-        target = np.dtype(dtype)
-        hint = ""
-        if rescale is False and chunk.dtype.kind == "f" and target.kind in "iu":
-            hint = f"; --rescale maps floats in [0, 1] onto 0..{np.iinfo(target).max}"
-        raise ChunkflowError(f"{flag} {target}: {err}{hint}") from None
-
-
-def rescale_option():
-    return click.option(
-        "--rescale",
-        is_flag=True,
-        help="With -t: map floats in [0, 1] onto the integer range, round(v * max) "
-        "(255 for uint8). Without it a cast that would change values fails.",
-    )
-
-
 # HDF5 ----------------------------------------------------------------------------------------
 @operator("read-h5", family="io", aliases=["load-h5"])
 @click.option(
@@ -137,13 +98,13 @@ def rescale_option():
     help="Dataset in the file (default: /main, or the only one).",
 )
 @reader_options
-def read_h5(task, file_name, dataset_path, layer_type, voxel_offset, voxel_size, bbox):
+def read_h5(task, file_name, dataset_path, dtype, layer_type, voxel_offset, voxel_size, bbox):
     """Read a chunk from an HDF5 file."""
     from chunkflow.io.files import task_path
     from chunkflow.io.h5 import read_h5 as read
 
     path = task_path(file_name, task.bbox, H5_SUFFIXES)
-    return read(path, dataset_path, bbox, voxel_offset, voxel_size, layer_type=layer_type)
+    return read(path, dataset_path, bbox, voxel_offset, voxel_size, dtype, layer_type)
 
 
 @operator("write-h5", family="io", aliases=["save-h5"], effects=("writes",))
@@ -177,10 +138,7 @@ def read_h5(task, file_name, dataset_path, layer_type, voxel_offset, voxel_size,
     help="Store the voxel offset.",
 )
 @vec3_option("--voxel-size", positive=True, help="Override the voxel size written.")
-@click.option(
-    "-t", "--dtype", type=DTYPE, default=None, help="Cast before writing (values kept or refused)."
-)
-@rescale_option()
+@click.option("-t", "--dtype", type=DTYPE, default=None, help="Cast before writing.")
 def write_h5(
     task,
     input_chunk_name,
@@ -191,13 +149,12 @@ def write_h5(
     with_offset,
     voxel_size,
     dtype,
-    rescale,
 ):
     """Write a chunk to an HDF5 file (atomically)."""
     from chunkflow.io.files import task_path
     from chunkflow.io.h5 import write_h5 as write
 
-    chunk = _prepare(task.chunk(input_chunk_name), voxel_size, dtype, rescale)
+    chunk = _prepare(task.chunk(input_chunk_name), voxel_size, dtype)
     write(
         chunk,
         task_path(file_name, chunk.bbox, H5_SUFFIXES),
@@ -208,10 +165,11 @@ def write_h5(
     )
 
 
-def _prepare(chunk, voxel_size=None, dtype=None, rescale=False):
+def _prepare(chunk, voxel_size=None, dtype=None):
     from chunkflow.chunk import Chunk
 
-    chunk = cast_option(chunk, dtype, rescale)
+    if dtype is not None:
+        chunk = chunk.astype(dtype)
     if voxel_size is not None:
         chunk = Chunk(chunk.array, chunk.voxel_offset, voxel_size, chunk.layer_type)
     return chunk
@@ -226,13 +184,13 @@ def _prepare(chunk, voxel_size=None, dtype=None, rescale=False):
     help="TIFF file, or a folder/prefix completed by the task bbox.",
 )
 @reader_options
-def read_tif(task, file_name, layer_type, voxel_offset, voxel_size, bbox):
+def read_tif(task, file_name, dtype, layer_type, voxel_offset, voxel_size, bbox):
     """Read a chunk from a TIFF file (a 2D image is one section)."""
     from chunkflow.io.files import task_path
     from chunkflow.io.tif import read_tif as read
 
     path = task_path(file_name, task.bbox, TIF_SUFFIXES)
-    return read(path, bbox, voxel_offset, voxel_size, layer_type=layer_type)
+    return read(path, bbox, voxel_offset, voxel_size, dtype, layer_type)
 
 
 @operator("write-tif", family="io", aliases=["save-tif"], effects=("writes",))
@@ -246,7 +204,6 @@ def read_tif(task, file_name, layer_type, voxel_offset, voxel_size, bbox):
 @click.option(
     "-t", "--dtype", type=DTYPE, default=None, help="Cast before writing (default: keep)."
 )
-@rescale_option()
 @click.option(
     "-c",
     "--compression",
@@ -254,12 +211,12 @@ def read_tif(task, file_name, layer_type, voxel_offset, voxel_size, bbox):
     default="none",
     show_default=True,
 )
-def write_tif(task, input_chunk_name, file_name, dtype, rescale, compression):
+def write_tif(task, input_chunk_name, file_name, dtype, compression):
     """Write a chunk to a TIFF file, keeping dtype and geometry."""
     from chunkflow.io.files import task_path
     from chunkflow.io.tif import write_tif as write
 
-    chunk = _prepare(task.chunk(input_chunk_name), dtype=dtype, rescale=rescale)
+    chunk = _prepare(task.chunk(input_chunk_name), dtype=dtype)
     write(chunk, task_path(file_name, chunk.bbox, TIF_SUFFIXES), compression)
 
 
@@ -272,7 +229,7 @@ def write_tif(task, input_chunk_name, file_name, dtype, rescale, compression):
     help=".npy file, or a folder/prefix completed by the task bbox.",
 )
 @reader_options
-def load_npy(task, file_name, layer_type, voxel_offset, voxel_size, bbox):
+def load_npy(task, file_name, dtype, layer_type, voxel_offset, voxel_size, bbox):
     """Read a chunk from a .npy file.
 
     The voxel offset comes from --voxel-offset, else from a bbox string in the file name.
@@ -288,7 +245,7 @@ def load_npy(task, file_name, layer_type, voxel_offset, voxel_size, bbox):
                 f"{path}: cutout {bbox} is outside the data, which covers {chunk.bbox}"
             )
         chunk = chunk.crop(bbox)
-    return chunk
+    return _prepare(chunk, dtype=dtype)
 
 
 @operator("save-npy", family="io", aliases=["write-npy"], effects=("writes",))
@@ -324,14 +281,14 @@ def save_npy(task, input_chunk_name, file_name):
     help="Array inside the store (default: the store itself or its only array).",
 )
 @reader_options
-def load_zarr(task, store, dataset, layer_type, voxel_offset, voxel_size, bbox):
+def load_zarr(task, store, dataset, dtype, layer_type, voxel_offset, voxel_size, bbox):
     """Read a chunk from a zarr v3 array.
 
     Voxel size and offset come from the `resolution` and `offset` attributes (world units).
     """
     from chunkflow.io.zarr import read_zarr
 
-    chunk = read_zarr(store, dataset, bbox, layer_type=layer_type)
+    chunk = read_zarr(store, dataset, bbox, dtype, layer_type)
     if voxel_offset is not None or voxel_size is not None:
         from chunkflow.chunk import Chunk
 
@@ -367,4 +324,4 @@ def save_zarr(task, input_chunk_name, store, dataset, block_size):
     """Write a chunk into a zarr v3 array, new or existing."""
     from chunkflow.io.zarr import write_zarr
 
-    write_zarr(task.chunk(input_chunk_name), store, dataset, block_size)
+    write_zarr(task.chunk(input_chunk_name), store, dataset, block_size, name=input_chunk_name)

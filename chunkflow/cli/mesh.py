@@ -110,6 +110,13 @@ def mesh(
     mip = config.mip if mip is None else mip
     target = _target(output_path, output_format, mip, voxel_size)
     seg = task.chunk(input_chunk_name)
+    # the chunk must be at the volume's voxel size, unless it has none ((1, 1, 1)) or
+    # --voxel-size says what to mesh with
+    if voxel_size is None and target.volume is not None and seg.voxel_size != (1, 1, 1):
+        from chunkflow.chunk import Grid, check_same_grid
+
+        where = f"the volume {output_path} at mip {mip}"
+        check_same_grid((input_chunk_name, seg), (where, Grid(target.voxel_size)), boxes=None)
     meshes = mesh_chunk(
         seg,
         target.voxel_size,

@@ -201,7 +201,16 @@ def save(
             from chunkflow.image.thumbnail import thumbnail_mip_for, write_thumbnail
 
             thumbnail_mip = thumbnail_mip_for(chunk, volume_path, mip, thumbnail_mip)
-        write_precomputed(chunk, volume_path, mip, True, block_size, encoding, non_aligned_writes)
+        write_precomputed(
+            chunk,
+            volume_path,
+            mip,
+            True,
+            block_size,
+            encoding,
+            non_aligned_writes,
+            name=input_chunk_name,
+        )
         if create_thumbnail:
             path, level = write_thumbnail(
                 chunk, volume_path, mip, thumbnail_mip, non_aligned_writes

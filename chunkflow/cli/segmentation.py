@@ -144,12 +144,17 @@ def agglomerate(
 
     Affinities: (3, z, y, x), channel order z, y, x; channel c of voxel p links p and p - e_c.
     """
+    from chunkflow.chunk import check_same_grid
     from chunkflow.segmentation.agglomerate import MEAN_AFFINITY
     from chunkflow.segmentation.agglomerate import agglomerate as run
 
-    fragments = task.chunk(fragments_chunk_name) if fragments_chunk_name else None
+    affs = task.chunk(input_chunk_name)
+    fragments = None
+    if fragments_chunk_name:
+        fragments = task.chunk(fragments_chunk_name)
+        check_same_grid((fragments_chunk_name, fragments), (input_chunk_name, affs))
     result = run(
-        task.chunk(input_chunk_name),
+        affs,
         threshold,
         aff_threshold_low,
         aff_threshold_high,
@@ -195,15 +200,12 @@ def evaluate_segmentation(
     Ground-truth label 0 is ignored; VOI is in bits; split = H(seg|gt), merge = H(gt|seg).
     Under --dry-run the metrics are printed but not written to --output.
     """
+    from chunkflow.chunk import check_same_grid
     from chunkflow.segmentation.evaluate import evaluate_segmentation as run
     from chunkflow.segmentation.evaluate import format_metrics
 
     seg, gt = task.chunk(segmentation_chunk_name), task.chunk(groundtruth_chunk_name)
-    if seg.bbox != gt.bbox:
-        raise ChunkflowError(
-            f"segmentation {segmentation_chunk_name!r} covers {seg.bbox} but "
-            f"ground truth {groundtruth_chunk_name!r} covers {gt.bbox}"
-        )
+    check_same_grid((segmentation_chunk_name, seg), (groundtruth_chunk_name, gt))
     metrics = run(seg.array, gt.array)
     click.echo(format_metrics(metrics))
     task[result_name] = metrics
@@ -265,6 +267,8 @@ def mask(
     Without --check-all-zero or --skip-to a chunk the mask zeroes entirely goes on as zeros,
     so a `save` after it writes them (as chunkflow 1.x did); nothing is skipped.
     """
+    from chunkflow.chunk import check_same_grid
+    from chunkflow.io.precomputed import volume_grid
     from chunkflow.segmentation.mask import apply_mask, read_mask
 
     chunk_mip = config.mip if chunk_mip is None else chunk_mip
@@ -273,6 +277,10 @@ def mask(
     if len(outputs) != len(input_chunk_name):
         raise ChunkflowError("-o needs as many names as -i")
     chunks = task.chunks(input_chunk_name)
+    grid = volume_grid(volume_path, chunk_mip)
+    for name, chunk in zip(input_chunk_name, chunks):
+        where = f"the mask volume {volume_path} at mip {chunk_mip}"
+        check_same_grid((name, chunk), (where, grid), boxes=None)
     keep = read_mask(volume_path, chunks[0].bbox, chunk_mip, mask_mip, fill_missing)
     if check_all_zero and not (~keep if inverse else keep).any():
         task.skip(f"mask {volume_path} covers all of the chunk", to=skip_to)

@@ -96,7 +96,9 @@ def skeletonize(
     mip = config.mip if mip is None else mip
     seg = task.chunk(input_chunk_name)
     target = SkeletonVolume(volume_path, mip) if volume_path else None
-    voxel_size = choose_voxel_size(seg, voxel_size, target.voxel_size if target else None)
+    voxel_size = choose_voxel_size(
+        seg, voxel_size, target.voxel_size if target else None, input_chunk_name
+    )
     skeletons = run(
         seg, voxel_size, dust_threshold, teasar_scale, teasar_const, parse_ids(ids), fix_branching
     )

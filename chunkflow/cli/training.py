@@ -93,10 +93,13 @@ def add_affinities(
     Channel c of voxel p is 1 where p and p - offset c carry the same nonzero label (waterz
     convention: the default offsets give the z, y, x affinities that agglomerate reads).
     """
+    from chunkflow.chunk import check_same_grid
     from chunkflow.training.targets import add_affinities as run
 
     labels = task.chunk(input_chunk_name)
     labels_mask = task.chunk(labels_mask_name) if labels_mask_name else None
+    if labels_mask is not None:
+        check_same_grid((labels_mask_name, labels_mask), (input_chunk_name, labels))
     with _about(input_chunk_name):
         affs, mask = run(labels, neighborhood, labels_mask)
     task[output_chunk_name] = affs
@@ -148,10 +151,13 @@ def balance_labels(task, input_chunk_name, output_chunk_name, mask_name, clip):
     Positives weigh 0.5 / f and negatives 0.5 / (1 - f), f the clipped fraction of positives
     among the masked-in voxels.
     """
+    from chunkflow.chunk import check_same_grid
     from chunkflow.training.targets import balance_labels as run
 
     labels = task.chunk(input_chunk_name)
     mask = task.chunk(mask_name) if mask_name else None
+    if mask is not None:
+        check_same_grid((mask_name, mask), (input_chunk_name, labels))
     with _about(input_chunk_name):
         task[output_chunk_name] = run(labels, mask, tuple(clip))
 

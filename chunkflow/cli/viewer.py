@@ -149,6 +149,10 @@ def view(task, input_chunk_name, seg_chunk_name, port, bind_address, serve_secon
     """Show one chunk in microviewer, a light browser viewer; optionally with a segmentation."""
     chunk = task.chunk(input_chunk_name)
     seg = task.chunk(seg_chunk_name) if seg_chunk_name else None
+    if seg is not None:
+        from chunkflow.chunk import check_same_grid
+
+        check_same_grid((seg_chunk_name, seg), (input_chunk_name, chunk), boxes="overlap")
     from chunkflow.viewer.microviewer import open_microviewer
 
     with open_microviewer(chunk, seg, bind_address=bind_address, port=port) as viewer:

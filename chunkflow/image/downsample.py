@@ -24,7 +24,7 @@ import logging
 
 import numpy as np
 
-from chunkflow.chunk import Chunk
+from chunkflow.chunk import Chunk, check_same_grid
 from chunkflow.errors import ChunkflowError
 from chunkflow.geometry import Cartesian
 from chunkflow.progress import progress
@@ -185,20 +185,24 @@ def downsample_upload(
     start_mip: int | None = None,
     stop_mip: int | None = None,
     non_aligned_writes: bool = False,
+    name: str = "chunk",
 ) -> list[int]:
     """Downsample `chunk` (at `chunk_mip`) and write mips start..stop - 1 into the volume.
 
+    The chunk must have the volume's voxel size at `chunk_mip` (`name` names it in errors).
     Missing scales are added to the volume's info (each `factor` coarser than the one below);
     existing scales must have the resolution that factor gives. Returns the mips written.
     """
     from chunkflow.io.files import staged_writes
-    from chunkflow.io.precomputed import write_precomputed
+    from chunkflow.io.precomputed import volume_grid, write_precomputed
 
     factor = as_factor(factor)
     if factor == (1, 1, 1):
         raise ChunkflowError("--factor 1 1 1 does not downsample: give a factor above 1")
     mips = mip_range(chunk_mip, start_mip, stop_mip)
     check_divisible(chunk, factor, mips[-1] - chunk_mip)
+    grid = volume_grid(path, chunk_mip)
+    check_same_grid((name, chunk), (f"the volume {path} at mip {chunk_mip}", grid), None)
     ensure_scales(path, factor, chunk_mip, mips[-1])
     levels = pyramid(chunk, factor, mips[-1] - chunk_mip)
     written = [(mip, level) for mip, level in zip(range(chunk_mip + 1, mips.stop), levels)]
@@ -206,7 +210,12 @@ def downsample_upload(
         for mip, level in progress(written, desc="downsample-upload", unit="mip"):
             if mip in mips:
                 write_precomputed(
-                    level, path, mip, create=False, non_aligned_writes=non_aligned_writes
+                    level,
+                    path,
+                    mip,
+                    create=False,
+                    non_aligned_writes=non_aligned_writes,
+                    name=name,
                 )
                 logger.info("downsample-upload: wrote mip %d, %s, to %s", mip, level.bbox, path)
     return list(mips)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from chunkflow.chunk import Chunk, LayerType
+from chunkflow.chunk import Chunk, Grid, LayerType, check_same_grid
 from chunkflow.errors import ChunkflowError
 from chunkflow.geometry import BoundingBox, Cartesian
 from chunkflow.io import PRECOMPUTED_ENCODINGS
@@ -74,6 +74,15 @@ def volume_bounds(path: str, mip: int = 0) -> BoundingBox:
 def _bounds(vol) -> BoundingBox:
     bounds = vol.bounds
     return BoundingBox(Cartesian.from_xyz(bounds.minpt), Cartesian.from_xyz(bounds.maxpt))
+
+
+def volume_grid(path: str, mip: int = 0) -> Grid:
+    """The voxel size and bounds of a volume at `mip`, (z, y, x), for `check_same_grid`."""
+    return _grid(open_volume(path, mip))
+
+
+def _grid(vol) -> Grid:
+    return Grid(tuple(float(v) for v in reversed(vol.resolution)), _bounds(vol))
 
 
 def _layer_type(vol, dtype, num_channels, ndim) -> LayerType:
@@ -237,11 +246,14 @@ def write_precomputed(
     block_size=(64, 64, 64),
     encoding: str = "raw",
     non_aligned_writes: bool = False,
+    name: str = "chunk",
 ) -> None:
     """Write `chunk` into the volume at `path`.
 
     If the volume does not exist and `create` is set, its info is made from the chunk (bounds =
-    the chunk's bounding box, voxel size, dtype, channels and layer type of the chunk).
+    the chunk's bounding box, voxel size, dtype, channels and layer type of the chunk). The
+    chunk must have the volume's voxel size at `mip` and lie inside it; `name` names it in
+    errors.
     """
     _, exceptions = _cloudvolume()
     if create and not volume_exists(path):
@@ -276,11 +288,7 @@ def write_precomputed(
         raise ChunkflowError(
             f"{path}: chunk has {chunk.num_channels} channel(s), the volume {vol.num_channels}"
         )
-    bounds = _bounds(vol)
-    if not bounds.contains(chunk.bbox):
-        raise ChunkflowError(
-            f"{path}: chunk {chunk.bbox} is outside the volume at mip {mip}, which covers {bounds}"
-        )
+    check_same_grid((name, chunk), (f"the volume {path} at mip {mip}", _grid(vol)), "inside")
     array = np.asarray(chunk)
     array = array.T if array.ndim == 3 else np.transpose(array, (3, 2, 1, 0))
     x0, y0, z0 = chunk.bbox.start.xyz

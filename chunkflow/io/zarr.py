@@ -14,7 +14,7 @@ import os
 
 import numpy as np
 
-from chunkflow.chunk import Chunk
+from chunkflow.chunk import Chunk, Grid, check_same_grid
 from chunkflow.errors import ChunkflowError
 from chunkflow.geometry import BoundingBox, Cartesian
 from chunkflow.io.files import atomic_output, require_output_folder, staged_writes
@@ -72,19 +72,25 @@ def read_zarr(
     return Chunk(data, bbox.start, voxel_size, layer_type)
 
 
-def write_zarr(chunk: Chunk, store: str, dataset: str | None = None, block_size=None) -> None:
-    """Write `chunk` into an existing dataset, or create one holding exactly the chunk."""
+def write_zarr(
+    chunk: Chunk, store: str, dataset: str | None = None, block_size=None, name: str = "chunk"
+) -> None:
+    """Write `chunk` into an existing dataset, or create one holding exactly the chunk.
+
+    An existing dataset must have the chunk's voxel size and cover it; `name` names the chunk
+    in errors.
+    """
     import zarr
 
     if dataset and os.path.exists(store):
         group = zarr.open_group(store, mode="a")
         if dataset in group:
-            _write_into(chunk, group[dataset], f"{store}/{dataset}")
+            _write_into(chunk, group[dataset], f"{store}/{dataset}", name)
             return
         _create(chunk, group, dataset, block_size)
         return
     if not dataset and os.path.exists(store):
-        _write_into(chunk, _open_array(store, None, mode="r+"), store)
+        _write_into(chunk, _open_array(store, None, mode="r+"), store, name)
         return
     require_output_folder(store)
     try:
@@ -94,7 +100,7 @@ def write_zarr(chunk: Chunk, store: str, dataset: str | None = None, block_size=
             else:
                 _create(chunk, None, tmp, block_size)
     except FileExistsError:  # another process created the store meanwhile: write into it
-        write_zarr(chunk, store, dataset, block_size)
+        write_zarr(chunk, store, dataset, block_size, name)
 
 
 def _create(chunk: Chunk, group, name: str, block_size) -> None:
@@ -117,7 +123,7 @@ def _create(chunk: Chunk, group, name: str, block_size) -> None:
     array[...] = np.asarray(chunk)
 
 
-def _write_into(chunk: Chunk, array, where: str) -> None:
+def _write_into(chunk: Chunk, array, where: str, name: str = "chunk") -> None:
     voxel_offset, voxel_size = _geometry(array)
     data_bbox = BoundingBox.from_delta(voxel_offset, array.shape[-3:])
     if np.dtype(array.dtype) != chunk.dtype:
@@ -129,10 +135,7 @@ def _write_into(chunk: Chunk, array, where: str) -> None:
             f"{where}: chunk of shape {chunk.shape} does not fit dataset channels "
             f"{array.shape[:-3] or '(none)'}"
         )
-    if not data_bbox.contains(chunk.bbox):
-        raise ChunkflowError(
-            f"{where}: chunk {chunk.bbox} is outside the dataset, which covers {data_bbox}"
-        )
+    check_same_grid((name, chunk), (f"the dataset {where}", Grid(voxel_size, data_bbox)), "inside")
     # every block of the chunk lands, or none; blocks of zeros are written, not deleted, so
     # nothing changes before the end
     array = array.with_config({"write_empty_chunks": True})

@@ -28,7 +28,7 @@ import re
 
 import numpy as np
 
-from chunkflow.chunk import Chunk
+from chunkflow.chunk import Chunk, Grid, check_same_grid
 from chunkflow.errors import ChunkflowError
 from chunkflow.geometry import BoundingBox, Cartesian
 from chunkflow.io.files import put_files
@@ -133,9 +133,12 @@ def skeletonize(
     return result
 
 
-def choose_voxel_size(seg: Chunk, override=None, volume_voxel_size=None) -> Cartesian:
+def choose_voxel_size(
+    seg: Chunk, override=None, volume_voxel_size=None, name: str = "chunk"
+) -> Cartesian:
     """The voxel size to skeletonize with: `override`, else the chunk's, unless that is the
-    default (1, 1, 1) and the output volume has one."""
+    default (1, 1, 1) and the output volume has one. A chunk whose own voxel size differs from
+    the output volume's is refused (`name` names it)."""
     if override is not None:
         return Cartesian(override)
     if volume_voxel_size is None:
@@ -143,12 +146,7 @@ def choose_voxel_size(seg: Chunk, override=None, volume_voxel_size=None) -> Cart
     volume_voxel_size = Cartesian(volume_voxel_size)
     if seg.voxel_size == Cartesian(1, 1, 1):
         return volume_voxel_size
-    if seg.voxel_size != volume_voxel_size:
-        logger.warning(
-            "skeletonize: chunk voxel size %s differs from the volume's %s; using the chunk's",
-            tuple(seg.voxel_size),
-            tuple(volume_voxel_size),
-        )
+    check_same_grid((name, seg), ("the output volume", Grid(volume_voxel_size)), boxes=None)
     return seg.voxel_size
 
 

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from chunkflow.chunk import Chunk, LayerType
+from chunkflow.chunk import Chunk, LayerType, check_same_grid
 from chunkflow.errors import ChunkflowError
 
 logger = logging.getLogger("chunkflow")
@@ -208,11 +208,7 @@ def agglomerate(
     array = affinity_array(affs)
     seeds = None
     if fragments is not None:
-        if tuple(fragments.shape[-3:]) != array.shape[1:] or fragments.bbox != affs.bbox:
-            raise ChunkflowError(
-                f"fragments {fragments.bbox} and affinities {affs.bbox} do not cover the same "
-                "voxels"
-            )
+        check_same_grid(("fragments", fragments), ("affinities", affs))
         if np.asarray(fragments).dtype.kind not in "iu":
             raise ChunkflowError(f"fragments must be integer labels, not {fragments.dtype}")
         seeds = np.array(fragments, dtype=np.uint64)  # waterz relabels it in place

@@ -8,9 +8,6 @@ named chunks that cover the same voxels and transform them together, so raw, lab
 stay aligned. Segmentation chunks and bool masks are resampled with nearest neighbour, so label
 ids are never invented; everything else (images, float maps, uint8 masks typed as images) with
 linear interpolation, rounded back to integer dtypes. The dtype and layer type never change.
-Integer chunks other than uint8 are segmentations unless typed otherwise (`LayerType.default_for`:
-a uint16 label volume is never interpolated); uint8 labels need the segmentation type or
-`nearest`. `train` resamples its labels and mask with nearest neighbour whatever their type.
 Affinity maps are refused: flipping or warping an affinity map does not give the affinities of
 the flipped labels (the channels link p with p - e_c), so compute affinities after augmenting.
 
@@ -26,7 +23,7 @@ from collections.abc import Collection, Mapping, Sequence
 import numpy as np
 from scipy import ndimage
 
-from chunkflow.chunk import Chunk
+from chunkflow.chunk import Chunk, check_same_grid
 from chunkflow.errors import ChunkflowError
 from chunkflow.geometry import BoundingBox, Cartesian
 from chunkflow.training.intensity import check_interval, check_probability
@@ -48,12 +45,7 @@ def _shared_bbox(chunks: Mapping[str, Chunk], what: str) -> BoundingBox:
                 f"{what} does not transform affinity maps ({name!r}): augment the labels and "
                 "compute the affinities afterwards"
             )
-        if chunk.bbox != first.bbox or chunk.voxel_size != first.voxel_size:
-            raise ChunkflowError(
-                f"{what} transforms chunks of one geometry, but {name!r} covers {chunk.bbox} "
-                f"(voxel size {tuple(chunk.voxel_size)}) and {first_name!r} covers "
-                f"{first.bbox} (voxel size {tuple(first.voxel_size)})"
-            )
+        check_same_grid((name, chunk), (first_name, first))
     return first.bbox
 
 

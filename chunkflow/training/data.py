@@ -9,8 +9,7 @@ optional mask (nonzero = labelled). One training example is made like this:
    whole region lies inside the sample, so the result has exactly `input_size` and never reads
    padding (a location whose output patch is less than `min_masked` masked is redrawn);
 3. cut the region; image to float32 in [0, 1]; elastic-transform image, labels and mask together
-   (labels and mask with nearest neighbour, whatever their dtype or layer type: the labels are
-   a segmentation, the mask a flag); mirror/transpose them together;
+   (labels and mask with nearest neighbour); mirror/transpose them together;
 4. intensity, noise and defect augmentation of the image only;
 5. grow boundaries and compute affinities (`chunkflow.training.targets`) over the whole
    patch, crop labels and affinities to the centred `output_size` (so the output border has
@@ -30,6 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from chunkflow.chunk import check_same_grid
 from chunkflow.errors import ChunkflowError
 from chunkflow.geometry import BoundingBox, Cartesian
 from chunkflow.training.targets import NEAREST, check_neighborhood
@@ -95,23 +95,13 @@ def check_samples(samples: list[dict], spec: PipelineSpec, where=None) -> None:
         image, label = sample[IMAGE], sample[LABEL]
         if image.num_channels != 1:
             raise ChunkflowError(f"{name}: the image has {image.num_channels} channels, not 1")
-        if image.is_segmentation:
-            raise ChunkflowError(
-                f"{name}: the image is a {image.dtype} segmentation (integer data other than "
-                "uint8 is taken for labels unless its layer type says image)"
-            )
         if not label.is_segmentation and np.asarray(label).dtype.kind not in "iub":
             raise ChunkflowError(f"{name}: the labels are {label.dtype}, not integer ids")
         for key in (LABEL, MASK):
             chunk = sample.get(key)
             if chunk is None:
                 continue
-            if chunk.bbox != image.bbox or chunk.voxel_size != image.voxel_size:
-                raise ChunkflowError(
-                    f"{name}: the {key} chunk ({chunk.bbox}, voxel size "
-                    f"{tuple(chunk.voxel_size)}) is not aligned with the image ({image.bbox}, "
-                    f"voxel size {tuple(image.voxel_size)})"
-                )
+            check_same_grid((key, chunk), (IMAGE, image), what=name)
         if any(s < p for s, p in zip(image.spatial_shape, spec.input_size)):
             raise ChunkflowError(
                 f"{name}: {tuple(image.spatial_shape)} voxels is smaller than the training "
@@ -157,11 +147,7 @@ class ExampleMaker:
 
         start = time.perf_counter()
         if transform is not None:
-            # labels and mask are ids and flags whatever their dtype or layer type: nearest
-            chunks = {
-                key: transform.apply(chunk, offset, None if key == IMAGE else 0)
-                for key, chunk in chunks.items()
-            }
+            chunks = {key: transform.apply(chunk, offset) for key, chunk in chunks.items()}
         if spec.simple:
             chunks = augment.simple_augment(
                 chunks, rng, mirror_axes=spec.mirror_axes, transpose_axes=spec.transpose_axes

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
-from chunkflow.chunk import Chunk, LayerType
+from chunkflow.chunk import Chunk, LayerType, check_same_grid
 from chunkflow.errors import ChunkflowError
 
 __all__ = ["NEAREST", "add_affinities", "grow_boundary", "balance_labels"]
@@ -73,10 +73,10 @@ def add_affinities(
     offsets = check_neighborhood(neighborhood)
     known = None
     if labels_mask is not None:
-        if labels_mask.bbox != labels.bbox or np.ndim(labels_mask) != 3:
+        check_same_grid(("labels mask", labels_mask), ("labels", labels))
+        if np.ndim(labels_mask) != 3:
             raise ChunkflowError(
-                f"the labels mask {labels_mask.bbox} (shape {labels_mask.shape}) does not "
-                f"cover the labels {labels.bbox}"
+                f"the labels mask has shape {labels_mask.shape}; expected 3D (z, y, x)"
             )
         known = np.asarray(labels_mask) != 0
     shape = (len(offsets), *array.shape)
@@ -110,15 +110,14 @@ def grow_boundary(labels: Chunk, steps: int = 1, only_xy: bool = False) -> Chunk
     counts as the same label (no boundary grows from the chunk border). With `only_xy` the
     distance is measured within each z section. Implemented without a loop over labels: a
     voxel with a differing 6-neighbour is a boundary voxel, and the boundary is dilated by
-    `steps - 1`; this is the same set. The dtype is kept; the result is a segmentation whatever
-    the layer type of `labels` (uint8 labels read without one are typed as an image).
+    `steps - 1`; this is the same set. The dtype is kept.
     """
     array = _label_array(labels, "grow-boundary")
     if steps < 0:
         raise ChunkflowError(f"grow-boundary needs steps >= 0, got {steps}")
     out = array.copy()
     if steps == 0:
-        return labels.with_array(out, LayerType.SEGMENTATION)
+        return labels.with_array(out)
     boundary = np.zeros(array.shape, bool)
     for axis in (1, 2) if only_xy else (0, 1, 2):
         lower = tuple(slice(None, -1) if a == axis else slice(None) for a in range(3))
@@ -132,7 +131,7 @@ def grow_boundary(labels: Chunk, steps: int = 1, only_xy: bool = False) -> Chunk
             structure[0] = structure[2] = False
         boundary = ndimage.binary_dilation(boundary, structure, iterations=steps - 1)
     out[boundary] = 0
-    return labels.with_array(out, LayerType.SEGMENTATION)
+    return labels.with_array(out)
 
 
 def balance_labels(
@@ -154,7 +153,8 @@ def balance_labels(
         raise ChunkflowError(f"balance-labels clip must satisfy 0 < low <= high < 1, got {clip}")
     weights = None
     if mask is not None:
-        if mask.bbox != labels.bbox or np.shape(mask) not in (array.shape, array.shape[-3:]):
+        check_same_grid(("mask", mask), ("labels", labels))
+        if np.shape(mask) not in (array.shape, array.shape[-3:]):
             raise ChunkflowError(
                 f"the mask {mask.bbox} (shape {mask.shape}) does not fit the labels "
                 f"{labels.bbox} (shape {array.shape})"

@@ -17,7 +17,7 @@ def seg_volume(run_cli, gala, tmp_path):
     """The gala ground truth as a uint32 segmentation volume, 10 nm voxels."""
     run_cli(
         "create-info -v seg --volume-size 50 100 200 -d uint32 -t segmentation -s 10 10 10 "
-        f"read-h5 -f {gala}/test-gt.lzf.h5 -e uint32 -o seg save -i seg -v seg"
+        f"read-h5 -f {gala}/test-gt.lzf.h5 -e uint32 -x 10 10 10 -o seg save -i seg -v seg"
     )
     return tmp_path / "seg"
 

@@ -70,7 +70,8 @@ def test_rerun_resumes_from_the_newest_checkpoint(run_cli, volumes):
         (
             f"cutout -v img {WHOLE} -o image read-h5 -f {GALA}/train-gt.lzf.h5 -e uint32 -o labels "
             "-v 0 0 1 train -m tiny.py -c ckpt",
-            "label chunk (0-50_0-100_1-201, voxel size (1, 1, 1)) is not aligned with the image",
+            "chunk 'label' (voxel size (1, 1, 1), box 0-50_0-100_1-201) and chunk 'image' "
+            "(voxel size (1, 1, 1), box 0-50_0-100_0-200) do not cover the same voxels",
         ),
         (
             f"{SAMPLE} train -m tiny.py -c ckpt --patch-size 64 64 64",

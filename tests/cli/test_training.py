@@ -128,7 +128,7 @@ def test_seed_repeats_a_run_and_advances_per_task(run_cli, tmp_path):
         ("intensity-augment -i labels", "chunk 'labels': intensity-augment works on image chunks"),
         ("normalize -i labels", "not on a segmentation"),
         ("elastic-augment -i image,affs", "does not transform affinity maps ('affs')"),
-        ("balance-labels -i affs --mask other", "does not fit the labels"),
+        ("balance-labels -i affs --mask other", "chunk 'other' (voxel size (1, 1, 1), box 0-4_"),
     ],
 )
 def test_bad_input_gives_one_line(run_cli, args, message):

@@ -67,7 +67,7 @@ def test_multichannel_float_round_trip(tmp_path):
 def test_cutout_parts_and_write_into_existing(tmp_path):
     path = f"file://{tmp_path}/img"
     create_info(path, (8, 32, 32), (40, 4, 4), (0, 0, 0), "uint8", block_size=(4, 16, 16))
-    write_precomputed(Chunk(np.full((4, 16, 16), 5, "uint8"), (4, 16, 0)), path)
+    write_precomputed(Chunk(np.full((4, 16, 16), 5, "uint8"), (4, 16, 0), (40, 4, 4)), path)
     part = read_precomputed(path, BoundingBox((4, 16, 0), (8, 32, 16)), fill_missing=True)
     assert part.array.min() == 5
     whole = read_precomputed(path, BoundingBox((0, 0, 0), (8, 32, 32)), fill_missing=True)
@@ -152,8 +152,8 @@ class TestCli:
         info = json.loads((tmp_path / "vol" / "info").read_text())
         assert [s["resolution"] for s in info["scales"]] == [[4, 4, 40], [8, 8, 40], [16, 16, 40]]
         run_cli(
-            "--mip 1 create-chunk -s 8 32 32 -t uint16 save -v vol cutout -v vol "
-            "-s 0 0 0 -z 8 32 32 -o back write-h5 -i back -f b.h5"
+            "--mip 1 create-chunk -s 8 32 32 -t uint16 --voxel-size 40 8 8 save -v vol "
+            "cutout -v vol -s 0 0 0 -z 8 32 32 -o back write-h5 -i back -f b.h5"
         )
         from chunkflow.io.h5 import read_h5
 

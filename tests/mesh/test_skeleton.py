@@ -85,7 +85,9 @@ def test_non_segmentation_chunks_are_refused(chunk, what):
 def test_voxel_size_choice():
     default, own = Chunk(rods()), Chunk(rods(), voxel_size=(40, 4, 4))
     assert choose_voxel_size(default, None, (10, 10, 10)) == (10, 10, 10)
-    assert choose_voxel_size(own, None, (10, 10, 10)) == (40, 4, 4)
+    with pytest.raises(ChunkflowError, match="chunk 'seg' .* have different voxel sizes"):
+        choose_voxel_size(own, None, (10, 10, 10), "seg")
+    assert choose_voxel_size(own, None, (40, 4, 4)) == (40, 4, 4)
     assert choose_voxel_size(own, (8, 8, 8), (10, 10, 10)) == (8, 8, 8)
     assert choose_voxel_size(default, None, None) == (1, 1, 1)
 

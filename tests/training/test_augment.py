@@ -95,7 +95,7 @@ def test_simple_augment_refuses_bad_input():
         simple_augment(chunks, rng(), transpose_axes=(1, 2))
     assert simple_augment(chunks, rng(), transpose_axes=(0,))["labels"].shape == (4, 8, 12)
     moved = {"a": chunks["raw_y"], "b": Chunk(chunks["raw_x"].array, (0, 0, 0))}
-    with pytest.raises(ChunkflowError, match="one geometry, but 'b' covers"):
+    with pytest.raises(ChunkflowError, match="'b' .* and chunk 'a' .* have different voxel sizes"):
         simple_augment(moved, rng(), transpose_axes=())
     affs = Chunk(np.zeros((3, 4, 8, 12), np.float32))
     with pytest.raises(ChunkflowError, match="affinity maps"):
@@ -247,8 +247,11 @@ def test_elastic_bad_options():
     chunks = position_sample(shape=(4, 8, 8))
     with pytest.raises(ChunkflowError, match="affinity maps"):
         elastic_augment({"affs": Chunk(np.zeros((3, 4, 8, 8), np.float32))}, rng())
-    with pytest.raises(ChunkflowError, match="one geometry"):
+    with pytest.raises(ChunkflowError, match="chunk 'b' .* have different voxel sizes"):
         elastic_augment({"a": chunks["labels"], "b": Chunk(np.zeros((4, 8, 9)))}, rng())
+    moved = Chunk(np.zeros((4, 8, 9)), chunks["labels"].voxel_offset, (40, 4, 4))
+    with pytest.raises(ChunkflowError, match="chunk 'b' .* do not cover the same voxels"):
+        elastic_augment({"a": chunks["labels"], "b": moved}, rng())
     with pytest.raises(ChunkflowError, match="not augmented: mask"):
         elastic_augment(chunks, rng(), nearest=("mask",))
 

@@ -86,7 +86,7 @@ def test_bad_samples_are_named():
     with pytest.raises(ChunkflowError, match="sample 0: no label chunk"):
         check_samples([{"image": sample["image"]}], spec)
     moved = cells(offset=(0, 0, 1))["label"]
-    with pytest.raises(ChunkflowError, match="label chunk .* is not aligned with the image"):
+    with pytest.raises(ChunkflowError, match="sample 0: chunk 'label' .* chunk 'image' .* do not"):
         check_samples([{"image": sample["image"], "label": moved}], spec)
     with pytest.raises(ChunkflowError, match="smaller than the training patch"):
         check_samples([cells(shape=(6, 40, 40))], spec)

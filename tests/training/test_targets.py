@@ -93,7 +93,7 @@ def test_agglomerating_affinities_recovers_the_labels():
         (lambda: add_affinities(row(1, 2), [(0, 0, 0)]), "links a voxel with itself"),
         (lambda: add_affinities(row(1, 2), [(0, 1)]), "three integers"),
         (lambda: add_affinities(row(1, 2), []), "neighborhood is empty"),
-        (lambda: add_affinities(row(1, 2), labels_mask=row(1, 1, 1)), "does not cover"),
+        (lambda: add_affinities(row(1, 2), labels_mask=row(1, 1, 1)), "do not cover the"),
     ],
 )
 def test_add_affinities_bad_input(call, message):
@@ -169,5 +169,7 @@ def test_balance_clips_rare_classes_and_takes_3d_labels():
     assert not none.array.any()
     with pytest.raises(ChunkflowError, match="clip"):
         balance_labels(Chunk(labels), clip=(0.0, 0.5))
-    with pytest.raises(ChunkflowError, match="does not fit"):
+    with pytest.raises(ChunkflowError, match="'mask' .* and chunk 'labels' .* do not cover the"):
         balance_labels(Chunk(labels), Chunk(np.ones((1, 10, 9), np.uint8)))
+    with pytest.raises(ChunkflowError, match="have different voxel sizes"):
+        balance_labels(Chunk(labels), Chunk(np.ones((1, 10, 10), np.uint8), voxel_size=(2, 1, 1)))
