@@ -33,15 +33,19 @@ class LayerType(str, Enum):
 
     @classmethod
     def default_for(cls, dtype, ndim: int, num_channels: int = 1) -> LayerType:
-        """The type assumed when none is given, from dtype and shape only.
+        """The type assumed when none is stored or given, from dtype and shape only.
 
-        - bool and integers of 32 bits or more: segmentation
-        - 3D uint8/uint16/int8/int16 or float: image
+        The default is the safe one (gunpowder's rule: only uint8 and float are interpolated):
+        a label volume taken for an image gets interpolated and resampled into ids that do not
+        exist, while an image taken for labels is at worst resampled with nearest neighbour.
+
+        - bool and every integer dtype except uint8: segmentation (a uint16 EM image must be
+          declared an image)
+        - uint8 and 3D float: image
         - 4D float with 3 channels: affinity map; other 4D float: probability map
-        - other 4D: image (multi-channel)
         """
         dtype = np.dtype(dtype)
-        if dtype == np.bool_ or (dtype.kind in "iu" and dtype.itemsize >= 4):
+        if dtype == np.bool_ or (dtype.kind in "iu" and dtype != np.uint8):
             return cls.SEGMENTATION
         if ndim == 4 and dtype.kind == "f":
             return cls.AFFINITY_MAP if num_channels == 3 else cls.PROBABILITY_MAP
@@ -264,6 +268,18 @@ class Chunk(NDArrayOperatorsMixin):
         array = self.array.astype(dtype, copy=False)
         return self.with_array(array, layer_type)
 
+    def cast(self, dtype, rescale: bool = False) -> Chunk:
+        """This chunk as `dtype`, refusing a cast that would change values (`cast_array`).
+
+        The layer type is kept: a cast changes how values are stored, not what they mean.
+        """
+        return Chunk(
+            cast_array(self.array, dtype, rescale),
+            self.voxel_offset,
+            self.voxel_size,
+            self.layer_type,
+        )
+
     def __len__(self) -> int:
         return len(self.array)
 
@@ -272,6 +288,93 @@ class Chunk(NDArrayOperatorsMixin):
             f"Chunk(shape={self.shape}, dtype={self.dtype}, offset={tuple(self.voxel_offset)}, "
             f"voxel_size={tuple(self.voxel_size)}, layer_type={self.layer_type.value})"
         )
+
+
+def cast_array(array, dtype, rescale: bool = False) -> np.ndarray:
+    """`array` as `dtype`, refusing a cast that would change values; every `--dtype` option
+    that converts data (readers, writers) goes through here.
+
+    Without `rescale` a cast keeps every value or fails, counting the values it would change:
+
+    - to an integer dtype (or bool, 0 and 1), every value must lie in the dtype's range and
+      floats must be finite whole numbers (a float map in [0, 1] would become zeros and ones);
+    - to a float dtype, finite floats must not overflow to inf and integers must stay whole
+      numbers (at most 2^24 in magnitude for float32, 2^53 for float64).
+
+    With `rescale`, floats in [0, 1] map onto 0..max of an integer dtype, round(v * max)
+    (255 for uint8); values outside [0, 1], NaN included, are refused.
+    """
+    array = np.asarray(array)
+    source, target = array.dtype, np.dtype(dtype)
+    if rescale:
+        if source.kind != "f" or target.kind not in "iu":
+            raise ChunkflowError(
+                f"rescaling maps floats in [0, 1] onto an integer range, not {source} onto {target}"
+            )
+        high = np.iinfo(target).max
+        with np.errstate(invalid="ignore"):
+            outside = array.size - np.count_nonzero((array >= 0) & (array <= 1))
+        if outside:
+            raise ChunkflowError(
+                f"rescaling {source} [0, 1] onto {target} 0..{high}: {outside:,} of "
+                f"{array.size:,} values are outside [0, 1]{_span(array)}"
+            )
+        work = np.float64 if source.itemsize > 4 or target.itemsize > 2 else np.float32
+        return np.rint(array.astype(work) * work(high)).astype(target)
+    if source == target or source == np.bool_ or array.size == 0:
+        return array.astype(target, copy=False)
+    if source.kind not in "iuf" or target.kind not in "iufb":
+        raise ChunkflowError(f"cannot cast {source} to {target}")
+    problems = _cast_losses(array, target)
+    if problems:
+        count = sum(n for n, _ in problems)
+        what = ", ".join(f"{n:,} {why}" for n, why in problems)
+        raise ChunkflowError(
+            f"casting {source} to {target} would change {count:,} of {array.size:,} values: "
+            f"{what}{_span(array)}"
+        )
+    return array.astype(target)
+
+
+def _cast_losses(array: np.ndarray, target: np.dtype) -> list[tuple[int, str]]:
+    """(count, reason) of the values of `array` that `target` cannot hold exactly."""
+    source = array.dtype
+    if target.kind == "f":
+        if source.kind == "f":
+            if target.itemsize >= source.itemsize:
+                return []
+            limit = float(np.finfo(target).max)
+            with np.errstate(invalid="ignore"):
+                n = np.count_nonzero(np.isfinite(array) & (np.abs(array) > limit))
+            return [(n, f"beyond {target}'s largest value {limit:g}")] if n else []
+        limit = 2 ** (np.finfo(target).nmant + 1)
+        if -limit <= array.min() and array.max() <= limit:
+            return []
+        n = np.count_nonzero((array < -limit) | (array > limit))
+        return [(n, f"integers beyond {target}'s exact range ±{limit:,}")]
+    low, high = (0, 1) if target == np.bool_ else (np.iinfo(target).min, np.iinfo(target).max)
+    if source.kind in "iu":
+        if low <= array.min() and array.max() <= high:
+            return []
+        return [(np.count_nonzero((array < low) | (array > high)), f"outside [{low}, {high}]")]
+    finite = np.isfinite(array)
+    problems = [(array.size - np.count_nonzero(finite), "not finite")]
+    with np.errstate(invalid="ignore"):
+        # float(high) + 1 is exact where float(high) is not (2^64 - 1 rounds up to 2^64)
+        inside = finite & (array >= low) & (array < float(high) + 1)
+        problems.append((np.count_nonzero(finite & ~inside), f"outside [{low}, {high}]"))
+        whole = np.count_nonzero(inside & (np.floor(array) == array))
+    problems.append((np.count_nonzero(inside) - whole, "not whole numbers"))
+    return [(n, why) for n, why in problems if n]
+
+
+def _span(array: np.ndarray) -> str:
+    """` (the values span 0 to 1.5)`, of the finite ones for floats."""
+    values = array[np.isfinite(array)] if array.dtype.kind == "f" else array
+    if not values.size:
+        return ""
+    which = "finite values" if values.size < array.size else "values"
+    return f" (the {which} span {values.min():g} to {values.max():g})"
 
 
 def _scale_unit(unit: np.ndarray, dtype: np.dtype) -> np.ndarray:

@@ -147,7 +147,16 @@ class TestLayerType:
         "dtype, shape, expected",
         [
             ("uint8", (2, 2, 2), LayerType.IMAGE),
+            ("uint8", (2, 2, 2, 2), LayerType.IMAGE),
             ("float32", (2, 2, 2), LayerType.IMAGE),
+            ("float64", (2, 2, 2), LayerType.IMAGE),
+            # every integer but uint8 is labels (gunpowder's rule): uint16 and int16 label
+            # volumes are common, and taking one for an image interpolates new ids into it
+            ("uint16", (2, 2, 2), LayerType.SEGMENTATION),
+            ("int16", (2, 2, 2), LayerType.SEGMENTATION),
+            ("int8", (2, 2, 2), LayerType.SEGMENTATION),
+            ("int32", (2, 2, 2), LayerType.SEGMENTATION),
+            ("int64", (2, 2, 2), LayerType.SEGMENTATION),
             ("uint32", (2, 2, 2), LayerType.SEGMENTATION),
             ("uint64", (2, 2, 2), LayerType.SEGMENTATION),
             ("bool", (2, 2, 2), LayerType.SEGMENTATION),
@@ -200,3 +209,52 @@ class TestCreate:
             Chunk.create((0, 4, 4))
         with pytest.raises(ChunkflowError, match="pattern"):
             Chunk.create((4, 4, 4), pattern="noise")
+
+
+class TestCast:
+    """`Chunk.cast`, behind every --dtype option: values are kept, rescaled on request, or the
+    cast fails and counts the values it would change."""
+
+    def test_lossless_casts_keep_values_geometry_and_layer_type(self):
+        labels = Chunk(np.array([[[0, 7, 65535]]], np.int32), (1, 2, 3), (4, 5, 6))
+        as_uint16 = labels.cast("uint16")
+        assert as_uint16.dtype == np.uint16 and as_uint16.array.tolist() == [[[0, 7, 65535]]]
+        assert as_uint16.voxel_offset == (1, 2, 3) and as_uint16.voxel_size == (4, 5, 6)
+        assert as_uint16.is_segmentation
+        image = Chunk(np.array([[[0, 128, 255]]], np.uint8))
+        as_float = image.cast("float32")
+        assert as_float.is_image and as_float.array.tolist() == [[[0.0, 128.0, 255.0]]]
+        whole = Chunk(np.array([[[0.0, 3.0, 255.0]]], np.float32)).cast("uint8")
+        assert whole.array.tolist() == [[[0, 3, 255]]]
+        # a cast keeps what the data means: a uint8 affinity map is still an affinity map
+        affs = Chunk(np.zeros((3, 1, 1, 2), np.float32)).cast("uint8")
+        assert affs.is_affinity_map
+        assert Chunk(np.array([[[True, False]]])).cast("float32").array.tolist() == [[[1.0, 0.0]]]
+
+    @pytest.mark.parametrize(
+        "values, dtype, message",
+        [
+            # a probability map cast to uint8 would be all zeros (and ones)
+            ([0.0, 0.25, 0.5, 1.0], "uint8", "change 2 of 4 values: 2 not whole numbers"),
+            ([0.0, 256.0, -1.0, 3.0], "uint8", r"change 2 of 4 values: 2 outside \[0, 255\]"),
+            ([np.nan, 1.0, np.inf, 2.0], "uint16", "change 2 of 4 values: 2 not finite"),
+            ([0, 70000, 65536, 3], "uint16", "int64 to uint16 would change 2 of 4 values"),
+            ([-1, 0, 1, 2], "uint32", r"1 outside \[0, 4294967295\]"),
+            ([0, 1, 2, 3], "bool", r"2 outside \[0, 1\]"),
+            ([2**24 + 1, 0, 1, 2], "float32", "1 integers beyond float32's exact range"),
+            ([1e300, 0.0, 1.0, 2.0], "float32", "1 beyond float32's largest value"),
+        ],
+    )
+    def test_casts_that_change_values_are_refused_with_a_count(self, values, dtype, message):
+        chunk = Chunk(np.array(values).reshape(1, 1, 4))
+        with pytest.raises(ChunkflowError, match=message):
+            chunk.cast(dtype)
+
+    def test_rescale_maps_unit_floats_onto_the_integer_range(self):
+        probabilities = Chunk(np.array([[[0.0, 0.25, 0.5, 1.0]]], np.float32))
+        assert probabilities.cast("uint8", rescale=True).array.tolist() == [[[0, 64, 128, 255]]]
+        assert probabilities.cast("uint16", rescale=True).array.max() == 65535
+        with pytest.raises(ChunkflowError, match=r"2 of 4 values are outside \[0, 1\]"):
+            Chunk(np.array([[[0.0, 1.5, np.nan, 1.0]]])).cast("uint8", rescale=True)
+        with pytest.raises(ChunkflowError, match="not uint16 onto float32"):
+            Chunk(np.zeros((1, 1, 2), np.uint16)).cast("float32", rescale=True)

@@ -37,7 +37,8 @@ def reader_options(fn):
             "--layer-type",
             type=LAYER_TYPE,
             default=None,
-            help="Layer type (default: stored in the file, else from dtype).",
+            help="Layer type (default: stored in the file; else uint8 and float data are "
+            "images, other integers segmentations: a uint16 image needs -l image).",
         ),
         vec3_option("-v", "--voxel-offset", help="Override the stored voxel offset."),
         vec3_option("-x", "--voxel-size", positive=True, help="Override the stored voxel size."),
@@ -57,10 +58,19 @@ def reader_options(fn):
 
     @functools.wraps(fn)
     def wrapper(
-        task, *, cutout_start, cutout_stop, cutout_size, set_bbox, output_chunk_name, **kwargs
+        task,
+        *,
+        cutout_start,
+        cutout_stop,
+        cutout_size,
+        set_bbox,
+        output_chunk_name,
+        dtype,
+        **kwargs,
     ):
         bbox = _cutout_bbox(task, cutout_start, cutout_stop, cutout_size)
-        chunk = fn(task, bbox=bbox, **kwargs)
+        # the layer type follows the stored data; the cast changes how values are held only
+        chunk = cast_option(fn(task, bbox=bbox, **kwargs), dtype, None, "-e/--dtype")
         task[output_chunk_name] = chunk
         if set_bbox:
             task.bbox = chunk.bbox
@@ -83,6 +93,35 @@ def _cutout_bbox(task, start, stop, size):
     return bbox
 
 
+def cast_option(chunk, dtype, rescale=False, flag="-t/--dtype"):
+    """The chunk cast to a dtype option's value (`Chunk.cast`: every value is kept, or it fails;
+    --rescale maps floats in [0, 1] onto an integer range; None: the operator has no --rescale).
+    """
+    import numpy as np
+
+    if dtype is None:
+        if rescale:
+            raise ChunkflowError(f"--rescale needs {flag}, the integer dtype to rescale to")
+        return chunk
+    try:
+        return chunk.cast(dtype, bool(rescale))
+    except ChunkflowError as err:
+        target = np.dtype(dtype)
+        hint = ""
+        if rescale is False and chunk.dtype.kind == "f" and target.kind in "iu":
+            hint = f"; --rescale maps floats in [0, 1] onto 0..{np.iinfo(target).max}"
+        raise ChunkflowError(f"{flag} {target}: {err}{hint}") from None
+
+
+def rescale_option():
+    return click.option(
+        "--rescale",
+        is_flag=True,
+        help="With -t: map floats in [0, 1] onto the integer range, round(v * max) "
+        "(255 for uint8). Without it a cast that would change values fails.",
+    )
+
+
 # HDF5 ----------------------------------------------------------------------------------------
 @operator("read-h5", family="io", aliases=["load-h5"])
 @click.option(
@@ -98,13 +137,13 @@ def _cutout_bbox(task, start, stop, size):
     help="Dataset in the file (default: /main, or the only one).",
 )
 @reader_options
-def read_h5(task, file_name, dataset_path, dtype, layer_type, voxel_offset, voxel_size, bbox):
+def read_h5(task, file_name, dataset_path, layer_type, voxel_offset, voxel_size, bbox):
     """Read a chunk from an HDF5 file."""
     from chunkflow.io.files import task_path
     from chunkflow.io.h5 import read_h5 as read
 
     path = task_path(file_name, task.bbox, H5_SUFFIXES)
-    return read(path, dataset_path, bbox, voxel_offset, voxel_size, dtype, layer_type)
+    return read(path, dataset_path, bbox, voxel_offset, voxel_size, layer_type=layer_type)
 
 
 @operator("write-h5", family="io", aliases=["save-h5"], effects=("writes",))
@@ -138,7 +177,10 @@ def read_h5(task, file_name, dataset_path, dtype, layer_type, voxel_offset, voxe
     help="Store the voxel offset.",
 )
 @vec3_option("--voxel-size", positive=True, help="Override the voxel size written.")
-@click.option("-t", "--dtype", type=DTYPE, default=None, help="Cast before writing.")
+@click.option(
+    "-t", "--dtype", type=DTYPE, default=None, help="Cast before writing (values kept or refused)."
+)
+@rescale_option()
 def write_h5(
     task,
     input_chunk_name,
@@ -149,12 +191,13 @@ def write_h5(
     with_offset,
     voxel_size,
     dtype,
+    rescale,
 ):
     """Write a chunk to an HDF5 file (atomically)."""
     from chunkflow.io.files import task_path
     from chunkflow.io.h5 import write_h5 as write
 
-    chunk = _prepare(task.chunk(input_chunk_name), voxel_size, dtype)
+    chunk = _prepare(task.chunk(input_chunk_name), voxel_size, dtype, rescale)
     write(
         chunk,
         task_path(file_name, chunk.bbox, H5_SUFFIXES),
@@ -165,11 +208,10 @@ def write_h5(
     )
 
 
-def _prepare(chunk, voxel_size=None, dtype=None):
+def _prepare(chunk, voxel_size=None, dtype=None, rescale=False):
     from chunkflow.chunk import Chunk
 
-    if dtype is not None:
-        chunk = chunk.astype(dtype)
+    chunk = cast_option(chunk, dtype, rescale)
     if voxel_size is not None:
         chunk = Chunk(chunk.array, chunk.voxel_offset, voxel_size, chunk.layer_type)
     return chunk
@@ -184,13 +226,13 @@ def _prepare(chunk, voxel_size=None, dtype=None):
     help="TIFF file, or a folder/prefix completed by the task bbox.",
 )
 @reader_options
-def read_tif(task, file_name, dtype, layer_type, voxel_offset, voxel_size, bbox):
+def read_tif(task, file_name, layer_type, voxel_offset, voxel_size, bbox):
     """Read a chunk from a TIFF file (a 2D image is one section)."""
     from chunkflow.io.files import task_path
     from chunkflow.io.tif import read_tif as read
 
     path = task_path(file_name, task.bbox, TIF_SUFFIXES)
-    return read(path, bbox, voxel_offset, voxel_size, dtype, layer_type)
+    return read(path, bbox, voxel_offset, voxel_size, layer_type=layer_type)
 
 
 @operator("write-tif", family="io", aliases=["save-tif"], effects=("writes",))
@@ -204,6 +246,7 @@ def read_tif(task, file_name, dtype, layer_type, voxel_offset, voxel_size, bbox)
 @click.option(
     "-t", "--dtype", type=DTYPE, default=None, help="Cast before writing (default: keep)."
 )
+@rescale_option()
 @click.option(
     "-c",
     "--compression",
@@ -211,12 +254,12 @@ def read_tif(task, file_name, dtype, layer_type, voxel_offset, voxel_size, bbox)
     default="none",
     show_default=True,
 )
-def write_tif(task, input_chunk_name, file_name, dtype, compression):
+def write_tif(task, input_chunk_name, file_name, dtype, rescale, compression):
     """Write a chunk to a TIFF file, keeping dtype and geometry."""
     from chunkflow.io.files import task_path
     from chunkflow.io.tif import write_tif as write
 
-    chunk = _prepare(task.chunk(input_chunk_name), dtype=dtype)
+    chunk = _prepare(task.chunk(input_chunk_name), dtype=dtype, rescale=rescale)
     write(chunk, task_path(file_name, chunk.bbox, TIF_SUFFIXES), compression)
 
 
@@ -229,7 +272,7 @@ def write_tif(task, input_chunk_name, file_name, dtype, compression):
     help=".npy file, or a folder/prefix completed by the task bbox.",
 )
 @reader_options
-def load_npy(task, file_name, dtype, layer_type, voxel_offset, voxel_size, bbox):
+def load_npy(task, file_name, layer_type, voxel_offset, voxel_size, bbox):
     """Read a chunk from a .npy file.
 
     The voxel offset comes from --voxel-offset, else from a bbox string in the file name.
@@ -245,7 +288,7 @@ def load_npy(task, file_name, dtype, layer_type, voxel_offset, voxel_size, bbox)
                 f"{path}: cutout {bbox} is outside the data, which covers {chunk.bbox}"
             )
         chunk = chunk.crop(bbox)
-    return _prepare(chunk, dtype=dtype)
+    return chunk
 
 
 @operator("save-npy", family="io", aliases=["write-npy"], effects=("writes",))
@@ -281,14 +324,14 @@ def save_npy(task, input_chunk_name, file_name):
     help="Array inside the store (default: the store itself or its only array).",
 )
 @reader_options
-def load_zarr(task, store, dataset, dtype, layer_type, voxel_offset, voxel_size, bbox):
+def load_zarr(task, store, dataset, layer_type, voxel_offset, voxel_size, bbox):
     """Read a chunk from a zarr v3 array.
 
     Voxel size and offset come from the `resolution` and `offset` attributes (world units).
     """
     from chunkflow.io.zarr import read_zarr
 
-    chunk = read_zarr(store, dataset, bbox, dtype, layer_type)
+    chunk = read_zarr(store, dataset, bbox, layer_type=layer_type)
     if voxel_offset is not None or voxel_size is not None:
         from chunkflow.chunk import Chunk
 

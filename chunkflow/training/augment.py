@@ -8,6 +8,9 @@ named chunks that cover the same voxels and transform them together, so raw, lab
 stay aligned. Segmentation chunks and bool masks are resampled with nearest neighbour, so label
 ids are never invented; everything else (images, float maps, uint8 masks typed as images) with
 linear interpolation, rounded back to integer dtypes. The dtype and layer type never change.
+Integer chunks other than uint8 are segmentations unless typed otherwise (`LayerType.default_for`:
+a uint16 label volume is never interpolated); uint8 labels need the segmentation type or
+`nearest`. `train` resamples its labels and mask with nearest neighbour whatever their type.
 Affinity maps are refused: flipping or warping an affinity map does not give the affinities of
 the flipped labels (the channels link p with p - e_c), so compute affinities after augmenting.
 

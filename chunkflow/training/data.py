@@ -9,7 +9,8 @@ optional mask (nonzero = labelled). One training example is made like this:
    whole region lies inside the sample, so the result has exactly `input_size` and never reads
    padding (a location whose output patch is less than `min_masked` masked is redrawn);
 3. cut the region; image to float32 in [0, 1]; elastic-transform image, labels and mask together
-   (labels and mask with nearest neighbour); mirror/transpose them together;
+   (labels and mask with nearest neighbour, whatever their dtype or layer type: the labels are
+   a segmentation, the mask a flag); mirror/transpose them together;
 4. intensity, noise and defect augmentation of the image only;
 5. grow boundaries and compute affinities (`chunkflow.training.targets`) over the whole
    patch, crop labels and affinities to the centred `output_size` (so the output border has
@@ -95,6 +96,11 @@ def check_samples(samples: list[dict], spec: PipelineSpec, where=None) -> None:
         image, label = sample[IMAGE], sample[LABEL]
         if image.num_channels != 1:
             raise ChunkflowError(f"{name}: the image has {image.num_channels} channels, not 1")
+        if image.is_segmentation:
+            raise ChunkflowError(
+                f"{name}: the image is a {image.dtype} segmentation (integer data other than "
+                "uint8 is taken for labels unless its layer type says image)"
+            )
         if not label.is_segmentation and np.asarray(label).dtype.kind not in "iub":
             raise ChunkflowError(f"{name}: the labels are {label.dtype}, not integer ids")
         for key in (LABEL, MASK):
@@ -147,7 +153,11 @@ class ExampleMaker:
 
         start = time.perf_counter()
         if transform is not None:
-            chunks = {key: transform.apply(chunk, offset) for key, chunk in chunks.items()}
+            # labels and mask are ids and flags whatever their dtype or layer type: nearest
+            chunks = {
+                key: transform.apply(chunk, offset, None if key == IMAGE else 0)
+                for key, chunk in chunks.items()
+            }
         if spec.simple:
             chunks = augment.simple_augment(
                 chunks, rng, mirror_axes=spec.mirror_axes, transpose_axes=spec.transpose_axes

@@ -110,14 +110,15 @@ def grow_boundary(labels: Chunk, steps: int = 1, only_xy: bool = False) -> Chunk
     counts as the same label (no boundary grows from the chunk border). With `only_xy` the
     distance is measured within each z section. Implemented without a loop over labels: a
     voxel with a differing 6-neighbour is a boundary voxel, and the boundary is dilated by
-    `steps - 1`; this is the same set. The dtype is kept.
+    `steps - 1`; this is the same set. The dtype is kept; the result is a segmentation whatever
+    the layer type of `labels` (uint8 labels read without one are typed as an image).
     """
     array = _label_array(labels, "grow-boundary")
     if steps < 0:
         raise ChunkflowError(f"grow-boundary needs steps >= 0, got {steps}")
     out = array.copy()
     if steps == 0:
-        return labels.with_array(out)
+        return labels.with_array(out, LayerType.SEGMENTATION)
     boundary = np.zeros(array.shape, bool)
     for axis in (1, 2) if only_xy else (0, 1, 2):
         lower = tuple(slice(None, -1) if a == axis else slice(None) for a in range(3))
@@ -131,7 +132,7 @@ def grow_boundary(labels: Chunk, steps: int = 1, only_xy: bool = False) -> Chunk
             structure[0] = structure[2] = False
         boundary = ndimage.binary_dilation(boundary, structure, iterations=steps - 1)
     out[boundary] = 0
-    return labels.with_array(out)
+    return labels.with_array(out, LayerType.SEGMENTATION)
 
 
 def balance_labels(

@@ -172,3 +172,20 @@ def test_perfect_affinities_round_trip_through_cli(run_cli, gala, tmp_path):
     )
     metrics = dict(line.split(": ") for line in result.out.splitlines())
     assert float(metrics["VOI split"]) < 0.05 and float(metrics["VOI merge"]) < 0.05
+
+
+def test_scoring_function_outside_waterz_grammar_is_refused_before_compiling(run_cli, monkeypatch):
+    import waterz
+
+    def compiled(*args, **kwargs):
+        raise AssertionError("waterz was called")
+
+    monkeypatch.setattr(waterz, "agglomerate", compiled)
+    injected = "OneMinus<MeanAffinity<RegionGraphType, ScoreValue>>; int pwned = system(0)"
+    result = run_cli(
+        ["create-chunk", "-c", "3", "-t", "float32", "agglomerate", "-s", injected], expect=2
+    )
+    line = error_line(result)
+    assert "agglomerate: Invalid value for '-s' / '--scoring-function'" in line
+    assert "is not a waterz scoring function (unexpected ';')" in line
+    assert "OneMinus|Invert|Square<F>" in line  # what is accepted, in the same line
