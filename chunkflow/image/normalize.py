@@ -163,7 +163,9 @@ def normalize_intensity(chunk: Chunk) -> Chunk:
     """Scale to float32 in [0, 1]: integers by their dtype range, floats by their min and max.
 
     uint8 v becomes v / 255, uint16 v / 65535, int8 (v + 128) / 255. A float chunk is mapped
-    min -> 0, max -> 1; a constant float chunk becomes all zeros.
+    min -> 0, max -> 1, taking the min and max of its finite values: NaN stays NaN (no value to
+    scale) and -inf / +inf become 0 / 1, so one bad voxel does not blank the chunk. A constant
+    float chunk becomes all zeros.
     """
     if chunk.is_segmentation or chunk.dtype == np.bool_:
         raise ChunkflowError(
@@ -175,16 +177,29 @@ def normalize_intensity(chunk: Chunk) -> Chunk:
         work = np.float32 if array.dtype.itemsize <= 2 else np.float64
         out = (array.astype(work) - work(info.min)) / work(int(info.max) - int(info.min))
     elif array.dtype.kind == "f":
-        low, high = (float(array.min()), float(array.max())) if array.size else (0.0, 0.0)
+        low, high = _finite_range(array)
         if high > low:
             out = (array.astype(np.float64) - low) / (high - low)
         else:
-            out = np.zeros(array.shape)
+            out = (array > high).astype(np.float64)  # +inf is 1, the rest 0
+        out[np.isnan(array)] = np.nan
+        np.clip(out, 0.0, 1.0, out=out)
     else:
         raise ChunkflowError(
             f"normalize-intensity needs integer or float values, not {array.dtype}"
         )
     return Chunk(out.astype(np.float32), chunk.voxel_offset, chunk.voxel_size, chunk.layer_type)
+
+
+def _finite_range(array: np.ndarray) -> tuple[float, float]:
+    """The min and max of the finite values ((0, 0) when there are none)."""
+    if not array.size:
+        return 0.0, 0.0
+    low, high = float(array.min()), float(array.max())
+    if np.isfinite(low) and np.isfinite(high):
+        return low, high
+    finite = array[np.isfinite(array)]
+    return (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
 
 
 def quantize(chunk: Chunk, mode: str = "xy") -> Chunk:

@@ -7,6 +7,9 @@ patches therefore sum to exactly 1 everywhere, at chunk borders too, for any chu
 Input, patches, weights and the output buffer live on the chosen device (a GPU if asked for);
 only the finished chunk is copied back. The output buffer has the output dtype (float16 halves
 it); accumulation in float16 adds at most a few float16 rounding steps per voxel.
+
+An output with NaN or inf voxels (a diverged model, a NaN in the input, float16 overflow) is an
+error that counts them, not a result.
 """
 
 from __future__ import annotations
@@ -191,9 +194,29 @@ class Inferencer:
         )
 
         out = out[(slice(None), *_local(plan.output_bbox, origin_out))]
+        self._check_finite(out, x)
         if self.mask_myelin_threshold is not None:
             out = out[:-1] * (out[-1:] <= self.mask_myelin_threshold)
         return self._chunk(out.cpu().numpy(), plan, chunk)
+
+    def _check_finite(self, out, x) -> None:
+        """Refuse an output with NaN or inf voxels: a map of NaNs must not pass for a result."""
+        import torch
+
+        bad = int((~torch.isfinite(out)).any(dim=0).sum())
+        if not bad:
+            return
+        total = out[0].numel()
+        causes = []
+        bad_input = int((~torch.isfinite(x)).any(dim=0).sum())
+        if bad_input:
+            causes.append(f"the input has {bad_input:,} non-finite voxels")
+        if self.dtype == torch.float16:
+            causes.append("float16 output may overflow: compute in float32")
+        why = f" ({'; '.join(causes)})" if causes else ""
+        raise ChunkflowError(
+            f"the model output has {bad:,} of {total:,} voxels that are NaN or inf{why}"
+        )
 
     def _to_device(self, chunk: Chunk):
         import torch

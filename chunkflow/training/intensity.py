@@ -56,6 +56,18 @@ def _from_unit(unit: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return np.rint(scaled, out=scaled).astype(dtype)
 
 
+def _finite_mean(unit: np.ndarray, axis=None) -> np.ndarray:
+    """The mean of the finite values (0 where there are none), over `axis` (keeping its
+    dimensions): a NaN voxel stays NaN but does not turn every voxel into NaN."""
+    mean = unit.mean(axis=axis, keepdims=axis is not None, dtype=np.float64)
+    if np.isfinite(mean).all():
+        return mean
+    finite = np.isfinite(unit)
+    total = np.where(finite, unit, 0).sum(axis=axis, keepdims=axis is not None, dtype=np.float64)
+    count = finite.sum(axis=axis, keepdims=axis is not None)
+    return np.divide(total, count, out=np.zeros_like(total), where=count > 0)
+
+
 def _check_image(chunk: Chunk, what: str) -> None:
     if not chunk.is_image:
         raise ChunkflowError(
@@ -100,11 +112,10 @@ def intensity_augment(
         a = rng.uniform(*scale, sections).astype(np.float32).reshape(sections, 1, 1)
         b = rng.uniform(*shift, sections).astype(np.float32).reshape(sections, 1, 1)
         axes = tuple(ax for ax in range(unit.ndim) if ax != unit.ndim - 3)
-        mean = unit.mean(axis=axes, keepdims=True, dtype=np.float64).astype(np.float32)
-        mean = mean.reshape(sections, 1, 1)
+        mean = _finite_mean(unit, axes).astype(np.float32).reshape(sections, 1, 1)
     else:
         a, b = (np.float32(rng.uniform(*interval)) for interval in (scale, shift))
-        mean = np.float32(unit.mean(dtype=np.float64))
+        mean = np.float32(_finite_mean(unit))
     unit -= mean
     unit *= a
     unit += mean + b
@@ -190,7 +201,7 @@ def defect_augment(
     unit = _to_unit(array)
     for z in np.flatnonzero(low_contrast):
         section = unit[..., z, :, :]
-        mean = np.float32(section.mean(dtype=np.float64))
+        mean = np.float32(_finite_mean(section))
         section -= mean
         section *= np.float32(contrast_scale)
         section += mean

@@ -204,3 +204,17 @@ def test_bad_input(run_cli, image, tmp_path, options, message):
     )
     assert message in error_line(result)
     assert not (tmp_path / "out.h5").exists()
+
+
+def test_a_model_returning_nan_fails_the_task_in_one_line(run_cli, image, tmp_path):
+    model = models.write(tmp_path, "nan.py", models.NAN_CORNER)
+    result = run_cli(
+        f"create-bbox --start 5 10 20 --size 20 64 80 read-h5 -f image.h5 "
+        f"inference -f pytorch --convnet-model {model} --input-patch-size 10 32 40 "
+        "--output-patch-overlap 0 0 0 -c 1 --mask-output-chunk write-h5 -f out.h5",
+        expect=1,
+    )
+    line = error_line(result)
+    assert line.startswith("chunkflow: error: inference (task 5-25_10-74_20-100): ")
+    assert "has 8 of 102,400 voxels that are NaN or inf" in line  # one NaN in each of 8 patches
+    assert not (tmp_path / "out.h5").exists()

@@ -14,6 +14,7 @@ from chunkflow.image.normalize import (
     read_levels,
     section_histogram,
 )
+from tests.conftest import GALA, read_stack
 
 
 def histogram(**counts) -> np.ndarray:
@@ -188,6 +189,25 @@ def test_normalize_intensity_constant_float_and_segmentation():
     assert not out.array.any()
     with pytest.raises(ChunkflowError, match="needs an image"):
         normalize_intensity(Chunk(np.ones((2, 2, 2), dtype=np.uint32)))
+
+
+def test_normalize_intensity_ignores_non_finite_voxels():
+    """The range comes from the finite values: one NaN no longer turns the image into zeros.
+    NaN stays NaN (there is no value to scale), -inf and +inf become 0 and 1."""
+    values = np.array([2.0, 3.0, 6.0, np.nan, -np.inf, np.inf], dtype=np.float32)
+    out = normalize_intensity(Chunk(values.reshape(1, 2, 3))).array.ravel()
+    np.testing.assert_allclose(out[:3], [0.0, 0.25, 1.0])
+    assert np.isnan(out[3]) and out[4] == 0.0 and out[5] == 1.0
+    gala = Chunk(read_stack(GALA / "test-image.h5")[:4].astype(np.float32))
+    clean = normalize_intensity(gala).array
+    gala.array[1, 10, 10] = np.nan
+    dirty = normalize_intensity(gala).array
+    assert np.isnan(dirty).sum() == 1
+    dirty[1, 10, 10] = clean[1, 10, 10]
+    np.testing.assert_allclose(dirty, clean, atol=1e-6)
+    constant = np.array([0.7, 0.7, np.nan, np.inf], np.float32).reshape(1, 1, 4)
+    out = normalize_intensity(Chunk(constant)).array.ravel()
+    assert out[:2].tolist() == [0.0, 0.0] and np.isnan(out[2]) and out[3] == 1.0
 
 
 # quantize ------------------------------------------------------------------------------------

@@ -185,3 +185,20 @@ def test_patch_larger_than_chunk_and_patch_num():
     assert len(grid.plan(BoundingBox((0, 0, 0), (12, 48, 48))).patches) == 8
     with pytest.raises(ChunkflowError, match="a chunk of 12 48 48 holds 2 2 2"):
         grid.plan(BoundingBox((0, 0, 0), (12, 48, 50)))
+
+
+def test_non_finite_output_is_refused_with_its_voxel_count(tmp_path):
+    """A model that returns NaN (here: the first voxel of every patch) fails the chunk; an
+    all-NaN map must never pass for a result."""
+    model = models.write(tmp_path, "nan.py", models.NAN_CORNER)
+    grid = PatchGrid.create((8, 32, 32), None, (0, 0, 0), None, True)
+    inferencer = Inferencer(PytorchBackend(str(model), None, CPU), grid, CPU, 1, 1, 2)
+    # 2 x 2 patches without overlap: 4 NaN voxels (in the only channel)
+    with pytest.raises(ChunkflowError, match="has 4 of 32,768 voxels that are NaN or inf"):
+        inferencer(random_chunk((8, 64, 64)))
+    # a NaN in the input is named as the likely cause
+    identity_net = identity((8, 32, 32), overlap=(0, 0, 0))
+    chunk = random_chunk((8, 32, 32))
+    chunk.array[1, 2, 3] = np.nan
+    with pytest.raises(ChunkflowError, match="1 of 8,192 .*the input has 1 non-finite voxels"):
+        identity_net(chunk)

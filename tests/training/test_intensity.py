@@ -106,3 +106,19 @@ def test_defect_augment():
     np.testing.assert_array_equal(nothing.array, chunk.array)
     with pytest.raises(ChunkflowError, match="exceeds 1"):
         defect_augment(chunk, rng(), prob_missing=0.6, prob_low_contrast=0.6)
+
+
+@pytest.mark.parametrize("section_wise", [False, True])
+def test_one_nan_voxel_stays_one(section_wise):
+    """Means ignore non-finite voxels: a NaN stays where it is instead of spreading through the
+    mean to every voxel (of the chunk, or of its section)."""
+    clean = image(np.float32)
+    dirty = image(np.float32)
+    dirty.array[2, 3, 4] = np.nan
+    a = intensity_augment(clean, rng(4), z_section_wise=section_wise).array
+    b = intensity_augment(dirty, rng(4), z_section_wise=section_wise).array
+    assert np.isnan(b).sum() == 1 and np.isnan(b[2, 3, 4])
+    b[2, 3, 4] = a[2, 3, 4]
+    np.testing.assert_allclose(b, a, atol=0.01)  # the mean moved by one voxel's worth at most
+    low = defect_augment(dirty, rng(), prob_missing=0, prob_low_contrast=1).array
+    assert np.isnan(low).sum() == 1 and np.isfinite(low[2]).sum() == low[2].size - 1
