@@ -1,9 +1,10 @@
-"""HDF5 chunks, compatible with files written by the original chunkflow.
+"""HDF5 chunks, compatible with files written by the original chunkflow and by gunpowder.
 
-Layout: the array in a dataset (`/main` by default), the geometry as root datasets
-`/voxel_offset` and `/voxel_size` in (z, y, x) order and the layer type as root attribute
-`layer_type`. Reading finds the array by name, or takes the only array in the file, and also
-understands CREMI/gunpowder files (dataset attributes `resolution` and `offset` in world units).
+Layout: the array in a dataset (`/main` by default). Its geometry is the dataset's own
+attributes `resolution` and `offset` (world units, gunpowder/CREMI) when it has them, else the
+root datasets `/voxel_size` and `/voxel_offset` (z, y, x) of the original chunkflow; the layer
+type is the dataset's attribute `layer_type`, else the root's. Reading finds the array by name,
+or takes the only array in the file. Stored geometry is checked (`chunkflow.io.metadata`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from chunkflow.chunk import Chunk
 from chunkflow.errors import ChunkflowError
 from chunkflow.geometry import BoundingBox, Cartesian
 from chunkflow.io.files import atomic_output, require_file
+from chunkflow.io.metadata import stored_array, stored_layer_type, stored_vector, voxel_offset_of
 
 METADATA = ("voxel_offset", "voxel_size", "unique_nonzeros")
 COMPRESSIONS = ("none", "gzip", "lzf")
@@ -71,23 +73,23 @@ def read_h5(
                 f"{path}: no dataset {dataset!r} (datasets: {', '.join(_array_datasets(f))})"
             )
         dset = f[dataset]
-        if dset.ndim not in (3, 4):
+        where = f"{path}:{dset.name}"
+        if _text(dset.attrs.get("CLASS", "")) == "IMAGE":
             raise ChunkflowError(
-                f"{path}:{dataset} has shape {dset.shape}; expected 3D (z,y,x) or 4D (c,z,y,x)"
+                f"{where} is a 2D picture (HDF5 image class); expected a 3D (z, y, x) or 4D "
+                "(c, z, y, x) volume"
             )
-        # geometry: options, else the chunkflow layout, else CREMI/gunpowder dataset attributes
-        # `resolution` and `offset` (world units)
-        resolution = dset.attrs.get("resolution", (1, 1, 1))
-        if voxel_size is None:
-            voxel_size = f["voxel_size"][()] if "voxel_size" in f else resolution
-        if voxel_offset is None:
-            if "voxel_offset" in f:
-                voxel_offset = f["voxel_offset"][()]
-            else:
-                voxel_offset = Cartesian(dset.attrs.get("offset", (0, 0, 0))) // resolution
-        if layer_type is None and "layer_type" in f.attrs:
-            layer_type = _text(f.attrs["layer_type"])
+        stored_array(where, dset.shape, dset.dtype)
+        if voxel_size is None or voxel_offset is None:  # what the options leave to the file
+            stored_size, stored_offset = _geometry(f, dset, path, where)
+            voxel_size = stored_size if voxel_size is None else voxel_size
+            voxel_offset = stored_offset if voxel_offset is None else voxel_offset
         voxel_offset = Cartesian(voxel_offset)
+        if layer_type is None:
+            if "layer_type" in dset.attrs:
+                layer_type = stored_layer_type(where, dset.attrs["layer_type"])
+            elif "layer_type" in f.attrs:
+                layer_type = stored_layer_type(path, f.attrs["layer_type"])
         data_bbox = BoundingBox.from_delta(voxel_offset, dset.shape[-3:])
         if bbox is None:
             bbox = data_bbox
@@ -99,6 +101,25 @@ def read_h5(
         array = dset[(Ellipsis, *local)] if bbox != data_bbox else dset[()]
     chunk = Chunk(array, bbox.start, voxel_size, layer_type)
     return chunk if dtype is None else chunk.cast(dtype)
+
+
+def _geometry(f, dset, path: str, where: str) -> tuple[Cartesian, Cartesian]:
+    """(voxel size, voxel offset) a dataset stores: its own attributes, else the root's."""
+    attrs = dset.attrs
+    if "resolution" in attrs or "offset" in attrs:  # gunpowder/CREMI, world units
+        size = stored_vector(where, "the resolution", attrs.get("resolution", (1, 1, 1)), True)
+        return size, voxel_offset_of(where, attrs.get("offset", (0, 0, 0)), size)
+    size, offset = (1, 1, 1), (0, 0, 0)
+    if "voxel_size" in f:
+        size = stored_vector(path, "/voxel_size", _value(f["voxel_size"]), positive=True)
+    if "voxel_offset" in f:
+        offset = stored_vector(path, "/voxel_offset", _value(f["voxel_offset"]))
+    return Cartesian(size), Cartesian(offset)
+
+
+def _value(node):
+    """What a dataset holds; a group stands for itself (and is refused as a value)."""
+    return node[()] if hasattr(node, "shape") else node
 
 
 def write_h5(

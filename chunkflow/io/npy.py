@@ -12,6 +12,7 @@ from chunkflow.chunk import Chunk
 from chunkflow.errors import ChunkflowError
 from chunkflow.geometry import BoundingBox
 from chunkflow.io.files import atomic_output, require_file
+from chunkflow.io.metadata import stored_array
 
 
 def read_npy(path: str, voxel_offset=None, voxel_size=(1, 1, 1), layer_type=None) -> Chunk:
@@ -20,6 +21,10 @@ def read_npy(path: str, voxel_offset=None, voxel_size=(1, 1, 1), layer_type=None
         array = np.load(path, allow_pickle=False)
     except (ValueError, OSError) as err:
         raise ChunkflowError(f"{path} is not a .npy file ({err})") from None
+    if not isinstance(array, np.ndarray):  # an .npz archive
+        array.close()
+        raise ChunkflowError(f"{path} is an .npz archive; expected a .npy file (one array)")
+    stored_array(path, array.shape, array.dtype)
     if voxel_offset is None:
         try:
             voxel_offset = BoundingBox.from_string(os.path.basename(path)).start

@@ -17,6 +17,7 @@ from chunkflow.errors import ChunkflowError
 from chunkflow.geometry import BoundingBox, Cartesian
 from chunkflow.io import PRECOMPUTED_ENCODINGS
 from chunkflow.io.files import staged_writes
+from chunkflow.io.metadata import precomputed_info, stored_vector
 
 
 def _cloudvolume():
@@ -55,8 +56,9 @@ def open_volume(
         ) from None
     except exceptions.UnsupportedProtocolError as err:
         raise ChunkflowError(f"{path}: unsupported volume path ({err})") from None
-    except (ValueError, KeyError, TypeError) as err:
+    except (ValueError, KeyError, TypeError, IndexError) as err:
         raise ChunkflowError(f"{path}: unreadable precomputed info ({err})") from None
+    precomputed_info(f"{path.rstrip('/')}/info", vol.info)
     num_mips = len(vol.info.get("scales", []))
     if not 0 <= mip < num_mips:
         raise ChunkflowError(
@@ -83,6 +85,12 @@ def volume_grid(path: str, mip: int = 0) -> Grid:
 
 def _grid(vol) -> Grid:
     return Grid(tuple(float(v) for v in reversed(vol.resolution)), _bounds(vol))
+
+
+def _voxel_size(vol, path: str, mip: int) -> Cartesian:
+    """The voxel size of a chunk read at `mip`: the resolution, in whole units."""
+    resolution = list(reversed(vol.resolution))
+    return stored_vector(path, f"the resolution at mip {mip} (z, y, x)", resolution, True)
 
 
 def _layer_type(vol, dtype, num_channels, ndim) -> LayerType:
@@ -120,7 +128,7 @@ def read_precomputed(
         array[(slice(None), *local)] = _read_inside(vol, path, inside, mip)
     if array.shape[0] == 1:
         array = array[0]
-    voxel_size = Cartesian.from_xyz(vol.resolution)
+    voxel_size = _voxel_size(vol, path, mip)
     if layer_type is None:
         layer_type = _layer_type(vol, array.dtype, vol.num_channels, array.ndim)
     return Chunk(array, bbox.start, voxel_size, layer_type)
@@ -148,7 +156,7 @@ def zero_chunk(path: str, bbox: BoundingBox, mip: int = 0) -> Chunk:
     shape = tuple(bbox.shape) if channels == 1 else (channels, *bbox.shape)
     array = np.zeros(shape, dtype=np.dtype(vol.dtype))
     layer_type = _layer_type(vol, array.dtype, channels, array.ndim)
-    return Chunk(array, bbox.start, Cartesian.from_xyz(vol.resolution), layer_type)
+    return Chunk(array, bbox.start, _voxel_size(vol, path, mip), layer_type)
 
 
 def create_info(

@@ -1,7 +1,8 @@
 """TIFF chunks via tifffile. The dtype is kept; geometry travels in the JSON description.
 
-A 2D image reads as one section (1, y, x). Voxel offset, voxel size and layer type are stored as
-tifffile "shaped" metadata and read back when present.
+A 2D image reads as one section (1, y, x); an RGB(A) image as channels first, (c, 1, y, x) or
+(c, z, y, x). Voxel offset, voxel size and layer type are stored as tifffile "shaped" metadata
+and read back when present.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from chunkflow.chunk import Chunk
 from chunkflow.errors import ChunkflowError
 from chunkflow.geometry import BoundingBox
 from chunkflow.io.files import atomic_output, require_file
+from chunkflow.io.metadata import stored_array, stored_layer_type, stored_vector
 
 
 def read_tif(
@@ -29,19 +31,28 @@ def read_tif(
     try:
         with tifffile.TiffFile(path) as tif:
             array = tif.asarray()
+            axes = tif.series[0].axes if tif.series else ""
             meta = (tif.shaped_metadata or [{}])[0] if tif.is_shaped else {}
     except (tifffile.TiffFileError, ValueError) as err:
         raise ChunkflowError(f"{path} is not a TIFF file ({err})") from None
-    if array.ndim == 2:
+    if axes.endswith("S") and array.ndim == len(axes):  # RGB(A) samples: channels first
+        array = np.moveaxis(array, -1, 0)
+        if array.ndim == 3:
+            array = array[:, np.newaxis]
+    elif array.ndim == 2:
         array = array[np.newaxis]
     if array.ndim not in (3, 4):
         raise ChunkflowError(f"{path}: image of shape {array.shape}; expected 2D, 3D or 4D")
-    chunk = Chunk(
-        array,
-        voxel_offset if voxel_offset is not None else meta.get("voxel_offset", (0, 0, 0)),
-        voxel_size if voxel_size is not None else meta.get("voxel_size", (1, 1, 1)),
-        layer_type if layer_type is not None else meta.get("layer_type"),
-    )
+    stored_array(path, array.shape, array.dtype)
+    if not isinstance(meta, dict):
+        meta = {}
+    if voxel_offset is None:
+        voxel_offset = stored_vector(path, "voxel_offset", meta.get("voxel_offset", (0, 0, 0)))
+    if voxel_size is None:
+        voxel_size = stored_vector(path, "voxel_size", meta.get("voxel_size", (1, 1, 1)), True)
+    if layer_type is None:
+        layer_type = stored_layer_type(path, meta.get("layer_type"))
+    chunk = Chunk(array, voxel_offset, voxel_size, layer_type)
     if bbox is not None:
         if bbox.is_empty or not chunk.bbox.contains(bbox):
             raise ChunkflowError(

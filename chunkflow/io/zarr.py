@@ -18,6 +18,7 @@ from chunkflow.chunk import Chunk, Grid, check_same_grid
 from chunkflow.errors import ChunkflowError
 from chunkflow.geometry import BoundingBox, Cartesian
 from chunkflow.io.files import atomic_output, require_output_folder, staged_writes
+from chunkflow.io.metadata import stored_array, stored_layer_type, stored_vector, voxel_offset_of
 
 
 def _open_array(store: str, dataset: str | None, mode: str = "r"):
@@ -39,11 +40,15 @@ def _open_array(store: str, dataset: str | None, mode: str = "r"):
     return node
 
 
-def _geometry(array) -> tuple[Cartesian, Cartesian]:
+def _geometry(array, where: str) -> tuple[Cartesian, Cartesian]:
+    """(voxel offset, voxel size) from gunpowder's `offset` and `resolution` attributes."""
     attrs = dict(array.attrs)
-    voxel_size = Cartesian(attrs.get("resolution", (1, 1, 1)))
-    offset = Cartesian(attrs.get("offset", (0, 0, 0)))
-    return offset // voxel_size, voxel_size
+    voxel_size = stored_vector(where, "the resolution", attrs.get("resolution", (1, 1, 1)), True)
+    return voxel_offset_of(where, attrs.get("offset", (0, 0, 0)), voxel_size), voxel_size
+
+
+def _where(store: str, array) -> str:
+    return f"{store}/{array.path}" if getattr(array, "path", "") else store
 
 
 def read_zarr(
@@ -54,9 +59,9 @@ def read_zarr(
     layer_type=None,
 ) -> Chunk:
     array = _open_array(store, dataset)
-    if array.ndim not in (3, 4):
-        raise ChunkflowError(f"{store}: array of shape {array.shape}; expected 3D or 4D")
-    voxel_offset, voxel_size = _geometry(array)
+    where = _where(store, array)
+    stored_array(where, array.shape, array.dtype)
+    voxel_offset, voxel_size = _geometry(array, where)
     data_bbox = BoundingBox.from_delta(voxel_offset, array.shape[-3:])
     if bbox is None:
         bbox = data_bbox
@@ -68,7 +73,7 @@ def read_zarr(
     if dtype is not None:
         data = data.astype(dtype, copy=False)
     if layer_type is None:
-        layer_type = array.attrs.get("layer_type")
+        layer_type = stored_layer_type(where, array.attrs.get("layer_type"))
     return Chunk(data, bbox.start, voxel_size, layer_type)
 
 
@@ -124,7 +129,7 @@ def _create(chunk: Chunk, group, name: str, block_size) -> None:
 
 
 def _write_into(chunk: Chunk, array, where: str, name: str = "chunk") -> None:
-    voxel_offset, voxel_size = _geometry(array)
+    voxel_offset, voxel_size = _geometry(array, where)
     data_bbox = BoundingBox.from_delta(voxel_offset, array.shape[-3:])
     if np.dtype(array.dtype) != chunk.dtype:
         raise ChunkflowError(
