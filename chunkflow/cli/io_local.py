@@ -154,7 +154,13 @@ def read_h5(task, file_name, dataset_path, layer_type, voxel_offset, voxel_size,
     required=True,
     help="Output .h5 file, or a folder/prefix completed by the chunk bbox.",
 )
-@click.option("-d", "--dataset-path", default="main", show_default=True)
+@click.option(
+    "-d",
+    "--dataset-path",
+    default="main",
+    show_default=True,
+    help="Dataset to write; an existing file keeps its other datasets.",
+)
 @click.option(
     "-c",
     "--compression",
@@ -193,7 +199,12 @@ def write_h5(
     dtype,
     rescale,
 ):
-    """Write a chunk to an HDF5 file (atomically)."""
+    """Write a chunk as a dataset of an HDF5 file (atomically).
+
+    Into an existing HDF5 file the other datasets are kept (gunpowder keeps raw, labels and
+    predictions in one file): the file is copied to a temporary name with the new dataset,
+    then renamed over the old one.
+    """
     from chunkflow.io.files import task_path
     from chunkflow.io.h5 import write_h5 as write
 

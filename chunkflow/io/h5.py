@@ -5,9 +5,14 @@ attributes `resolution` and `offset` (world units, gunpowder/CREMI) when it has 
 root datasets `/voxel_size` and `/voxel_offset` (z, y, x) of the original chunkflow; the layer
 type is the dataset's attribute `layer_type`, else the root's. Reading finds the array by name,
 or takes the only array in the file. Stored geometry is checked (`chunkflow.io.metadata`).
+
+Writing a dataset into an existing HDF5 file keeps its other datasets (gunpowder keeps raw,
+labels and predictions in one file).
 """
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 
@@ -130,35 +135,89 @@ def write_h5(
     block_size=None,
     with_offset: bool = True,
 ) -> None:
-    """Write a chunk to an HDF5 file atomically (temporary name, then rename).
+    """Write a chunk as `dataset` of an HDF5 file, atomically (temporary name, then rename).
+
+    An existing HDF5 file keeps its other datasets: they are copied into the temporary file
+    next to the new one, and a dataset of the same name is replaced. The dataset carries its
+    geometry as attributes `resolution`, `offset` (world units, gunpowder's) and `layer_type`;
+    the root `/voxel_size`, `/voxel_offset` and `layer_type` of the original layout are written
+    in a new file and with the dataset `main`, and otherwise kept.
 
     compression: none (fastest), gzip or lzf. block_size: HDF5 chunk shape (z, y, x), or None for
-    a contiguous dataset.
+    a contiguous dataset. Without `with_offset` no offset is stored (it reads as 0).
     """
     import h5py
 
     if compression not in COMPRESSIONS:
         raise ChunkflowError(f"compression {compression!r}: expected one of {COMPRESSIONS}")
+    name = "/" + dataset.strip("/")
+    if name == "/" or name.split("/")[-1] in METADATA:
+        raise ChunkflowError(f"{path}: {dataset!r} cannot name a dataset; expected e.g. main")
     chunks = None
     if block_size is not None:
         chunks = tuple(min(b, s) for b, s in zip(block_size, chunk.shape[-3:]))
         chunks = (*chunk.shape[:-3], *chunks)
     elif compression != "none":
         chunks = True
+    voxel_size = np.asarray(chunk.voxel_size, dtype=np.int64)
+    voxel_offset = np.asarray(chunk.voxel_offset, dtype=np.int64)
     with atomic_output(path) as tmp:
         with h5py.File(tmp, "w") as f:
-            f.create_dataset(
-                dataset,
+            root = True
+            if os.path.isfile(path) and h5py.is_hdf5(path):
+                root = name == "/main"
+                with h5py.File(path, "r") as old:
+                    _copy_others(old, f, name, path, root)
+            dset = f.create_dataset(
+                name,
                 data=np.asarray(chunk),
                 chunks=chunks,
                 compression=None if compression == "none" else compression,
             )
-            f.create_dataset("voxel_size", data=np.asarray(chunk.voxel_size, dtype=np.int64))
+            dset.attrs["resolution"] = voxel_size
             if with_offset:
-                f.create_dataset(
-                    "voxel_offset", data=np.asarray(chunk.voxel_offset, dtype=np.int64)
-                )
-            f.attrs["layer_type"] = chunk.layer_type.value
+                dset.attrs["offset"] = voxel_offset * voxel_size
+            dset.attrs["layer_type"] = chunk.layer_type.value
+            if root:
+                f.create_dataset("voxel_size", data=voxel_size)
+                if with_offset:
+                    f.create_dataset("voxel_offset", data=voxel_offset)
+                f.attrs["layer_type"] = chunk.layer_type.value
+
+
+def _copy_others(old, new, name: str, path: str, root: bool) -> None:
+    """Copy every dataset and group of `old` but `name` into `new` (the root geometry too,
+    unless `root`: then it is written anew)."""
+    import h5py
+
+    parts = name.strip("/").split("/")
+    for k in range(1, len(parts) + 1):
+        prefix = "/" + "/".join(parts[:k])
+        node = old.get(prefix)
+        if node is None:
+            break
+        if k < len(parts) and not isinstance(node, h5py.Group):
+            raise ChunkflowError(f"{path}: {prefix} is a dataset, so {name} cannot be written")
+        if k == len(parts) and not isinstance(node, h5py.Dataset):
+            raise ChunkflowError(f"{path}: {name} is a group; expected a dataset name")
+    skip = {name} | ({f"/{m}" for m in METADATA} if root else set())
+    for key, value in old.attrs.items():
+        if not (root and key == "layer_type"):
+            new.attrs[key] = value
+
+    def copy(member: str, node) -> None:
+        full = "/" + member
+        if full in skip:
+            return
+        if isinstance(node, h5py.Group):
+            group = new.require_group(full)
+            for key, value in node.attrs.items():
+                group.attrs[key] = value
+            return
+        parent, _, base = full.rpartition("/")
+        old.copy(node, new.require_group(parent) if parent else new, name=base)
+
+    old.visititems(copy)
 
 
 def _text(value) -> str:

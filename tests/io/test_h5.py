@@ -157,3 +157,105 @@ class TestCli:
         assert (
             "read-h5" in line and "--dtype" in line and "'int99' is not a numpy data type" in line
         )
+
+
+# several datasets in one file (gunpowder's raw, labels and predictions) --------------------------
+
+
+def test_writing_a_dataset_keeps_the_others(tmp_path):
+    path = str(tmp_path / "sample.h5")
+    raw = Chunk(np.arange(24, dtype=np.uint8).reshape(2, 3, 4), (10, 20, 30), (40, 4, 4))
+    labels = Chunk(np.full((2, 3, 4), 7, np.uint64), (10, 20, 30), (40, 4, 4))
+    pred = Chunk(np.ones((3, 1, 2, 2), np.float32), (11, 21, 31), (40, 8, 8))
+    write_h5(raw, path, "volumes/raw", compression="gzip")
+    with h5py.File(path, "a") as f:  # something written by another tool
+        f["volumes"].attrs["note"] = "from elsewhere"
+        f.create_dataset("volumes/labels/mask", data=np.ones((2, 3, 4), np.uint8))
+        f["volumes/labels/mask"].attrs["resolution"] = (40, 4, 4)
+    write_h5(labels, path, "volumes/labels/neuron_ids")
+    write_h5(pred, path, "volumes/pred", block_size=(1, 2, 2))
+    back = {name: read_h5(path, name) for name in ("volumes/raw", "volumes/pred")}
+    np.testing.assert_array_equal(back["volumes/raw"].array, raw.array)
+    assert back["volumes/raw"].voxel_offset == (10, 20, 30)
+    assert back["volumes/raw"].voxel_size == (40, 4, 4) and back["volumes/raw"].is_image
+    assert back["volumes/pred"].voxel_offset == (11, 21, 31)
+    assert back["volumes/pred"].voxel_size == (40, 8, 8) and back["volumes/pred"].is_affinity_map
+    assert read_h5(path, "volumes/labels/neuron_ids").is_segmentation
+    np.testing.assert_array_equal(read_h5(path, "volumes/labels/mask").array, 1)
+    with h5py.File(path, "r") as f:
+        assert f["volumes"].attrs["note"] == "from elsewhere"
+        assert f["volumes/raw"].compression == "gzip"  # copied as stored
+        # gunpowder's attributes, in world units
+        assert tuple(f["volumes/pred"].attrs["offset"]) == (440, 168, 248)
+        assert tuple(f["volumes/pred"].attrs["resolution"]) == (40, 8, 8)
+    # replacing a dataset replaces it and keeps the others
+    write_h5(Chunk(np.zeros((2, 3, 4), np.uint8), (10, 20, 30), (40, 4, 4)), path, "volumes/raw")
+    assert not read_h5(path, "volumes/raw").array.any()
+    assert read_h5(path, "volumes/pred").voxel_size == (40, 8, 8)
+    assert sorted(os.listdir(tmp_path)) == ["sample.h5"]
+
+
+def test_main_keeps_the_original_layout_beside_other_datasets(tmp_path):
+    path = str(tmp_path / "c.h5")
+    write_h5(Chunk(np.ones((2, 2, 2), np.uint8), (1, 2, 3), (40, 4, 4)), path)
+    write_h5(Chunk(np.ones((2, 2, 2), np.uint32), (5, 6, 7), (8, 8, 8)), path, "seg")
+    with h5py.File(path, "r") as f:  # what the original chunkflow reads
+        assert tuple(f["voxel_offset"][()]) == (1, 2, 3)
+        assert tuple(f["voxel_size"][()]) == (40, 4, 4)
+    assert read_h5(path).voxel_offset == (1, 2, 3)  # /main is still the default
+    assert read_h5(path, "seg").voxel_offset == (5, 6, 7)
+    write_h5(Chunk(np.ones((2, 2, 2), np.uint8), (9, 9, 9), (40, 4, 4)), path)
+    with h5py.File(path, "r") as f:
+        assert tuple(f["voxel_offset"][()]) == (9, 9, 9)
+    assert read_h5(path, "seg").voxel_offset == (5, 6, 7)
+
+
+def test_a_failed_write_into_an_existing_file_leaves_it_as_it_was(tmp_path, monkeypatch):
+    path = str(tmp_path / "sample.h5")
+    write_h5(Chunk(np.ones((2, 2, 2), np.uint8)), path, "volumes/raw")
+    before = open(path, "rb").read()
+    original = h5py.Group.create_dataset
+
+    def broken(self, name, *args, **kwargs):
+        if name.endswith("pred"):
+            raise OSError("disk full")
+        return original(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(h5py.Group, "create_dataset", broken)
+    with pytest.raises(OSError):
+        write_h5(Chunk(np.ones((2, 2, 2), np.float32)), path, "volumes/pred")
+    assert open(path, "rb").read() == before
+    assert os.listdir(tmp_path) == ["sample.h5"]
+
+
+def test_dataset_names_that_cannot_be_written(tmp_path):
+    path = str(tmp_path / "s.h5")
+    write_h5(Chunk(np.ones((2, 2, 2), np.uint8)), path, "volumes/raw")
+    before = open(path, "rb").read()
+    with pytest.raises(ChunkflowError, match="/volumes is a group; expected a dataset name"):
+        write_h5(Chunk(np.ones((2, 2, 2), np.uint8)), path, "volumes")
+    with pytest.raises(ChunkflowError, match="/volumes/raw is a dataset, so /volumes/raw/x cannot"):
+        write_h5(Chunk(np.ones((2, 2, 2), np.uint8)), path, "volumes/raw/x")
+    with pytest.raises(ChunkflowError, match="'voxel_size' cannot name a dataset"):
+        write_h5(Chunk(np.ones((2, 2, 2), np.uint8)), path, "voxel_size")
+    assert open(path, "rb").read() == before
+
+
+def test_cli_writes_raw_labels_and_predictions_into_one_file(run_cli, gala, tmp_path):
+    run_cli(
+        f"read-h5 -f {gala}/test-image.h5 -o raw -x 10 10 10 -t 0 0 0 -s 4 8 8 "
+        f"read-h5 -f {gala}/test-gt.lzf.h5 -o gt -x 10 10 10 -t 0 0 0 -s 4 8 8 "
+        "write-h5 -i raw -f sample.h5 -d volumes/raw write-h5 -i gt -f sample.h5 -d volumes/labels"
+    )
+    run_cli(
+        "create-chunk -s 4 8 8 -t float32 --voxel-size 10 10 10 "
+        "write-h5 -f sample.h5 -d volumes/pred"
+    )
+    with h5py.File(tmp_path / "sample.h5", "r") as f:
+        names = []
+        f.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) else None)
+    assert {"volumes/raw", "volumes/labels", "volumes/pred"} <= set(names)
+    np.testing.assert_array_equal(
+        read_h5(str(tmp_path / "sample.h5"), "volumes/raw").array,
+        read_stack(gala / "test-image.h5")[:4, :8, :8],
+    )
