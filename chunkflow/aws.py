@@ -32,5 +32,8 @@ def aws_session():
 
 
 def short_error(err) -> str:
-    """An exception as one short line (botocore messages can span lines)."""
-    return " ".join(str(err).split())[:200]
+    """An exception as one short line (botocore messages can span lines), without the
+    credentials of the endpoint URL it may name."""
+    from chunkflow.redact import redact
+
+    return redact(" ".join(str(err).split()))[:200]

@@ -90,7 +90,15 @@ class RunConfig:
 
 
 class OperatorError(Exception):
-    """An error raised inside an operator, prefixed with the operator name and task bbox."""
+    """An error raised inside an operator, prefixed with the operator name and task bbox.
+
+    Its message goes to the error line, the task log and dead letters: URL credentials in it
+    (of an unexpected library error, say) are redacted here."""
+
+    def __init__(self, message: str):
+        from chunkflow.redact import redact
+
+        super().__init__(redact(message))
 
 
 @dataclass

@@ -196,9 +196,13 @@ def unique_names(stages: list[Stage]) -> None:
 
 
 class _Formatter(logging.Formatter):
+    """The log line, tracebacks included, without the credentials of URLs in it."""
+
     def format(self, record):
+        from chunkflow.redact import redact
+
         record.elapsed = record.relativeCreated / 1000.0
-        return super().format(record)
+        return redact(super().format(record))
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -313,10 +317,13 @@ def _main(argv: list[str], verbose: bool, start: float) -> int:
 
 
 def _fail(message: str, verbose: bool, hint: bool = False) -> None:
+    """The error line (after the traceback with --verbose), without URL credentials."""
+    from chunkflow.redact import redact
+
     if verbose:
-        traceback.print_exc()
+        click.echo(redact(traceback.format_exc()), err=True, nl=False)
     suffix = " (run with --verbose for the traceback)" if hint and not verbose else ""
-    click.echo(f"chunkflow: error: {message}{suffix}", err=True)
+    click.echo(redact(f"chunkflow: error: {message}{suffix}"), err=True)
 
 
 if __name__ == "__main__":

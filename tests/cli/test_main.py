@@ -276,3 +276,120 @@ def test_progress_bars_only_on_a_terminal_and_not_quiet(tmp_path, quiet):
         [CHUNKFLOW, *args], cwd=tmp_path, capture_output=True, text=True, check=True
     )
     assert "tasks:   0%" not in piped.stderr and "%|" not in piped.stderr
+
+
+# Credentials in URLs never reach stderr, the log file or a dead letter -----------------------
+
+SECRETS = ("s3cr3t-pw", "t0ken-value", "51gnature")
+
+
+@pytest.fixture
+def refused_port():
+    """A loopback port that nothing listens on while the test runs (bound, not listening)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+
+
+@pytest.fixture
+def not_found_server():
+    """A loopback HTTP server answering 404 to everything; its port."""
+    import http.server
+    import threading
+
+    class NotFound(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_error(404)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+def _secret_url(port: int, path: str = "", user: bool = True) -> str:
+    userinfo = f"user:{SECRETS[0]}@" if user else ""
+    return (
+        f"http://{userinfo}127.0.0.1:{port}/{path}"
+        f"?token={SECRETS[1]}&X-Amz-Signature={SECRETS[2]}&X-Amz-Expires=60"
+    )
+
+
+@pytest.fixture
+def dummy_aws(monkeypatch):
+    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_SQS", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_METADATA_SERVICE_TIMEOUT": "1",
+        "AWS_METADATA_SERVICE_NUM_ATTEMPTS": "1",
+        "NO_PROXY": "127.0.0.1",
+        "no_proxy": "127.0.0.1",
+    }.items():
+        monkeypatch.setenv(name, value)
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+@pytest.mark.parametrize(
+    "line",
+    [
+        "queue-status -q sqs://q --endpoint-url {sqs}",
+        "fetch-task -q sqs://q --endpoint-url {sqs} create-chunk",
+        "generate-tasks --roi-start 0 0 0 --roi-size 1 1 1 -c 1 1 1 -q q --endpoint-url {sqs}",
+        "create-chunk cloud-watch --endpoint-url {sqs}",
+        "cutout -v {volume} --start 0 0 0 --size 1 1 1",
+        "neuroglancer --layer v={volume} --serve-seconds 0",
+    ],
+)
+def test_no_credential_of_a_url_is_printed_or_logged(
+    run_cli, tmp_path, dummy_aws, refused_port, not_found_server, line, verbose
+):
+    # (cloud-volume reads http://user:password@host as the host `user`: no user there)
+    volume = _secret_url(not_found_server, "vol", user=False)
+    with_user = "{sqs}" in line
+    line = line.format(sqs=_secret_url(refused_port), volume=volume)
+    log = tmp_path / "run.log"
+    result = run_cli(["-v"] * verbose + ["--log-file", log, *line.split()], expect=1)
+    printed = result.out + result.err + log.read_text()
+    assert not [secret for secret in SECRETS if secret in printed], printed
+    last = result.err.splitlines()[-1]
+    assert last.startswith("chunkflow: error: ")
+    # the URL is still named, without its secrets
+    assert "?token=***&X-Amz-Signature=***&X-Amz-Expires=60" in last
+    assert ("***@127.0.0.1" in last) == with_user
+    assert ("Traceback" in result.err) == verbose
+
+
+def test_no_credential_reaches_a_dead_letter_or_the_console_script(tmp_path, not_found_server):
+    volume = _secret_url(not_found_server, "vol", user=False)
+    run = [CHUNKFLOW, "-v"]
+    subprocess.run(
+        [*run, "generate-tasks", "--roi-start", "0", "0", "0", "--roi-size", "1", "1", "1"]
+        + ["-c", "1", "1", "1", "-q", "./q"],
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+    )
+    worker = subprocess.run(
+        [*run, "fetch-task", "-q", "./q", "--max-retries", "0", "--wait-seconds", "0"]
+        + ["--retry-times", "0", "cutout", "-v", volume, "delete-task-in-queue"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert worker.returncode == 1 and "1 dead-lettered" in worker.stderr
+    (dead,) = (tmp_path / "q" / "dead").glob("*.error")
+    for text in (worker.stdout, worker.stderr, dead.read_text()):
+        assert not [secret for secret in SECRETS if secret in text], text
+    assert "?token=***&X-Amz-Signature=***" in dead.read_text()
