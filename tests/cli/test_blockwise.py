@@ -33,6 +33,14 @@ def script_env(**extra):
     return dict(os.environ, PATH=path, CHUNKFLOW_PROGRESS="0", **extra)
 
 
+def fragments(process) -> bool:
+    """Whether a process is a segment-fragments worker (one that just ended is not)."""
+    try:
+        return "segment-fragments" in " ".join(process.cmdline())
+    except psutil.Error:  # gone, or a zombie not yet reaped
+        return False
+
+
 def test_queue_workers_one_killed_give_the_whole_volume_result(tmp_path, pinky40_labels):
     """Ideal affinities of a real 128^3 segmentation, 64 chunks, 3 workers; one worker is
     SIGKILLed during the first phase. The result is the whole-volume agglomeration exactly."""
@@ -53,11 +61,7 @@ def test_queue_workers_one_killed_give_the_whole_volume_result(tmp_path, pinky40
     deadline = time.monotonic() + 120
     while killed is None and script.poll() is None and time.monotonic() < deadline:
         done = len(os.listdir(faces)) if faces.is_dir() else 0
-        workers = [
-            p
-            for p in psutil.Process(script.pid).children(recursive=True)
-            if "segment-fragments" in " ".join(p.cmdline())
-        ]
+        workers = [p for p in psutil.Process(script.pid).children(recursive=True) if fragments(p)]
         if done >= 4 and workers:
             workers[0].send_signal(signal.SIGKILL)
             killed = done
