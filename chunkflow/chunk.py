@@ -11,6 +11,7 @@ coordinates) crops or writes a region; any other index goes to the plain array.
 
 from __future__ import annotations
 
+import math
 from enum import Enum
 from typing import NamedTuple
 
@@ -19,6 +20,7 @@ from numpy.lib.mixins import NDArrayOperatorsMixin
 
 from chunkflow.errors import ChunkflowError
 from chunkflow.geometry import BoundingBox, Cartesian
+from chunkflow.memory import require_memory
 
 __all__ = ["Chunk", "Grid", "LayerType", "check_same_grid"]
 
@@ -117,6 +119,12 @@ class Chunk(NDArrayOperatorsMixin):
             )
         dtype = np.dtype(dtype)
         shape = tuple(size) if num_channels == 1 else (num_channels, *size)
+        elements = math.prod(shape)
+        work = 0 if pattern == "zero" else (8 if dtype.kind in "fb" else 24) * elements  # float64
+        require_memory(
+            elements * dtype.itemsize + work,
+            f"a {pattern} chunk of shape {shape} and dtype {dtype}",
+        )
         if pattern == "zero":
             array = np.zeros(shape, dtype=dtype)
         elif pattern in ("sin", "random"):

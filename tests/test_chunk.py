@@ -258,3 +258,18 @@ class TestCast:
             Chunk(np.array([[[0.0, 1.5, np.nan, 1.0]]])).cast("uint8", rescale=True)
         with pytest.raises(ChunkflowError, match="not uint16 onto float32"):
             Chunk(np.zeros((1, 1, 2), np.uint16)).cast("float32", rescale=True)
+
+
+def test_create_refuses_what_cannot_fit_in_memory_and_says_how_much(monkeypatch):
+    import chunkflow.memory
+
+    with pytest.raises(ChunkflowError, match="needs 22.7 TiB of memory, more than the"):
+        Chunk.create((10000, 10000, 10000))  # a TB of voxels, 24 B each of float64 work
+    monkeypatch.setattr(chunkflow.memory, "available_memory", lambda: 2**20)
+    assert Chunk.create((64, 64, 64), pattern="zero").array.nbytes == 2**18  # fits
+    with pytest.raises(ChunkflowError) as err:
+        Chunk.create((64, 64, 64), "float32", "random", num_channels=2)
+    assert str(err.value) == (
+        "a random chunk of shape (2, 64, 64, 64) and dtype float32 needs 6.0 MiB of memory, "
+        "more than the 1.0 MiB available"
+    )

@@ -15,6 +15,7 @@ error that counts them, not a result.
 from __future__ import annotations
 
 import logging
+import math
 
 import numpy as np
 
@@ -161,6 +162,9 @@ class Inferencer:
                 f"is {self.num_input_channels}"
             )
         plan = self.grid.plan(chunk.bbox)
+        patches = plan.patches
+        batch_size = min(self.batch_size, len(patches))  # no room for patches that do not exist
+        self._require_memory(chunk, plan, batch_size)
         channels = self.num_output_channels - (self.mask_myelin_threshold is not None)
         shape = (channels, *plan.output_bbox.shape)
         if not chunk.array.any():
@@ -174,15 +178,14 @@ class Inferencer:
             (self.num_output_channels, *plan.region.shape), dtype=self.dtype, device=self.device
         )
         batch = torch.empty(
-            (self.batch_size, self.num_input_channels, *self.grid.input_patch_size),
+            (batch_size, self.num_input_channels, *self.grid.input_patch_size),
             dtype=torch.float32,
             device=self.device,
         )
         origin_in, origin_out = chunk.voxel_offset, plan.region.start
-        patches = plan.patches
-        starts = range(0, len(patches), self.batch_size)
+        starts = range(0, len(patches), batch_size)
         for first in progress(starts, desc="inference", unit="batch"):
-            group = patches[first : first + self.batch_size]
+            group = patches[first : first + batch_size]
             for k, (in_bbox, _) in enumerate(group):
                 batch[k] = x[(slice(None), *_local(in_bbox, origin_in))]
             y = self._fit_output(self._forward(batch[: len(group)]))
@@ -217,6 +220,39 @@ class Inferencer:
         raise ChunkflowError(
             f"the model output has {bad:,} of {total:,} voxels that are NaN or inf{why}"
         )
+
+    def _require_memory(self, chunk: Chunk, plan: Plan, batch_size: int) -> None:
+        """Refuse a chunk whose buffers do not fit in the device's memory, before any is made:
+        the input as float32, the output and weight sums over the region, a batch of input
+        patches and one of output patches (the model's own memory comes on top)."""
+        import torch
+
+        from chunkflow.memory import format_bytes, require_memory
+
+        region = math.prod(plan.region.shape)
+        patches_in = self.num_input_channels * math.prod(self.grid.input_patch_size)
+        patches_out = self.num_output_channels * math.prod(self.grid.output_patch_size)
+        output_size = self.dtype.itemsize * self.num_output_channels * region
+        nbytes = (
+            4 * self.num_input_channels * math.prod(chunk.spatial_shape)
+            + output_size
+            + 4 * region
+            + 4 * batch_size * (patches_in + patches_out)
+        )
+        what = (
+            f"inference of a {_vec(chunk.spatial_shape)} chunk ({len(plan.patches)} patches "
+            f"of {_vec(self.grid.input_patch_size)}, batches of {batch_size})"
+        )
+        if self.device.type != "cuda":
+            require_memory(nbytes, what)
+            return
+        free, _ = torch.cuda.mem_get_info(self.device)
+        if nbytes > free:
+            raise ChunkflowError(
+                f"{what} needs {format_bytes(nbytes)} of GPU memory, more than the "
+                f"{format_bytes(free)} free on {self.device}"
+            )
+        require_memory(output_size, f"the output of {what}")  # copied back to the host
 
     def _to_device(self, chunk: Chunk):
         import torch

@@ -10,6 +10,8 @@ tensorstore included, finds the chunk files under their plain names.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from chunkflow.chunk import Chunk, Grid, LayerType, check_same_grid
@@ -18,6 +20,7 @@ from chunkflow.geometry import BoundingBox, Cartesian
 from chunkflow.io import PRECOMPUTED_ENCODINGS
 from chunkflow.io.files import staged_writes
 from chunkflow.io.metadata import precomputed_info, stored_vector
+from chunkflow.memory import require_memory
 
 
 def _cloudvolume():
@@ -122,7 +125,12 @@ def read_precomputed(
             f"{path}: cutout {bbox} at mip {mip} is outside the volume, which covers {bounds} "
             "(use --fill-missing to read zeros past its edge)"
         )
-    array = np.zeros((vol.num_channels, *bbox.shape), dtype=np.dtype(vol.dtype))
+    shape = (vol.num_channels, *bbox.shape)
+    # the chunk, and cloud-volume's cutout of the part inside the volume on its way in
+    require_memory(
+        2 * math.prod(shape) * np.dtype(vol.dtype).itemsize, f"{path}: cutout {bbox} at mip {mip}"
+    )
+    array = np.zeros(shape, dtype=np.dtype(vol.dtype))
     if not inside.is_empty:
         local = inside.shift(-bbox.start).to_slices()
         array[(slice(None), *local)] = _read_inside(vol, path, inside, mip)

@@ -215,3 +215,12 @@ def test_queue_send_streams_any_iterable(kind, new_queue):
     queue.send(bodies())
     assert seen == ([0] * 23 if kind == "local" else [k // 10 * 10 for k in range(23)])
     assert sorted(drain(queue)) == sorted(f"{k}-{k + 1}_0-1_0-1" for k in range(23))
+
+
+def test_create_chunk_too_large_for_memory_is_one_line_before_allocating(run_cli):
+    line = error_line(run_cli("create-chunk --size 10000 10000 10000", expect=1))
+    assert line.startswith(
+        "chunkflow: error: create-chunk: a sin chunk of shape (10000, 10000, 10000) and dtype "
+        "uint8 needs 22.7 TiB of memory, more than the "
+    )
+    assert line.endswith(" available")

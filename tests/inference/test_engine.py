@@ -202,3 +202,28 @@ def test_non_finite_output_is_refused_with_its_voxel_count(tmp_path):
     chunk.array[1, 2, 3] = np.nan
     with pytest.raises(ChunkflowError, match="1 of 8,192 .*the input has 1 non-finite voxels"):
         identity_net(chunk)
+
+
+def test_a_batch_larger_than_the_patch_count_needs_no_room_for_missing_patches():
+    chunk = random_chunk((16, 64, 64))
+    one = identity((8, 32, 32), overlap=(4, 16, 16), batch=1)(chunk)
+    # 27 patches: a batch of 10^12 would ask for 4 PB of patches before the fix
+    huge = identity((8, 32, 32), overlap=(4, 16, 16), batch=10**12)(chunk)
+    np.testing.assert_allclose(huge.array, one.array, atol=1e-6)
+
+
+def test_a_chunk_whose_buffers_do_not_fit_is_refused_before_any_is_made(monkeypatch):
+    import chunkflow.memory
+
+    chunk = random_chunk((16, 64, 64))
+    inferencer = identity((8, 32, 32), overlap=(4, 16, 16), batch=4)
+    monkeypatch.setattr(chunkflow.memory, "available_memory", lambda: 2**19)
+    with pytest.raises(ChunkflowError) as err:
+        inferencer(chunk)
+    # input, output and weight sums 256 KiB each, a batch of 4 input and 4 output patches 256 KiB
+    assert str(err.value) == (
+        "inference of a 16 64 64 chunk (27 patches of 8 32 32, batches of 4) needs 1.0 MiB of "
+        "memory, more than the 512.0 KiB available"
+    )
+    monkeypatch.setattr(chunkflow.memory, "available_memory", lambda: 2**30)
+    assert inferencer(chunk).shape == (1, 16, 64, 64)

@@ -198,3 +198,15 @@ class TestCli:
         result = run_cli(args, expect=None)
         assert result.code != 0
         assert message in error_line(result)
+
+
+def test_a_cutout_that_cannot_fit_in_memory_is_refused_before_reading(tmp_path):
+    path = f"file://{tmp_path}/vol"
+    write_precomputed(Chunk(np.ones((8, 8, 8), np.uint8)), path)
+    huge = BoundingBox((0, 0, 0), (10000, 10000, 10000))  # zeros past the edge: 1 TB of them
+    with pytest.raises(ChunkflowError) as err:
+        read_precomputed(path, huge, fill_missing=True)
+    assert str(err.value).startswith(
+        f"{path}: cutout 0-10000_0-10000_0-10000 at mip 0 needs 1.8 TiB of memory, more than the "
+    )
+    assert read_precomputed(path, BoundingBox((0, 0, 0), (8, 8, 8))).array.sum() == 512
