@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import threading
@@ -41,6 +42,31 @@ def require_file(path: str, what: str) -> None:
         raise ChunkflowError(f"{path} is a folder, expected {what}")
     if not os.access(path, os.R_OK):
         raise ChunkflowError(f"{path}: permission denied")
+
+
+# What libraries raise for a damaged, truncated or foreign file (h5py, numpy, tifffile, zarr's
+# codecs): not bugs of ours, but data that cannot be read.
+UNREADABLE = (OSError, ValueError, RuntimeError, EOFError, KeyError)
+
+
+def reader(what: str):
+    """Decorate a reader `fn(path, ...)`: a library error while reading becomes one line naming
+    the file and what was expected (`what`, e.g. "HDF5 file"), never a traceback or data."""
+
+    def decorate(fn):
+        @functools.wraps(fn)
+        def read(path, *args, **kwargs):
+            try:
+                return fn(path, *args, **kwargs)
+            except ChunkflowError:
+                raise
+            except UNREADABLE as err:
+                reason = " ".join(f"{type(err).__name__}: {err}".split())[:200]
+                raise ChunkflowError(f"{path}: unreadable {what} ({reason})") from err
+
+        return read
+
+    return decorate
 
 
 def require_output_folder(path: str) -> None:
@@ -146,6 +172,7 @@ def list_files(path: str, prefix: str = "") -> list[str]:
 # hidden temporary). Inside it, the renames wait until the block ends: a failure on the way (a
 # full disk, a bad value, an interrupt) removes the temporaries and every previous file stays
 # as it was. Object stores are atomic per object already.
+
 
 class _Stage:
     """The files of one `staged_writes()` block: (temporary, final, exclusive)."""

@@ -19,7 +19,7 @@ import numpy as np
 from chunkflow.chunk import Chunk
 from chunkflow.errors import ChunkflowError
 from chunkflow.geometry import BoundingBox, Cartesian
-from chunkflow.io.files import atomic_output, require_file
+from chunkflow.io.files import atomic_output, reader, require_file
 from chunkflow.io.metadata import stored_array, stored_layer_type, stored_vector, voxel_offset_of
 
 METADATA = ("voxel_offset", "voxel_size", "unique_nonzeros")
@@ -49,6 +49,7 @@ def _array_datasets(f) -> list[str]:
     return names
 
 
+@reader("HDF5 file")
 def read_h5(
     path: str,
     dataset: str | None = None,

@@ -11,10 +11,11 @@ import numpy as np
 from chunkflow.chunk import Chunk
 from chunkflow.errors import ChunkflowError
 from chunkflow.geometry import BoundingBox
-from chunkflow.io.files import atomic_output, require_file
+from chunkflow.io.files import atomic_output, reader, require_file
 from chunkflow.io.metadata import stored_array
 
 
+@reader(".npy file")
 def read_npy(path: str, voxel_offset=None, voxel_size=(1, 1, 1), layer_type=None) -> Chunk:
     require_file(path, "a .npy file")
     try:

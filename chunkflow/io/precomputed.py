@@ -145,6 +145,7 @@ def read_precomputed(
 def _read_inside(vol, path: str, bbox: BoundingBox, mip: int) -> np.ndarray:
     """The (c, z, y, x) voxels of `bbox`, which lies inside the volume."""
     _, exceptions = _cloudvolume()
+    _check_local_blocks(vol, path, bbox, mip)
     x0, y0, z0 = bbox.start.xyz
     x1, y1, z1 = bbox.stop.xyz
     try:
@@ -153,7 +154,50 @@ def _read_inside(vol, path: str, bbox: BoundingBox, mip: int) -> np.ndarray:
         raise ChunkflowError(
             f"{path}: data missing in {bbox} at mip {mip} (use --fill-missing to read zeros)"
         ) from None
+    except Exception as err:  # a block the codec cannot decode: damaged, never data
+        reason = " ".join(f"{type(err).__name__}: {err}".split())[:200]
+        raise ChunkflowError(
+            f"{path}: a block in {bbox} at mip {mip} is damaged ({reason})"
+        ) from err
     return np.transpose(np.asarray(cutout), (3, 2, 1, 0))
+
+
+_COMPRESSION_SUFFIXES = ("", ".gz", ".br", ".zstd", ".xz", ".bz2")
+
+
+def _check_local_blocks(vol, path: str, bbox: BoundingBox, mip: int) -> None:
+    """Damaged block files of a local volume in `bbox`: an empty file, or a raw block of the
+    wrong size, is one line naming it (cloud-volume would read an empty one as a missing block,
+    zeros under --fill-missing). A missing block is not damage. One stat per block."""
+    import itertools
+    import os
+
+    if not path.startswith("file://") or vol.meta.sharding(mip):
+        return
+    root = os.path.join(path[len("file://") :], vol.meta.key(mip))
+    block = Cartesian.from_xyz(vol.meta.chunk_size(mip))
+    bounds = _bounds(vol)
+    raw = vol.meta.encoding(mip) == "raw"
+    voxel_bytes = np.dtype(vol.dtype).itemsize * vol.num_channels
+    first = (bbox.start - bounds.start) // block
+    last = (bbox.stop - bounds.start - 1) // block
+    for index in itertools.product(*(range(a, b + 1) for a, b in zip(first, last))):
+        start = bounds.start + Cartesian(index) * block
+        piece = BoundingBox(start, start + block).intersect(bounds)
+        name = "_".join(f"{a}-{b}" for a, b in zip(piece.start.xyz, piece.stop.xyz))
+        expected = int(np.prod(tuple(piece.shape))) * voxel_bytes
+        for suffix in _COMPRESSION_SUFFIXES:
+            file = os.path.join(root, name + suffix)
+            try:
+                size = os.stat(file).st_size
+            except FileNotFoundError:
+                continue
+            if size == 0 or (raw and not suffix and size != expected):
+                raise ChunkflowError(
+                    f"{file}: damaged block ({size} bytes, expected "
+                    f"{expected if raw and not suffix else 'more'}); rewrite it or delete it "
+                    "to read it as missing"
+                )
 
 
 def zero_chunk(path: str, bbox: BoundingBox, mip: int = 0) -> Chunk:
@@ -240,9 +284,7 @@ def check_encoding(encoding: str, dtype, num_channels: int, layer_type) -> None:
         sample = rng.integers(0, 200, (8, 8, 8, num_channels)).astype(dtype)
     try:
         data = chunks.encode(sample, encoding, block_size=(8, 8, 8))
-        back = chunks.decode(
-            data, encoding, shape=sample.shape, dtype=dtype, block_size=(8, 8, 8)
-        )
+        back = chunks.decode(data, encoding, shape=sample.shape, dtype=dtype, block_size=(8, 8, 8))
     except Exception as err:  # the codec's own words: not installed, wrong dtype, ...
         reason = " ".join(str(err).split())[:160]
         raise ChunkflowError(f"{what} does not work here ({reason})") from None

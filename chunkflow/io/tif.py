@@ -12,10 +12,11 @@ import numpy as np
 from chunkflow.chunk import Chunk
 from chunkflow.errors import ChunkflowError
 from chunkflow.geometry import BoundingBox
-from chunkflow.io.files import atomic_output, require_file
+from chunkflow.io.files import atomic_output, reader, require_file
 from chunkflow.io.metadata import stored_array, stored_layer_type, stored_vector
 
 
+@reader("TIFF file")
 def read_tif(
     path: str,
     bbox: BoundingBox | None = None,

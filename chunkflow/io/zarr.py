@@ -17,7 +17,7 @@ import numpy as np
 from chunkflow.chunk import Chunk, Grid, check_same_grid
 from chunkflow.errors import ChunkflowError
 from chunkflow.geometry import BoundingBox, Cartesian
-from chunkflow.io.files import atomic_output, require_output_folder, staged_writes
+from chunkflow.io.files import atomic_output, reader, require_output_folder, staged_writes
 from chunkflow.io.metadata import stored_array, stored_layer_type, stored_vector, voxel_offset_of
 
 
@@ -51,6 +51,7 @@ def _where(store: str, array) -> str:
     return f"{store}/{array.path}" if getattr(array, "path", "") else store
 
 
+@reader("zarr store")
 def read_zarr(
     store: str,
     dataset: str | None = None,
