@@ -1,4 +1,4 @@
-"""Meshing operators: mesh, mesh-manifest."""
+"""Meshing operators: mesh, mesh-manifest, mesh-merge-sharded."""
 
 from __future__ import annotations
 
@@ -42,9 +42,13 @@ def _target(path, fmt, mip, voxel_size):
 @click.option(
     "-t",
     "--output-format",
-    type=click.Choice(["precomputed", "ply", "obj"]),
+    "--format",
+    "output_format",
+    type=click.Choice(["precomputed", "ply", "obj", "multires"]),
     default="precomputed",
     show_default=True,
+    help="precomputed: legacy fragments {id}:0:{bbox}; multires: one {bbox}.frags per task "
+    "for mesh-merge-sharded; ply/obj: files in a folder.",
 )
 @vec3_option(
     "-v",
@@ -103,6 +107,7 @@ def mesh(
     """Mesh every object of a segmentation chunk (zmesh) into fragments.
 
     Precomputed fragments are named {id}:0:{bbox in world units}; run mesh-manifest afterwards.
+    With --output-format multires each task writes {bbox}.frags; run mesh-merge-sharded afterwards.
     Neighbouring chunks need one voxel of overlap (generate-tasks --stride = chunk size - 1).
     """
     from chunkflow.mesh.mesh import mesh_chunk, world_bbox
@@ -127,7 +132,13 @@ def mesh(
         parse_ids(skip_ids, "--skip-ids"),
     )
     names = target.write(meshes, world_bbox(seg, target.voxel_size), manifest)
-    logger.info("mesh: %d objects of %s written to %s", len(names), seg.bbox, target.path)
+    logger.info(
+        "mesh: %d objects of %s written to %s (%s)",
+        len(meshes),
+        seg.bbox,
+        target.path,
+        ", ".join(names[:3]) + (" ..." if len(names) > 3 else ""),
+    )
 
 
 @operator("mesh-manifest", family="mesh", effects=("writes",))
@@ -161,3 +172,79 @@ def mesh_manifest(task, volume_path, prefix, digits):
     if prefix is not None and (not prefix.isdigit() or (digits and len(prefix) != digits)):
         raise ChunkflowError(f"--prefix {prefix!r}: expected {digits or 'some'} decimal digit(s)")
     write_manifests(volume_path, prefix)
+
+
+@operator("mesh-merge-sharded", family="mesh", effects=("writes",))
+@click.option(
+    "-v",
+    "--volume-path",
+    type=VOLUME_PATH,
+    required=True,
+    help="Precomputed segmentation volume whose mesh dir holds {bbox}.frags files.",
+)
+@click.option(
+    "--shard",
+    "shards",
+    multiple=True,
+    help="Write only this shard (hex, as in {shard}.shard; repeatable) [default: all].",
+)
+@click.option(
+    "-l",
+    "--num-lods",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="Levels of detail (fewer when simplification stops losing faces).",
+)
+@click.option(
+    "-f",
+    "--lod-factor",
+    type=click.IntRange(min=2),
+    default=4,
+    show_default=True,
+    help="Each level keeps 1/FACTOR of the faces of the one before.",
+)
+@click.option(
+    "--vertex-quantization-bits",
+    type=click.Choice(["10", "16"]),
+    default="16",
+    show_default=True,
+)
+@click.option(
+    "--shard-bits",
+    type=click.IntRange(min=0),
+    default=None,
+    help="[default: sized from the number of objects]",
+)
+@click.option(
+    "--minishard-bits",
+    type=click.IntRange(min=0),
+    default=None,
+    help="[default: sized from the number of objects]",
+)
+def mesh_merge_sharded(
+    task,
+    volume_path,
+    shards,
+    num_lods,
+    lod_factor,
+    vertex_quantization_bits,
+    shard_bits,
+    minishard_bits,
+):
+    """Merge per-task fragments into sharded multi-resolution meshes (neuroglancer_multilod_draco).
+
+    Every run derives the same sharding from the fragment files, so shard jobs (--shard 0,
+    --shard 1, ...) can run at the same time once every mesh task is done.
+    """
+    from chunkflow.mesh.multires import merge_sharded
+
+    merge_sharded(
+        volume_path,
+        list(shards) or None,
+        num_lods=num_lods,
+        factor=lod_factor,
+        vertex_quantization_bits=int(vertex_quantization_bits),
+        shard_bits=shard_bits,
+        minishard_bits=minishard_bits,
+    )

@@ -10,6 +10,8 @@ Files, for a chunk with world bounding box B (z0-z1_y0-y1_x0-x1, voxel offset ×
   whole objects); a volume also gets "mesh": "mesh" in its info and `mesh/info`
   {"@type": "neuroglancer_legacy_mesh"}.
 - ply / obj (folder output only): `{id}_{B}.ply` / `.obj`.
+- multires (volume output only): one `{B}.frags` per chunk, merged into sharded
+  multi-resolution meshes by `mesh-merge-sharded` (see chunkflow/mesh/multires.py).
 
 Neighbouring chunks must overlap by one voxel so their surfaces meet: cut tasks with a stride
 one voxel smaller than the chunk, e.g. `generate-tasks --chunk-size 65 257 257 --stride 64 256
@@ -33,7 +35,7 @@ from chunkflow.progress import progress
 
 logger = logging.getLogger("chunkflow")
 
-FORMATS = ("precomputed", "ply", "obj")
+FORMATS = ("precomputed", "ply", "obj", "multires")
 FRAGMENT = re.compile(r"^(\d+):0:(.+)$")
 
 
@@ -185,16 +187,21 @@ class MeshTarget:
                 raise ChunkflowError(
                     f"{path} is a {vol.layer_type} volume; meshes need a segmentation volume"
                 )
-            if fmt != "precomputed":
+            if fmt not in ("precomputed", "multires"):
                 raise ChunkflowError(
                     f"{path} is a precomputed volume: use --output-format "
-                    "precomputed, or a folder for ply/obj"
+                    "precomputed or multires, or a folder for ply/obj"
                 )
             self.volume = path
             self.path = f"{path.rstrip('/')}/{vol.info.get('mesh') or 'mesh'}"
             self.voxel_size = Cartesian.from_xyz(vol.resolution)
             self._info = vol
         else:
+            if fmt == "multires":
+                raise ChunkflowError(
+                    f"{path}: multires meshes go into a precomputed segmentation volume "
+                    "(create it first, e.g. with save or create-info)"
+                )
             if not path.startswith("file://"):
                 raise ChunkflowError(
                     f"{path}: no segmentation info there (create the volume "
@@ -229,11 +236,17 @@ class MeshTarget:
         if not vol.info.get("mesh"):
             vol.info["mesh"] = "mesh"
             vol.commit_info()
-        put_files(self.path, [("info", json.dumps({"@type": "neuroglancer_legacy_mesh"}).encode())])
+        if self.format != "multires":  # mesh-merge-sharded writes the multilod info
+            legacy = {"@type": "neuroglancer_legacy_mesh"}
+            put_files(self.path, [("info", json.dumps(legacy).encode())])
         self._info = None
 
     def write(self, meshes: dict, bbox: BoundingBox, manifest: bool = False) -> list[str]:
         self.prepare()
+        if self.format == "multires":
+            from chunkflow.mesh.multires import write_fragments
+
+            return [write_fragments(self.path, meshes, bbox)]
         names = []
         files = []
         for label, mesh in meshes.items():

@@ -92,6 +92,8 @@ CHAINS: dict[str, list[tuple[str, str]]] = {
         ("cutout", "-v seg --start 0 0 0 --size 8 32 16 -o seg"),
         ("mesh", "-i seg -o seg"),
         ("mesh-manifest", "-v seg"),
+        ("mesh", "-i seg -o seg --format multires"),
+        ("mesh-merge-sharded", "-v seg"),
         ("skeletonize", "-i seg -o seg -d 0"),
         ("skeleton-merge", "-v seg"),
     ],
