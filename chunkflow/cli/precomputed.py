@@ -304,6 +304,19 @@ def _skipped_chunk(task, volume_path, input_chunk_name, mip, skipped_tasks):
     help="Downsampling factor (z y x) between mips.",
 )
 @click.option("-m", "--max-mip", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option(
+    "--sharded/--unsharded",
+    default=False,
+    show_default=True,
+    help="Store every scale in shards (neuroglancer_uint64_sharded_v1, as igneous makes them), "
+    "with parameters chosen from the scale's size and block size.",
+)
+@click.option(
+    "--shard-bytes",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Uncompressed bytes of a shard, about [default: 3500000000].",
+)
 def create_info(
     task,
     volume_path,
@@ -318,8 +331,14 @@ def create_info(
     block_size,
     factor,
     max_mip,
+    sharded,
+    shard_bytes,
 ):
-    """Create the info of a precomputed volume (from options or from a chunk)."""
+    """Create the info of a precomputed volume (from options or from a chunk).
+
+    With --sharded every scale is stored in shards; the log names each scale's shard shape,
+    a good task size (or a divisor of it) for writing the volume.
+    """
     from chunkflow.io.precomputed import create_info as create
 
     if input_chunk_name is not None:
@@ -344,4 +363,16 @@ def create_info(
         encoding,
         max_mip,
         factor,
+        sharded,
+        shard_bytes,
     )
+    if sharded:
+        from chunkflow.io.precomputed import shard_shapes
+
+        for mip, shape in enumerate(shard_shapes(volume_path)):
+            logger.info(
+                "create-info: %s mip %d in shards of %s voxels (z y x)",
+                volume_path,
+                mip,
+                " ".join(map(str, shape)),
+            )

@@ -194,7 +194,7 @@ def downsample_upload(
     existing scales must have the resolution that factor gives. Returns the mips written.
     """
     from chunkflow.io.files import staged_writes
-    from chunkflow.io.precomputed import volume_grid, write_precomputed
+    from chunkflow.io.precomputed import sharded_writes, volume_grid, write_precomputed
 
     factor = as_factor(factor)
     if factor == (1, 1, 1):
@@ -206,7 +206,7 @@ def downsample_upload(
     ensure_scales(path, factor, chunk_mip, mips[-1])
     levels = pyramid(chunk, factor, mips[-1] - chunk_mip)
     written = [(mip, level) for mip, level in zip(range(chunk_mip + 1, mips.stop), levels)]
-    with staged_writes():  # every mip of the chunk, or none
+    with staged_writes(), sharded_writes():  # every mip of the chunk, or none
         for mip, level in progress(written, desc="downsample-upload", unit="mip"):
             if mip in mips:
                 write_precomputed(
@@ -257,6 +257,12 @@ def ensure_scales(path: str, factor, chunk_mip: int, top_mip: int) -> list[int]:
                 f"{path}: cannot add mip {mip}: another scale already has voxel size "
                 f"{_text(expected[::-1])}"
             )
+        if "sharding" in scales[chunk_mip]:  # a sharded volume gets sharded mips
+            from chunkflow.io.precomputed import add_sharding
+
+            voxel_bytes = np.dtype(vol.dtype).itemsize * vol.num_channels
+            shape = add_sharding(scales[mip], voxel_bytes)
+            logger.info("downsample-upload: mip %d in shards of %s voxels", mip, _text(shape))
         added.append(mip)
     if added:
         vol.commit_info()

@@ -10,6 +10,7 @@ tensorstore included, finds the chunk files under their plain names.
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
@@ -223,10 +224,13 @@ def create_info(
     encoding: str = "raw",
     max_mip: int = 0,
     factor=(1, 2, 2),
+    sharded: bool = False,
+    shard_bytes: int | None = None,
 ) -> None:
     """Write the `info` of a new precomputed volume. Vectors are (z, y, x).
 
-    `max_mip` adds downsampled scales, each `factor` coarser than the one before.
+    `max_mip` adds downsampled scales, each `factor` coarser than the one before. `sharded`
+    stores every scale in shards of about `shard_bytes` uncompressed (`chunkflow.io.shards`).
     """
     CloudVolume, _ = _cloudvolume()
     layer_type = LayerType.parse(layer_type)
@@ -248,8 +252,26 @@ def create_info(
         max_mip=max_mip,
         factor=Cartesian(factor).xyz,
     )
+    if sharded:
+        voxel_bytes = np.dtype(dtype).itemsize * num_channels
+        for scale in info["scales"]:
+            add_sharding(scale, voxel_bytes, shard_bytes)
     vol = CloudVolume(path, info=info, progress=False, parallel=1, compress=False)
     vol.commit_info()
+
+
+def add_sharding(scale: dict, voxel_bytes: int, shard_bytes: int | None = None) -> Cartesian:
+    """Make an info's scale sharded, with parameters chosen from its size and block size;
+    returns the shard's shape (z, y, x) in voxels."""
+    from chunkflow.io.shards import DEFAULT_SHARD_BYTES, shard_shape, shard_spec
+
+    size = Cartesian.from_xyz(scale["size"])
+    block = Cartesian.from_xyz(scale["chunk_sizes"][0])
+    # image codecs compress each block already (igneous does the same)
+    data_encoding = "raw" if scale["encoding"] in ("jpeg", "png", "fpzip", "zfpc") else "gzip"
+    spec = shard_spec(size, block, voxel_bytes, shard_bytes or DEFAULT_SHARD_BYTES, data_encoding)
+    scale["sharding"] = spec
+    return shard_shape(spec, size, block)
 
 
 # Encodings cloud-volume reads but neuroglancer and tensorstore do not.
@@ -347,6 +369,9 @@ def write_precomputed(
             f"{path}: chunk has {chunk.num_channels} channel(s), the volume {vol.num_channels}"
         )
     check_same_grid((name, chunk), (f"the volume {path} at mip {mip}", _grid(vol)), "inside")
+    if vol.meta.sharding(mip) is not None:
+        _write_sharded(vol, path, mip, chunk)
+        return
     array = np.asarray(chunk)
     array = array.T if array.ndim == 3 else np.transpose(array, (3, 2, 1, 0))
     x0, y0, z0 = chunk.bbox.start.xyz
@@ -360,6 +385,137 @@ def write_precomputed(
             f"{tuple(Cartesian.from_xyz(vol.chunk_size))} (z,y,x); align the chunk or use "
             "--non-aligned-writes"
         ) from None
+
+
+# Sharded scales ---------------------------------------------------------------------------
+# cloud-volume writes a shard whole from the blocks it is given: a chunk covering part of a
+# shard would erase the rest. tensorstore reads the shard, merges the chunk in and writes the
+# shard back on commit, conditionally (a shard another writer changed meanwhile is read again),
+# and a local shard goes to a temporary name (`{shard}.__lock`) renamed into place.
+
+TENSORSTORE_ENCODINGS = ("raw", "jpeg", "png", "compressed_segmentation")
+_SHARD_TRANSACTION: list = []  # the open `sharded_writes()` transaction, if any
+
+
+def _tensorstore_kvstore(path: str) -> str | None:
+    """The tensorstore kvstore URL of a volume path, or None where it has none."""
+    if path.startswith(("file://", "gs://", "s3://")):
+        return path.rstrip("/") + "/"
+    return None
+
+
+@contextlib.contextmanager
+def sharded_writes():
+    """Writes into sharded scales inside the block are committed together when it ends, or
+    not at all if it fails (each shard file is replaced whole, one rename each)."""
+    if _SHARD_TRANSACTION:  # nested: join the outer block
+        yield
+        return
+    import tensorstore as ts
+
+    txn = ts.Transaction()
+    _SHARD_TRANSACTION.append(txn)
+    try:
+        yield
+    except BaseException:
+        txn.abort()
+        raise
+    finally:
+        _SHARD_TRANSACTION.pop()
+    _commit(txn, "sharded volume")
+
+
+def _commit(txn, where: str) -> None:
+    try:
+        txn.commit_sync()
+    except Exception as err:
+        reason = " ".join(str(err).split())[:200]
+        raise ChunkflowError(f"{where}: writing the shards failed ({reason})") from err
+
+
+def shard_shapes(path: str) -> list:
+    """The shard shape (z, y, x voxels) of every scale of a volume; None for an unsharded or
+    hashed one."""
+    from chunkflow.io.shards import shard_shape
+
+    shapes = []
+    for scale in open_volume(path).info["scales"]:
+        spec = scale.get("sharding")
+        size = Cartesian.from_xyz(scale["size"])
+        block = Cartesian.from_xyz(scale["chunk_sizes"][0])
+        try:
+            shapes.append(shard_shape(spec, size, block) if spec else None)
+        except ChunkflowError:
+            shapes.append(None)
+    return shapes
+
+
+def _write_sharded(vol, path: str, mip: int, chunk: Chunk) -> None:
+    """Write `chunk` into a sharded scale without losing the rest of the shards it touches."""
+    from chunkflow.io.shards import partial_shards, shard_shape, shards_touched
+
+    encoding = vol.meta.encoding(mip)
+    if encoding in TENSORSTORE_ENCODINGS and _tensorstore_kvstore(path) is not None:
+        _write_tensorstore(path, mip, chunk)
+        return
+    bounds = _bounds(vol)
+    spec = vol.meta.sharding(mip)
+    block = Cartesian.from_xyz(vol.meta.chunk_size(mip))
+    why = (
+        f"tensorstore cannot write encoding {encoding!r}"
+        if encoding not in TENSORSTORE_ENCODINGS
+        else f"tensorstore cannot write to {path.split('://')[0]}://"
+    )
+    try:
+        shape = shard_shape(spec, bounds.shape, block)
+    except ChunkflowError as err:  # hashed shards are scattered: only no shard at all is safe
+        raise ChunkflowError(
+            f"{path}: chunk {chunk.bbox} at mip {mip} cannot be merged into its shards ({err}) "
+            f"and {why}"
+        ) from None
+    partial = partial_shards(chunk.bbox, bounds, shape)
+    if partial:
+        more = f" and {len(partial) - 1} more" if len(partial) > 1 else ""
+        raise ChunkflowError(
+            f"{path}: chunk {chunk.bbox} at mip {mip} covers part of shard {partial[0]}{more} "
+            f"(z0-z1_y0-y1_x0-x1); writing it would erase the rest of the shard and {why}: "
+            f"write whole shards of {' '.join(map(str, shape))} voxels (z y x)"
+        )
+    with staged_writes():  # cloud-volume writes one whole shard at a time
+        for shard in shards_touched(chunk.bbox, bounds, shape):
+            array = np.asarray(chunk.array[(..., *shard.shift(-chunk.bbox.start).to_slices())])
+            # (x, y, z, c) even for one channel: the sharded path indexes a channel axis
+            array = array.T[..., None] if array.ndim == 3 else np.transpose(array, (3, 2, 1, 0))
+            (x0, y0, z0), (x1, y1, z1) = shard.start.xyz, shard.stop.xyz
+            vol[x0:x1, y0:y1, z0:z1] = array
+
+
+def _write_tensorstore(path: str, mip: int, chunk: Chunk) -> None:
+    import tensorstore as ts
+
+    spec = {
+        "driver": "neuroglancer_precomputed",
+        "kvstore": _tensorstore_kvstore(path),
+        "scale_index": mip,
+    }
+    array = np.asarray(chunk)
+    array = array.T[..., None] if array.ndim == 3 else np.transpose(array, (3, 2, 1, 0))
+    x0, y0, z0 = chunk.bbox.start.xyz
+    x1, y1, z1 = chunk.bbox.stop.xyz
+    own = not _SHARD_TRANSACTION
+    txn = ts.Transaction() if own else _SHARD_TRANSACTION[-1]
+    try:
+        store = ts.open(spec, read=True, write=True, context=ts.Context()).result()
+        store.with_transaction(txn)[x0:x1, y0:y1, z0:z1, :].write(array).result()
+    except Exception as err:
+        if own:
+            txn.abort()
+        reason = " ".join(str(err).split())[:200]
+        raise ChunkflowError(
+            f"{path}: cannot write chunk {chunk.bbox} into sharded mip {mip} ({reason})"
+        ) from err
+    if own:
+        _commit(txn, f"{path}: chunk {chunk.bbox} at mip {mip}")
 
 
 def volume_exists(path: str) -> bool:
