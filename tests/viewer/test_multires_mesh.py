@@ -1,0 +1,74 @@
+"""A real browser draws our sharded multi-resolution meshes in neuroglancer's 3d panel."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+neuroglancer = pytest.importorskip("neuroglancer")
+
+from chunkflow.viewer.neuroglancer import open_viewer  # noqa: E402
+from tests.viewer.helpers import set_viewport  # noqa: E402
+from tests.viewer.test_neuroglancer import canvas_screenshot  # noqa: E402
+
+SIZE = 320
+
+
+@pytest.fixture
+def multires_gt(run_cli, gala, tmp_path):
+    """gala ground truth meshed in 8 tasks and merged into sharded multires meshes."""
+    path = f"file://{tmp_path}/seg"
+    run_cli(f"read-h5 -f {gala}/test-gt.lzf.h5 -e uint32 -x 10 10 10 save -v {path}")
+    run_cli(
+        f"generate-tasks -v {path} -c 26 51 101 --stride 25 50 100 --respect-stop "
+        f"cutout -v {path} -o seg mesh -i seg -o {path} --format multires"
+    )
+    run_cli(f"mesh-merge-sharded -v {path}")
+    from cloudvolume import CloudVolume
+
+    gt = np.asarray(CloudVolume(path)[:, :, :])[..., 0]  # x, y, z
+    labels, counts = np.unique(gt[gt != 0], return_counts=True)
+    return path, [int(i) for i in labels[np.argsort(counts)[::-1]]]
+
+
+def drawn(viewer, segments, at_least: int = 0) -> np.ndarray:
+    """The 3d panel alone (no slices) with `segments` selected: a (SIZE, SIZE) mask of the
+    pixels that differ from the background. Mesh fragments may still be arriving when the
+    screenshot is taken: retry for a while until `at_least` pixels are drawn."""
+    with viewer.config_state.txn() as s:
+        s.show_ui_controls = False
+        s.show_panel_borders = False
+        s.viewer_size = [SIZE, SIZE]
+    with viewer.txn() as s:
+        s.layout = "3d"
+        s.show_slices = False
+        s.show_axis_lines = False
+        s.show_scale_bar = False
+        s.show_default_annotations = False  # the volume's bounding box
+        s.position = [100, 50, 25]
+        s.projection_scale = 300  # global units: 10 nm voxels, the panel shows 3 µm
+        s.layers["gt"].segments = segments
+    for _ in range(40):
+        pixels = canvas_screenshot(viewer, timeout=60).astype(int)
+        assert pixels.shape[:2] == (SIZE, SIZE)
+        mask = np.abs(pixels - np.array([0, 0, 0])).sum(axis=2) > 30  # on the black background
+        if mask.sum() >= at_least:
+            break
+        time.sleep(0.25)
+    return mask
+
+
+def test_browser_draws_multires_meshes(browser, multires_gt):
+    path, labels = multires_gt
+    with open_viewer({}, {"gt": path}) as served:
+        viewer = served.viewer
+        browser.get(served.url)
+        set_viewport(browser, 800, 600)
+        assert drawn(viewer, []).sum() == 0  # nothing selected, nothing drawn
+        one = drawn(viewer, labels[:1], at_least=2000)
+        # the largest object covers a good part of the panel, in its segment colour
+        assert one.sum() >= 2000
+        more = drawn(viewer, labels[:6], at_least=one.sum() + 1000)
+        assert more.sum() > one.sum() + 1000
