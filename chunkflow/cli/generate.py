@@ -150,6 +150,13 @@ def _roi(start, stop, size, bbox_string, what):
     positive=True,
     help="Grow the region to multiples of this block size first.",
 )
+@click.option(
+    "--align-to-shards",
+    is_flag=True,
+    help="Tasks of whole shards of the sharded volume -v at --mip: the region grows to shard "
+    "boundaries (clipped to the volume, like the last shards), and --chunk-size must be a "
+    "multiple of the shard shape (create-info --sharded logs it).",
+)
 @click.option("-i", "--task-index-start", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option(
     "-p",
@@ -191,6 +198,7 @@ def generate_tasks(
     stride,
     respect_stop,
     aligned_block_size,
+    align_to_shards,
     task_index_start,
     task_index_stop,
     queue_name,
@@ -229,6 +237,13 @@ def generate_tasks(
         roi = _roi(roi_start, roi_stop, roi_size, None, what="region of interest")
     if aligned_block_size is not None:
         roi = roi.snap_to_grid(aligned_block_size, mode="grow")
+    if align_to_shards:
+        if volume_path is None:
+            raise ChunkflowError("--align-to-shards needs the sharded volume (-v)")
+        from chunkflow.io.precomputed import shard_aligned_region
+
+        roi = shard_aligned_region(volume_path, mip, roi, chunk_size, stride)
+        respect_stop = True  # the last tasks end where the volume (and its last shards) end
     bboxes = grid_bboxes(roi, chunk_size, stride, grid_size, respect_stop)
     bboxes = bboxes[task_index_start:task_index_stop]  # a range of indices: no box is built
     logger.info(

@@ -246,3 +246,39 @@ def test_failed_block_of_sharded_writes_leaves_the_shards_as_they_were(tmp_path)
         write_precomputed(Chunk(np.full(SHARD, 5, np.uint8), (0, 64, 64), (40, 4, 4)), path)
         raise RuntimeError("failed on the way")
     assert contents(tmp_path / "v") == before
+
+
+def test_generate_tasks_align_to_shards(tmp_path, run_cli):
+    """--align-to-shards makes tasks of whole shards, also where the volume's offset and size
+    are not multiples of the shard shape (the last shards are clipped, so are the tasks): every
+    task writes its shards whole, and the volume reads back whole."""
+    path = f"file://{tmp_path}/v"
+    create_info(
+        path,
+        (32, 100, 128),
+        (40, 4, 4),
+        voxel_offset=(0, 8, 0),
+        block_size=BLOCK,
+        sharded=True,
+        shard_bytes=shard_bytes(1),
+    )
+    key = json.loads((tmp_path / "v" / "info").read_text())["scales"][0]["key"]
+    tasks = tmp_path / "tasks.txt"
+    run_cli(f"generate-tasks -v {path} -c 32 64 64 --align-to-shards -f {tasks}")
+    assert tasks.read_text().split() == [
+        "0-32_8-72_0-64",
+        "0-32_8-72_64-128",
+        "0-32_72-108_0-64",
+        "0-32_72-108_64-128",
+    ]
+    run_cli(
+        f"generate-tasks -v {path} -c 32 64 128 --align-to-shards "
+        f"create-chunk --pattern random --seed 4 --voxel-size 40 4 4 save -v {path}"
+    )
+    assert len(shard_files(tmp_path / "v" / key)) == 4
+    back = read_precomputed(path, BoundingBox((0, 8, 0), (32, 108, 128))).array
+    np.testing.assert_array_equal(back, tensorstore_read(path)[0])
+    assert back[:, :64].any() and back[:, 64:].any()
+
+    line = error_line(run_cli(f"generate-tasks -v {path} -c 32 64 32 --align-to-shards", 1))
+    assert "chunk size 32 64 32 is not a multiple of the shard shape 32 64 64 (z y x)" in line
