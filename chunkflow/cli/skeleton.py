@@ -15,6 +15,7 @@ from chunkflow.cli.framework import (
     parse_ids,
     vec3_option,
 )
+from chunkflow.errors import ChunkflowError
 
 logger = logging.getLogger("chunkflow")
 
@@ -144,14 +145,63 @@ def skeletonize(
     show_default=True,
     help="Remove side branches shorter than this (physical units; 0: keep all).",
 )
-def skeleton_merge(task, volume_path, prefix, dust_threshold, tick_threshold):
+@click.option(
+    "--sharded/--unsharded",
+    default=False,
+    show_default=True,
+    help="Write {shard}.shard files (neuroglancer_uint64_sharded_v1) instead of one file per id.",
+)
+@click.option(
+    "--shard",
+    "shards",
+    multiple=True,
+    help="With --sharded: write only this shard (hex; repeatable) [default: all].",
+)
+@click.option(
+    "--shard-bits",
+    type=click.IntRange(min=0),
+    default=None,
+    help="With --sharded [default: sized from the number of objects].",
+)
+@click.option(
+    "--minishard-bits",
+    type=click.IntRange(min=0),
+    default=None,
+    help="With --sharded [default: sized from the number of objects].",
+)
+def skeleton_merge(
+    task,
+    volume_path,
+    prefix,
+    dust_threshold,
+    tick_threshold,
+    sharded,
+    shards,
+    shard_bits,
+    minishard_bits,
+):
     """Merge the {id}:{bbox} fragments of each object into {id}, the skeleton neuroglancer reads.
 
     Takes no chunk and runs once per task. Jobs with different, non-nested prefixes (1-9, or
-    10-99) can run at the same time: each touches only its own ids.
+    10-99) can run at the same time: each touches only its own ids. With --sharded the
+    skeletons go into shard files instead; shard jobs (--shard N) can run at the same time.
     """
-    from chunkflow.mesh.skeleton import merge_skeletons
+    from chunkflow.mesh.skeleton import merge_skeletons, merge_skeletons_sharded
 
-    task.log["skeleton-merge"] = merge_skeletons(
-        volume_path, prefix, dust_threshold, tick_threshold
+    if not sharded:
+        if shards or shard_bits is not None or minishard_bits is not None:
+            raise ChunkflowError("--shard, --shard-bits and --minishard-bits need --sharded")
+        task.log["skeleton-merge"] = merge_skeletons(
+            volume_path, prefix, dust_threshold, tick_threshold
+        )
+        return
+    if prefix is not None:
+        raise ChunkflowError("--prefix splits unsharded merges; with --sharded use --shard")
+    task.log["skeleton-merge"] = merge_skeletons_sharded(
+        volume_path,
+        list(shards) or None,
+        dust_threshold,
+        tick_threshold,
+        shard_bits,
+        minishard_bits,
     )

@@ -30,6 +30,13 @@ import numpy as np
 from chunkflow.errors import ChunkflowError
 from chunkflow.geometry import BoundingBox
 from chunkflow.io.files import get_file, list_files, put_files
+from chunkflow.mesh.sharding import (
+    group_by_shard,
+    shard_count,
+    sharding_json,
+    sharding_spec,
+    wanted_shards,
+)
 
 logger = logging.getLogger("chunkflow")
 
@@ -81,29 +88,7 @@ def read_fragment_files(mesh_path: str) -> dict[str, bytes]:
     return {name: get_file(mesh_path, name) for name in names}
 
 
-# sharding -------------------------------------------------------------------------------------
-def sharding_spec(
-    num_labels: int, shard_bits: int | None = None, minishard_bits: int | None = None
-):
-    """The sharding of `num_labels` objects (murmurhash, gzip minishard indices); bits given
-    override the ones cloud-volume's sizing rule picks."""
-    from cloudvolume.datasource.precomputed.sharding import (
-        ShardingSpecification,
-        compute_shard_params_for_hashed,
-    )
-
-    auto_shard, auto_minishard, preshift = compute_shard_params_for_hashed(num_labels)
-    return ShardingSpecification(
-        type="neuroglancer_uint64_sharded_v1",
-        preshift_bits=preshift,
-        hash="murmurhash3_x86_128",
-        minishard_bits=auto_minishard if minishard_bits is None else minishard_bits,
-        shard_bits=auto_shard if shard_bits is None else shard_bits,
-        minishard_index_encoding="gzip",
-        data_encoding="raw",
-    )
-
-
+# info ----------------------------------------------------------------------------------------
 def mesh_info(resolution_xyz, spec, vertex_quantization_bits: int = 16) -> dict:
     rx, ry, rz = (float(r) for r in resolution_xyz)
     return {
@@ -111,10 +96,7 @@ def mesh_info(resolution_xyz, spec, vertex_quantization_bits: int = 16) -> dict:
         "vertex_quantization_bits": int(vertex_quantization_bits),
         "transform": [rx, 0, 0, 0, 0, ry, 0, 0, 0, 0, rz, 0],
         "lod_scale_multiplier": 1.0,
-        "sharding": {
-            key: int(value) if key.endswith("_bits") else value
-            for key, value in spec.to_dict().items()
-        },
+        "sharding": sharding_json(spec),
     }
 
 
@@ -268,27 +250,8 @@ def merge_sharded(
     indices = {name: decode_index(data, name) for name, data in files.items()}
     labels = sorted({label for index in indices.values() for label in index})
     spec = sharding_spec(len(labels), shard_bits, minishard_bits)
-    total = 2 ** int(spec.shard_bits)
-    width = int(np.ceil(int(spec.shard_bits) / 4.0))
-    if shards is None:
-        wanted = None
-    else:
-        wanted = set()
-        for shard in shards:
-            try:
-                number = int(str(shard), 16)
-            except ValueError:
-                raise ChunkflowError(f"shard {shard!r} is not a hex number") from None
-            if not 0 <= number < total:
-                raise ChunkflowError(
-                    f"shard {shard!r}: this sharding has {total} shard(s), 0 to {total - 1:x}"
-                )
-            wanted.add(format(number, "x").zfill(width))
-    by_shard: dict[str, list[int]] = {}
-    for label in labels:
-        shard = spec.compute_shard_location(label).shard_number
-        if wanted is None or shard in wanted:
-            by_shard.setdefault(shard, []).append(label)
+    total = shard_count(spec)
+    by_shard = group_by_shard(spec, labels, wanted_shards(spec, shards))
 
     resolution = np.asarray(vol.resolution, np.float64)  # x, y, z
     info = mesh_info(resolution, spec, vertex_quantization_bits)

@@ -11,6 +11,8 @@ Files in the skeleton dir of a segmentation volume (`info["skeletons"]`, default
   string `z0-z1_y0-y1_x0-x1`), written by `skeletonize`;
 - `{id}`: the merged skeleton of the whole object, written by `merge_skeletons`; this is the
   file neuroglancer and cloud-volume read;
+- or, with `merge_skeletons_sharded`, `{shard}.shard` files holding every merged skeleton and a
+  `sharding` entry in `info` (then readers use the shards only);
 - `info`: {"@type": "neuroglancer_skeletons", identity transform, radius and vertex_types}.
 
 Neighbouring chunks should overlap by one voxel: kimimaro (fix_borders) puts a vertex at the same
@@ -40,6 +42,7 @@ __all__ = [
     "SkeletonVolume",
     "fragment_name",
     "merge_skeletons",
+    "merge_skeletons_sharded",
     "skeletonize",
 ]
 
@@ -281,6 +284,74 @@ def merge_skeletons(
         target.path,
     )
     return {"merged": merged, "dropped": dropped}
+
+
+def merge_skeletons_sharded(
+    volume_path: str,
+    shards=None,
+    dust_threshold: float = 0,
+    tick_threshold: float = 0,
+    shard_bits: int | None = None,
+    minishard_bits: int | None = None,
+) -> dict:
+    """Merge the fragments of every object into sharded skeletons (`{shard}.shard` files,
+    `neuroglancer_uint64_sharded_v1`) and add the sharding to the skeleton info.
+
+    The sharding comes from the number of objects with fragments (or the bits given), so shard
+    jobs (`shards`: hex shard numbers; None: all) running at the same time agree on it. Objects
+    whose merged skeleton is empty are left out. Returns {"shards": n, "merged": m,
+    "dropped": k}.
+    """
+    from cloudfiles import CloudFiles
+    from cloudvolume.datasource.precomputed.sharding import synthesize_shard_files
+
+    from chunkflow.mesh.sharding import (
+        group_by_shard,
+        shard_count,
+        sharding_json,
+        sharding_spec,
+        wanted_shards,
+    )
+
+    target = SkeletonVolume(volume_path, 0)
+    if not target.has_skeletons:
+        raise ChunkflowError(
+            f"{volume_path}: its info names no skeletons (run skeletonize -o {volume_path} first)"
+        )
+    fragments = list_fragments(target.path)
+    if not fragments:
+        raise ChunkflowError(f"no skeleton fragments ({{id}}:{{bbox}}) in {target.path}")
+    spec = sharding_spec(len(fragments), shard_bits, minishard_bits)
+    groups = group_by_shard(spec, fragments, wanted_shards(spec, shards))
+    attributes = target.vertex_attributes()
+    files = CloudFiles(target.path)
+    merged = dropped = 0
+    for _shard, labels in sorted(groups.items()):
+        data = {}
+        for batch in _batches({label: fragments[label] for label in labels}, BATCH_FILES):
+            contents = _download(files, [name for names in batch.values() for name in names])
+            for label, names in batch.items():
+                pieces = [_decode(contents, target.path, name, label, attributes) for name in names]
+                skeleton = merge_fragments(pieces, label, dust_threshold, tick_threshold)
+                if skeleton.empty():
+                    dropped += 1
+                    continue
+                data[label] = skeleton.to_precomputed()
+        merged += len(data)
+        if data:
+            put_files(target.path, sorted(synthesize_shard_files(spec, data).items()))
+    info = files.get_json("info") or dict(SKELETON_INFO, mip=target.mip)
+    info["sharding"] = sharding_json(spec)
+    put_files(target.path, [("info", json.dumps(info, indent=2).encode())])
+    logger.info(
+        "skeleton-merge: %d skeletons merged into %d of %d shard(s), %d dropped as dust, in %s",
+        merged,
+        len(groups),
+        shard_count(spec),
+        dropped,
+        target.path,
+    )
+    return {"shards": shard_count(spec), "merged": merged, "dropped": dropped}
 
 
 BATCH_FILES = 2000  # fragments downloaded at once (one threaded get per batch, bounded memory)
