@@ -37,3 +37,29 @@ def short_error(err) -> str:
     from chunkflow.redact import redact
 
     return redact(" ".join(str(err).split()))[:200]
+
+
+# Where boto3 (so cloudfiles, cloud-volume and our queues) looks for an S3-compatible server,
+# most specific first (the AWS SDKs' own names).
+S3_ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+
+
+def s3_endpoint() -> str | None:
+    """The S3-compatible endpoint `s3://` paths go to in this process, or None for AWS."""
+    for name in S3_ENDPOINT_VARIABLES:
+        if os.environ.get(name):
+            return os.environ[name]
+    return None
+
+
+def use_s3_endpoint(url: str) -> None:
+    """Point every `s3://` path of this process, and of the processes it starts, at `url`.
+
+    boto3 reads `AWS_ENDPOINT_URL_S3` for every S3 client it makes (cloudfiles, cloud-volume,
+    our logs), and tensorstore gets it from `s3_endpoint()`. S3-compatible servers (MinIO, Ceph,
+    older moto) may reject the request checksums newer boto3 sends by default, so those are
+    sent only where a request requires them, unless the environment says otherwise.
+    """
+    os.environ["AWS_ENDPOINT_URL_S3"] = url
+    os.environ.setdefault("AWS_REQUEST_CHECKSUM_CALCULATION", "when_required")
+    os.environ.setdefault("AWS_RESPONSE_CHECKSUM_VALIDATION", "when_required")

@@ -343,15 +343,46 @@ class VolumePathType(click.ParamType):
         if text.startswith("file://"):
             return "file://" + os.path.abspath(os.path.expanduser(text[len("file://") :]))
         if "://" in text:
-            if not text.startswith(self.schemes):
+            if not text.startswith(self.schemes) and not cloudfiles_alias(text):
                 self.fail(
-                    f"unsupported volume path {value!r}: expected file://, gs://, s3:// "
-                    "or http(s)://",
+                    f"unsupported volume path {value!r}: expected file://, gs://, s3://, "
+                    "http(s):// or a cloudfiles alias (matrix://, those of "
+                    "~/.cloudfiles/aliases.json)",
                     param,
                     ctx,
                 )
             return text
         return "file://" + os.path.abspath(os.path.expanduser(text))
+
+
+def cloudfiles_alias(path: str) -> bool:
+    """Whether the scheme of `path` is an alias cloudfiles knows: its built-in ones (matrix://,
+    nokura://, tigerdata://) and those registered in its alias file (`cloudfiles alias add`),
+    each an S3-compatible endpoint. cloudfiles is imported only for such an unknown scheme."""
+    import re
+
+    scheme = path.split("://", 1)[0]
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*", scheme):
+        return False
+    from cloudfiles import paths
+
+    paths.update_aliases_from_file()
+    return scheme in paths.ALIASES
+
+
+def compress_option():
+    """`--compress`: the HTTP content encoding of the blocks written to a precomputed volume."""
+    from chunkflow.io import PRECOMPUTED_COMPRESSIONS
+
+    return click.option(
+        "--compress",
+        type=click.Choice(PRECOMPUTED_COMPRESSIONS),
+        default=None,
+        help="Compress every block written: gzip or br (stored with that Content-Encoding, "
+        "which neuroglancer, tensorstore and cloud-volume read), or none [default: gzip for "
+        "gs://, s3:// and other cloud paths, none for file:// ones, which tensorstore reads "
+        "only uncompressed].",
+    )
 
 
 class DTypeType(click.ParamType):

@@ -7,6 +7,7 @@ import click
 
 from chunkflow.cli.framework import (
     VOLUME_PATH,
+    compress_option,
     input_option,
     operator,
     output_option,
@@ -203,6 +204,7 @@ def downsample(task, input_chunk_name, output_chunk_name, factor):
     help="Allow writes not aligned to a mip's storage blocks: blocks partly covered are read, "
     "missing ones as zeros, and merged (unsafe with many workers).",
 )
+@compress_option()
 def downsample_upload(
     task,
     input_chunk_name,
@@ -212,6 +214,7 @@ def downsample_upload(
     start_mip,
     stop_mip,
     non_aligned_writes,
+    compress,
     config,
 ):
     """Downsample a chunk repeatedly and write mips start..stop-1 into a precomputed volume.
@@ -230,4 +233,5 @@ def downsample_upload(
         stop_mip,
         non_aligned_writes,
         name=input_chunk_name,
+        compress=compress,
     )

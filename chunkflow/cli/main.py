@@ -116,8 +116,15 @@ class ChainGroup(click.Group):
     default=None,
     help="Also write the log to this file.",
 )
+@click.option(
+    "--s3-endpoint",
+    metavar="URL",
+    default=None,
+    help="S3-compatible server (MinIO, Ceph, moto) for every s3:// path of the run and of the "
+    "processes it starts [default: $AWS_ENDPOINT_URL_S3, else $AWS_ENDPOINT_URL, else AWS].",
+)
 @click.pass_context
-def cli(ctx, mip, dry_run, verbose, quiet, log_level, log_file):
+def cli(ctx, mip, dry_run, verbose, quiet, log_level, log_file, s3_endpoint):
     """Process huge 3D images chunk by chunk with a chain of operators.
 
     Example: chunkflow read-h5 -f img.h5 -o image write-tif -i image -f img.tif
@@ -125,6 +132,15 @@ def cli(ctx, mip, dry_run, verbose, quiet, log_level, log_file):
     """
     level = log_level or ("debug" if verbose else "warning" if quiet else "info")
     setup_logging(level.upper(), log_file)
+    if s3_endpoint is not None:
+        if not s3_endpoint.startswith(("http://", "https://")):
+            raise click.BadParameter(
+                f"{s3_endpoint!r} is no URL: expected http(s)://HOST[:PORT]",
+                param_hint="'--s3-endpoint'",
+            )
+        from chunkflow.aws import use_s3_endpoint
+
+        use_s3_endpoint(s3_endpoint)
     ctx.obj = RunConfig(mip=mip, dry_run=dry_run, verbose=verbose)
     if ctx.invoked_subcommand is None:
         click.echo(ctx.get_help())

@@ -10,6 +10,7 @@ from chunkflow.cli.framework import (
     DTYPE,
     LAYER_TYPE,
     VOLUME_PATH,
+    compress_option,
     input_option,
     mip_option,
     operator,
@@ -166,6 +167,7 @@ def cutout(
     help="What a task skipped to this operator (--skip-to) writes: zeros of the volume's dtype "
     "and channels over the task's bounding box, or nothing.",
 )
+@compress_option()
 def save(
     task,
     volume_path,
@@ -179,6 +181,7 @@ def save(
     create_thumbnail,
     thumbnail_mip,
     skipped_tasks,
+    compress,
     config,
 ):
     """Write a chunk into a precomputed volume (created if missing).
@@ -210,6 +213,7 @@ def save(
             encoding,
             non_aligned_writes,
             name=input_chunk_name,
+            compress=compress,
         )
         if create_thumbnail:
             path, level = write_thumbnail(

@@ -186,12 +186,14 @@ def downsample_upload(
     stop_mip: int | None = None,
     non_aligned_writes: bool = False,
     name: str = "chunk",
+    compress: str | None = None,
 ) -> list[int]:
     """Downsample `chunk` (at `chunk_mip`) and write mips start..stop - 1 into the volume.
 
     The chunk must have the volume's voxel size at `chunk_mip` (`name` names it in errors).
     Missing scales are added to the volume's info (each `factor` coarser than the one below);
-    existing scales must have the resolution that factor gives. Returns the mips written.
+    existing scales must have the resolution that factor gives. `compress` encodes the blocks
+    (gzip, br, none; by default gzip for cloud paths). Returns the mips written.
     """
     from chunkflow.io.files import staged_writes
     from chunkflow.io.precomputed import sharded_writes, volume_grid, write_precomputed
@@ -216,6 +218,7 @@ def downsample_upload(
                     create=False,
                     non_aligned_writes=non_aligned_writes,
                     name=name,
+                    compress=compress,
                 )
                 logger.info("downsample-upload: wrote mip %d, %s, to %s", mip, level.bbox, path)
     return list(mips)

@@ -9,3 +9,6 @@ PRECOMPUTED_ENCODINGS = (
     "crackle",
     "fpzip",
 )
+
+# Content encodings of the block files of a precomputed volume (cloudfiles' `compress`).
+PRECOMPUTED_COMPRESSIONS = ("gzip", "br", "none")

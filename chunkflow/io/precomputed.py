@@ -5,7 +5,9 @@ its standard places. cloud-volume speaks (x, y, z[, c]); this module converts to
 (z, y, x) / (c, z, y, x) chunks and is the only place that does.
 
 Local volumes are written uncompressed (`compress=False`) so that every precomputed reader,
-tensorstore included, finds the chunk files under their plain names.
+tensorstore included, finds the chunk files under their plain names; cloud volumes gzip their
+blocks (stored with `Content-Encoding: gzip`, which neuroglancer, tensorstore and cloud-volume
+read) unless told otherwise (`compress`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import numpy as np
 from chunkflow.chunk import Chunk, Grid, LayerType, check_same_grid
 from chunkflow.errors import ChunkflowError
 from chunkflow.geometry import BoundingBox, Cartesian
-from chunkflow.io import PRECOMPUTED_ENCODINGS
+from chunkflow.io import PRECOMPUTED_COMPRESSIONS, PRECOMPUTED_ENCODINGS
 from chunkflow.io.files import staged_writes
 from chunkflow.io.metadata import precomputed_info, stored_vector
 from chunkflow.memory import require_memory
@@ -39,8 +41,11 @@ def open_volume(
     fill_missing: bool = False,
     write: bool = False,
     non_aligned_writes: bool = False,
+    compress: str | None = None,
 ):
-    """Open an existing volume at `mip`; one-line errors for a missing volume or mip."""
+    """Open an existing volume at `mip`; one-line errors for a missing volume or mip.
+
+    `compress` is the encoding of the blocks written (see `block_compression`)."""
     CloudVolume, exceptions = _cloudvolume()
     try:
         vol = CloudVolume(
@@ -51,7 +56,7 @@ def open_volume(
             progress=False,
             parallel=1,
             cache=False,
-            compress=False if write else None,
+            compress=block_compression(path, compress) if write else None,
             non_aligned_writes=non_aligned_writes,
         )
     except exceptions.InfoUnavailableError:
@@ -70,6 +75,18 @@ def open_volume(
         )
     vol.mip = mip
     return vol
+
+
+def block_compression(path: str, compress: str | None = None):
+    """cloud-volume's `compress` for the blocks written to `path`: `compress` is gzip, br or
+    none; by default gzip for cloud paths and none for local (`file://`, `mem://`) ones."""
+    if compress is None:
+        compress = "none" if path.startswith(("file://", "mem://")) else "gzip"
+    if compress not in PRECOMPUTED_COMPRESSIONS:
+        raise ChunkflowError(
+            f"compression {compress!r}: expected one of {', '.join(PRECOMPUTED_COMPRESSIONS)}"
+        )
+    return False if compress == "none" else compress
 
 
 def volume_bounds(path: str, mip: int = 0) -> BoundingBox:
@@ -327,13 +344,15 @@ def write_precomputed(
     encoding: str = "raw",
     non_aligned_writes: bool = False,
     name: str = "chunk",
+    compress: str | None = None,
 ) -> None:
     """Write `chunk` into the volume at `path`.
 
     If the volume does not exist and `create` is set, its info is made from the chunk (bounds =
     the chunk's bounding box, voxel size, dtype, channels and layer type of the chunk). The
     chunk must have the volume's voxel size at `mip` and lie inside it; `name` names it in
-    errors.
+    errors. `compress` (gzip, br, none) encodes the blocks of an unsharded scale; by default
+    gzip for cloud paths, none for local ones.
     """
     _, exceptions = _cloudvolume()
     if create and not volume_exists(path):
@@ -359,6 +378,7 @@ def write_precomputed(
         fill_missing=non_aligned_writes,
         write=True,
         non_aligned_writes=non_aligned_writes,
+        compress=compress,
     )
     if np.dtype(vol.dtype) != chunk.dtype:
         raise ChunkflowError(
@@ -397,8 +417,20 @@ TENSORSTORE_ENCODINGS = ("raw", "jpeg", "png", "compressed_segmentation")
 _SHARD_TRANSACTION: list = []  # the open `sharded_writes()` transaction, if any
 
 
-def _tensorstore_kvstore(path: str) -> str | None:
-    """The tensorstore kvstore URL of a volume path, or None where it has none."""
+def _tensorstore_kvstore(path: str) -> str | dict | None:
+    """The tensorstore kvstore of a volume path, or None where it has none. tensorstore does
+    not read the endpoint variables boto3 reads: an `s3://` path gets the endpoint here."""
+    from chunkflow.aws import s3_endpoint
+
+    if path.startswith("s3://") and s3_endpoint():
+        bucket, _, key = path[len("s3://") :].partition("/")
+        key = key.strip("/")
+        return {
+            "driver": "s3",
+            "bucket": bucket,
+            "path": key + "/" if key else "",
+            "endpoint": s3_endpoint(),
+        }
     if path.startswith(("file://", "gs://", "s3://")):
         return path.rstrip("/") + "/"
     return None
