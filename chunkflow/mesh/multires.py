@@ -60,18 +60,17 @@ def encode_fragments(meshes: dict) -> bytes:
 
 
 def decode_index(data: bytes, name: str) -> dict[int, tuple[int, int]]:
-    """{label: (offset, length)} of a fragment file; a damaged file is an error naming it."""
-    if data[: len(MAGIC)] != MAGIC or len(data) < len(MAGIC) + 8:
+    """{label: (offset, length)} from the start of a fragment file (at least its header and
+    index); a damaged file is an error naming it."""
+    start = len(MAGIC) + 8
+    if data[: len(MAGIC)] != MAGIC or len(data) < start:
         raise ChunkflowError(f"{name} is not a chunkflow mesh fragment file")
     (count,) = struct.unpack_from("<Q", data, len(MAGIC))
-    start = len(MAGIC) + 8
     if len(data) < start + count * _ENTRY.size:
         raise ChunkflowError(f"{name} is truncated (an index of {count} labels)")
     index = {}
     for k in range(count):
         label, offset, length = _ENTRY.unpack_from(data, start + k * _ENTRY.size)
-        if offset + length > len(data):
-            raise ChunkflowError(f"{name} is truncated (label {label})")
         index[label] = (offset, length)
     return index
 
@@ -83,9 +82,48 @@ def write_fragments(mesh_path: str, meshes: dict, bbox: BoundingBox) -> str:
     return name
 
 
-def read_fragment_files(mesh_path: str) -> dict[str, bytes]:
-    names = sorted(n for n in list_files(mesh_path) if FRAGS.match(n))
-    return {name: get_file(mesh_path, name) for name in names}
+def read_indices(mesh_path: str) -> dict[str, dict[int, tuple[int, int]]]:
+    """{file name: its index} of every fragment file; reads only the headers and indices."""
+    indices = {}
+    for name in sorted(n for n in list_files(mesh_path) if FRAGS.match(n)):
+        head = get_file(mesh_path, name, 0, len(MAGIC) + 8) or b""
+        count = struct.unpack_from("<Q", head, len(MAGIC))[0] if len(head) == len(MAGIC) + 8 else 0
+        data = get_file(mesh_path, name, 0, len(MAGIC) + 8 + count * _ENTRY.size) or b""
+        indices[name] = decode_index(data, f"{mesh_path}/{name}")
+    return indices
+
+
+def read_meshes(mesh_path: str, name: str, index: dict, labels) -> dict:
+    """{label: zmesh.Mesh in nm} of `labels` from one fragment file: one ranged read each, or
+    the whole file when they are most of it."""
+    import zmesh
+    from cloudfiles import CloudFiles
+
+    labels = [label for label in labels if label in index]
+    if not labels:
+        return {}
+    wanted = sum(index[label][1] for label in labels)
+    if wanted * 2 > sum(length for _, length in index.values()):  # most of it: read it whole
+        whole = get_file(mesh_path, name) or b""
+        replies = [
+            {"content": whole[index[label][0] : sum(index[label])], "error": None}
+            for label in labels
+        ]
+    else:
+        requests = [
+            {"path": name, "start": index[label][0], "end": sum(index[label])} for label in labels
+        ]
+        replies = CloudFiles(mesh_path).get(requests, raise_errors=False)
+    meshes = {}
+    for label, reply in zip(labels, replies):
+        content = reply["content"]
+        if reply["error"] is not None or content is None or len(content) != index[label][1]:
+            raise ChunkflowError(f"{mesh_path}/{name} is truncated or unreadable (label {label})")
+        try:
+            meshes[label] = zmesh.Mesh.from_precomputed(content)
+        except Exception as err:
+            raise ChunkflowError(f"{mesh_path}/{name}: label {label} is no mesh ({err})") from None
+    return meshes
 
 
 # info ----------------------------------------------------------------------------------------
@@ -242,12 +280,11 @@ def merge_sharded(
     if vol.layer_type != "segmentation":
         raise ChunkflowError(f"{volume_path} is a {vol.layer_type} volume, not a segmentation")
     mesh_path = f"{volume_path.rstrip('/')}/{vol.info.get('mesh') or 'mesh'}"
-    files = read_fragment_files(mesh_path)
-    if not files:
+    indices = read_indices(mesh_path)
+    if not indices:
         raise ChunkflowError(
             f"no fragment files (*.frags) in {mesh_path}: run mesh --output-format multires first"
         )
-    indices = {name: decode_index(data, name) for name, data in files.items()}
     labels = sorted({label for index in indices.values() for label in index})
     spec = sharding_spec(len(labels), shard_bits, minishard_bits)
     total = shard_count(spec)
@@ -258,12 +295,12 @@ def merge_sharded(
     written = {}
     for shard, shard_labels in sorted(by_shard.items()):
         data, offsets = {}, {}
+        pieces: dict[int, list] = {}
+        for name, index in indices.items():  # fragment files in name order: a stable join
+            for label, mesh in read_meshes(mesh_path, name, index, shard_labels).items():
+                pieces.setdefault(label, []).append(mesh)
         for label in shard_labels:
-            parts = []
-            for name, index in indices.items():
-                if label in index:
-                    offset, length = index[label]
-                    parts.append(zmesh.Mesh.from_precomputed(files[name][offset : offset + length]))
+            parts = pieces.pop(label)
             joined = parts[0] if len(parts) == 1 else zmesh.Mesh.concatenate(*parts)
             joined = joined.consolidate()
             voxels = (joined.vertices / resolution).astype(np.float32)

@@ -10,7 +10,13 @@ from cloudvolume import CloudVolume
 from chunkflow.chunk import Chunk
 from chunkflow.errors import ChunkflowError
 from chunkflow.io.precomputed import write_precomputed
-from chunkflow.mesh.multires import decode_index, encode_fragments, encode_multires
+from chunkflow.mesh.multires import (
+    decode_index,
+    encode_fragments,
+    encode_multires,
+    read_indices,
+    read_meshes,
+)
 from tests.io.test_precomputed import fib25
 
 
@@ -60,6 +66,24 @@ def test_fragment_file_round_trip():
         decode_index(data[:20], "x.frags")
     with pytest.raises(ChunkflowError, match="not a chunkflow mesh fragment file"):
         decode_index(b"garbage" * 4, "x.frags")
+
+
+def test_a_shard_job_reads_only_what_it_needs(tmp_path):
+    labels = np.zeros((20, 20, 20), np.uint32)
+    labels[2:8, 2:9, 3:10], labels[10:18, 1:5, 1:5], labels[3:9, 12:18, 12:18] = 5, 6, 7
+    mesher = zmesh.Mesher((1, 1, 1))
+    mesher.mesh(labels)
+    meshes = {label: mesher.get(label, normals=False) for label in mesher.ids()}
+    (tmp_path / "0-20_0-20_0-20.frags").write_bytes(encode_fragments(meshes))
+    (tmp_path / "other-file").write_bytes(b"not a fragment file, not read")
+    indices = read_indices(f"file://{tmp_path}")
+    assert list(indices) == ["0-20_0-20_0-20.frags"]
+    ((name, index),) = indices.items()
+    for wanted in ([6], [5, 6, 7]):  # one ranged read each, or the file whole
+        got = read_meshes(f"file://{tmp_path}", name, index, wanted + [99])
+        assert sorted(got) == wanted
+        for label in wanted:
+            assert np.array_equal(got[label].vertices, meshes[label].vertices)
 
 
 def test_flat_mesh_is_skipped():
@@ -176,9 +200,13 @@ def test_errors_name_the_problem(run_cli, gala, tmp_path):
     run_cli(f"read-h5 -f {gala}/test-gt.lzf.h5 -e uint32 -x 10 10 10 save -v {path}")
     result = run_cli(f"mesh-merge-sharded -v {path}", expect=None)
     assert result.code != 0 and "no fragment files" in result.err
-    run_cli(f"cutout -v {path} --start 0 0 0 --size 10 20 20 mesh -o {path} --format multires")
+    run_cli(f"cutout -v {path} --start 0 0 0 --size 20 40 40 mesh -o {path} --format multires")
     result = run_cli(f"mesh-merge-sharded -v {path} --shard 5", expect=None)
     assert result.code != 0 and "1 shard(s)" in result.err
+    (frags,) = (tmp_path / "seg" / "mesh").glob("*.frags")
+    frags.write_bytes(frags.read_bytes()[:-10])  # the last label's mesh loses its end
+    result = run_cli(f"mesh-merge-sharded -v {path}", expect=None)
+    assert result.code != 0 and f"{frags.name} is truncated or unreadable" in result.err
     folder = f"file://{tmp_path}/folder"
     result = run_cli(
         f"create-chunk --size 8 8 8 --dtype uint32 mesh -o {folder} -v 1 1 1 --format multires",
