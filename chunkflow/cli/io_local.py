@@ -325,34 +325,44 @@ def save_npy(task, input_chunk_name, file_name):
 
 # zarr ----------------------------------------------------------------------------------------
 @operator("load-zarr", family="io", aliases=["read-zarr"])
-@click.option("-f", "--store", required=True, help="zarr store (a folder).")
+@click.option(
+    "-f",
+    "--store",
+    required=True,
+    help="zarr (v2, v3, OME-Zarr) or N5 store: a folder, or s3://, gs://, http(s)://.",
+)
 @click.option(
     "-d",
     "--dataset",
     "--path",
     "dataset",
     default=None,
-    help="Array inside the store (default: the store itself or its only array).",
+    help="Array or OME-Zarr image inside the store (default: the store itself or its only array).",
+)
+@click.option(
+    "--level",
+    type=click.IntRange(min=0),
+    default=None,
+    help="OME-Zarr multiscale level  [default: 0]",
 )
 @reader_options
-def load_zarr(task, store, dataset, layer_type, voxel_offset, voxel_size, bbox):
-    """Read a chunk from a zarr v3 array.
+def load_zarr(task, store, dataset, level, layer_type, voxel_offset, voxel_size, bbox):
+    """Read a chunk from a zarr (v2, v3, OME-Zarr) or N5 array.
 
-    Voxel size and offset come from the `resolution` and `offset` attributes (world units).
+    Geometry comes from the OME-Zarr scale and translation of the level, else the `resolution`
+    and `offset` attributes (world units); what the store does not say needs -x/-v.
     """
     from chunkflow.io.zarr import read_zarr
 
-    chunk = read_zarr(store, dataset, bbox, layer_type=layer_type)
-    if voxel_offset is not None or voxel_size is not None:
-        from chunkflow.chunk import Chunk
-
-        chunk = Chunk(
-            chunk.array,
-            voxel_offset or chunk.voxel_offset,
-            voxel_size or chunk.voxel_size,
-            chunk.layer_type,
-        )
-    return chunk
+    return read_zarr(
+        store,
+        dataset,
+        bbox,
+        layer_type=layer_type,
+        level=level,
+        voxel_offset=voxel_offset,
+        voxel_size=voxel_size,
+    )
 
 
 @operator("save-zarr", family="io", aliases=["write-zarr"], effects=("writes",))
@@ -374,8 +384,48 @@ def load_zarr(task, store, dataset, layer_type, voxel_offset, voxel_size, bbox):
     positive=True,
     help="zarr chunk shape (z y x).",
 )
-def save_zarr(task, input_chunk_name, store, dataset, block_size):
-    """Write a chunk into a zarr v3 array, new or existing."""
-    from chunkflow.io.zarr import write_zarr
+@click.option(
+    "--zarr-format",
+    type=click.Choice(["2", "3"]),
+    default=None,
+    help="zarr format of a new array (2: what gunpowder 1.4 with zarr 2 reads)  "
+    "[default: the store's, else 3]",
+)
+@click.option(
+    "--ome/--no-ome",
+    default=False,
+    show_default=True,
+    help="Write a new dataset as an OME-Zarr multiscale image (level 0 = the chunk).",
+)
+@click.option(
+    "--ome-version",
+    type=click.Choice(["0.4", "0.5"]),
+    default=None,
+    help="OME-Zarr version: 0.4 is zarr 2, 0.5 zarr 3  [default: follows --zarr-format, else 0.5]",
+)
+def save_zarr(task, input_chunk_name, store, dataset, block_size, zarr_format, ome, ome_version):
+    """Write a chunk into a zarr array or OME-Zarr image, new or existing.
 
-    write_zarr(task.chunk(input_chunk_name), store, dataset, block_size, name=input_chunk_name)
+    New arrays carry `resolution`/`offset` (gunpowder), `units` and axis names (c?, z, y, x).
+    """
+    from chunkflow.io.zarr import OME_VERSIONS, write_zarr
+
+    zarr_format = int(zarr_format) if zarr_format else None
+    if ome_version is not None:
+        if not ome:
+            raise ChunkflowError("--ome-version needs --ome")
+        if zarr_format is not None and OME_VERSIONS[ome_version] != zarr_format:
+            raise ChunkflowError(
+                f"OME-Zarr {ome_version} is zarr format {OME_VERSIONS[ome_version]}, "
+                f"not --zarr-format {zarr_format}"
+            )
+        zarr_format = OME_VERSIONS[ome_version]
+    write_zarr(
+        task.chunk(input_chunk_name),
+        store,
+        dataset,
+        block_size,
+        name=input_chunk_name,
+        zarr_format=zarr_format,
+        ome=ome,
+    )

@@ -1,16 +1,30 @@
-"""zarr (format 3) chunks, with the attributes gunpowder reads.
+"""zarr (formats 2 and 3), OME-Zarr (0.4 and 0.5) and N5 chunks.
 
-An array carries `resolution` (voxel size) and `offset` (world coordinates of its first voxel,
-i.e. voxel offset × voxel size), both in (z, y, x) order and world units, plus `layer_type`.
-A store may be a single array or a group holding named datasets.
+Geometry, read in this order of precedence:
 
-Writing a chunk into a dataset that exists puts it at its place (the dataset must cover the
-chunk, with the same dtype and channels); otherwise a new dataset is created for the chunk.
+- OME-Zarr: the `coordinateTransformations` (scale = voxel size, translation = world offset of
+  the first voxel) of the chosen multiscale level, converted to nanometers from the axes' units;
+- gunpowder's attributes: `resolution` (voxel size) and `offset` (world coordinates of the first
+  voxel, i.e. voxel offset × voxel size), both (z, y, x) and world units;
+- N5: `resolution` (or `pixelResolution`) and `offset`, both (x, y, z) as N5 tools write them.
+
+What the store does not say must be given (`voxel_size`, `voxel_offset`): a reader never
+assumes a voxel size of 1 or an offset of 0.
+
+Writing puts gunpowder's attributes, `units` and the axis names (zarr 3 `dimension_names`,
+zarr 2 `_ARRAY_DIMENSIONS`) on every new array, so that gunpowder and funlib read it; with
+`ome` the dataset is an OME-Zarr multiscale image (0.4 on zarr 2, 0.5 on zarr 3) whose level 0
+is the array. Writing a chunk into a dataset that exists puts it at its place (the dataset must
+cover the chunk, with the same dtype and channels); otherwise a new dataset is created for the
+chunk. Remote stores (`s3://`, `gs://`, `http(s)://`) are read through zarr's `ObjectStore`;
+writes are local.
 """
 
 from __future__ import annotations
 
+import json
 import os
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -20,35 +34,279 @@ from chunkflow.geometry import BoundingBox, Cartesian
 from chunkflow.io.files import atomic_output, reader, require_output_folder, staged_writes
 from chunkflow.io.metadata import stored_array, stored_layer_type, stored_vector, voxel_offset_of
 
+REMOTE = ("s3://", "gs://", "http://", "https://")
+UNIT = "nanometer"
+# OME-Zarr length units, in nanometers (our world unit)
+NANOMETERS = {
+    "angstrom": 0.1,
+    "nanometer": 1.0,
+    "nm": 1.0,
+    "micrometer": 1e3,
+    "micron": 1e3,
+    "millimeter": 1e6,
+    "centimeter": 1e7,
+    "meter": 1e9,
+}
+OME_VERSIONS = {"0.4": 2, "0.5": 3}  # the zarr format each OME-Zarr version lives on
 
-def _open_array(store: str, dataset: str | None, mode: str = "r"):
+
+def is_remote(path: str) -> bool:
+    return path.startswith(REMOTE)
+
+
+@dataclass
+class _Source:
+    """An opened array, where it is (for errors) and the geometry its store states (or None)."""
+
+    array: object
+    where: str
+    voxel_offset: Cartesian | None
+    voxel_size: Cartesian | None
+    n5: bool = False
+
+    def read(self, slices) -> np.ndarray:
+        if self.n5:  # N5 dimensions are (x, y, z[, c]): numpy's are the reverse
+            return np.asarray(self.array.T[slices].read().result())
+        return np.asarray(self.array[slices])
+
+    @property
+    def shape(self):
+        return tuple(self.array.shape[::-1] if self.n5 else self.array.shape)
+
+
+def _zarr_store(store: str, mode: str = "r"):
+    """A local path, or zarr's ObjectStore over `s3://`, `gs://`, `http(s)://` (read only)."""
+    if not is_remote(store):
+        if not os.path.exists(store):
+            raise ChunkflowError(f"{store}: no such zarr store")
+        return store
+    if mode != "r":
+        raise ChunkflowError(f"{store}: zarr stores are written locally only (copy it up after)")
+    try:
+        from obstore.store import from_url
+        from zarr.storage import ObjectStore
+    except ImportError:
+        raise ChunkflowError(
+            f"{store}: reading remote zarr needs obstore (pip install obstore)"
+        ) from None
+
+    kwargs, client = {}, {}
+    if store.startswith("s3://"):
+        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        if endpoint:
+            kwargs["endpoint"] = endpoint
+            client["allow_http"] = endpoint.startswith("http://")
+        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        if region:
+            kwargs["region"] = region
+    elif store.startswith("http://"):
+        client["allow_http"] = True
+    try:
+        return ObjectStore(
+            from_url(store.rstrip("/"), client_options=client, **kwargs), read_only=True
+        )
+    except Exception as err:
+        raise ChunkflowError(f"{store}: cannot open the store ({err})") from None
+
+
+def _is_n5(store: str, dataset: str | None = None) -> bool:
+    """An N5 container: named `.n5`, or with N5's `attributes.json` and no zarr metadata."""
+    if store.rstrip("/").endswith(".n5"):
+        return True
+    if is_remote(store) or any(
+        os.path.exists(os.path.join(store, m)) for m in ("zarr.json", ".zgroup", ".zarray")
+    ):
+        return False
+    return any(
+        os.path.isfile(os.path.join(store, folder, "attributes.json"))
+        for folder in ("", (dataset or "").strip("/"))
+    )
+
+
+def _open(store: str, dataset: str | None, level: int | None = None, mode: str = "r") -> _Source:
+    if _is_n5(store, dataset):
+        if mode != "r":
+            raise ChunkflowError(f"{store}: N5 is read only here; write zarr instead")
+        return _open_n5(store, dataset)
     import zarr
 
-    if not os.path.exists(store):
-        raise ChunkflowError(f"{store}: no such zarr store")
+    zstore = _zarr_store(store, mode)
     try:
-        node = zarr.open(store, mode=mode, path=dataset) if dataset else zarr.open(store, mode=mode)
+        node = zarr.open(store=zstore, mode=mode, path=dataset or "")
     except Exception as err:
         raise ChunkflowError(f"{store}: cannot open zarr {dataset or 'store'} ({err})") from None
+    where = f"{store}/{dataset}" if dataset else store
     if isinstance(node, zarr.Group):
+        multiscale = _multiscale(where, node.attrs)
+        if multiscale is not None:
+            datasets = multiscale.get("datasets") or []
+            level = level or 0
+            if not 0 <= level < len(datasets):
+                raise ChunkflowError(
+                    f"{where}: no level {level} in the OME-Zarr image (it has {len(datasets)})"
+                )
+            path = datasets[level].get("path")
+            array = node[path]
+            offset, size = _ome_geometry(where, multiscale, level, array.ndim)
+            return _Source(array, f"{where}/{path}", offset, size)
         names = sorted(node.array_keys())
         if len(names) != 1:
             raise ChunkflowError(
                 f"{store}: which dataset? use --dataset, one of: {', '.join(names) or 'none'}"
             )
         node = node[names[0]]
-    return node
+        where = f"{where}/{names[0]}"
+        dataset = f"{dataset}/{names[0]}" if dataset else names[0]
+    if level:
+        raise ChunkflowError(f"{where}: an array, not an OME-Zarr image: it has no levels")
+    # an array inside an OME-Zarr image (`-d image/0`) takes its geometry from the image
+    if dataset:
+        parent, _, name = dataset.strip("/").rpartition("/")
+        try:
+            group = zarr.open_group(store=zstore, mode="r", path=parent)
+            multiscale = _multiscale(where, group.attrs)
+        except Exception:
+            multiscale = None
+        paths = [d.get("path") for d in (multiscale or {}).get("datasets", [])]
+        if name in paths:
+            offset, size = _ome_geometry(where, multiscale, paths.index(name), node.ndim)
+            return _Source(node, where, offset, size)
+    offset, size = _gunpowder_geometry(where, dict(node.attrs))
+    return _Source(node, where, offset, size)
 
 
-def _geometry(array, where: str) -> tuple[Cartesian, Cartesian]:
-    """(voxel offset, voxel size) from gunpowder's `offset` and `resolution` attributes."""
-    attrs = dict(array.attrs)
-    voxel_size = stored_vector(where, "the resolution", attrs.get("resolution", (1, 1, 1)), True)
-    return voxel_offset_of(where, attrs.get("offset", (0, 0, 0)), voxel_size), voxel_size
+def _multiscale(where: str, attrs) -> dict | None:
+    """The first OME-Zarr multiscale of a group (0.4: `multiscales`, 0.5: `ome.multiscales`)."""
+    attrs = dict(attrs)
+    found = attrs.get("ome", {}).get("multiscales") if isinstance(attrs.get("ome"), dict) else None
+    found = found or attrs.get("multiscales")
+    if found is None:
+        return None
+    if not isinstance(found, list) or not found or not isinstance(found[0], dict):
+        raise ChunkflowError(f"{where}: OME-Zarr multiscales is {found!r:.60}; expected a list")
+    return found[0]
 
 
-def _where(store: str, array) -> str:
-    return f"{store}/{array.path}" if getattr(array, "path", "") else store
+def _ome_geometry(where, multiscale, level, ndim) -> tuple[Cartesian, Cartesian]:
+    """(voxel offset, voxel size in nm) of one level: its transforms, then the multiscale's."""
+    axes = multiscale.get("axes") or []
+    names = [a.get("name") if isinstance(a, dict) else a for a in axes]
+    if len(names) != ndim or names[-3:] != ["z", "y", "x"]:
+        raise ChunkflowError(
+            f"{where}: OME-Zarr axes {names} for an array of {ndim} dimensions; expected "
+            "(z, y, x) last, channels (c) first"
+        )
+    factors = []
+    for axis in axes[-3:]:
+        unit = axis.get("unit") if isinstance(axis, dict) else None
+        if unit is not None and unit not in NANOMETERS:
+            raise ChunkflowError(
+                f"{where}: OME-Zarr axis {axis.get('name')} has unit {unit!r}; expected a length "
+                f"({', '.join(NANOMETERS)})"
+            )
+        factors.append(NANOMETERS.get(unit, 1.0))
+    scale, translation = np.ones(ndim), np.zeros(ndim)
+    transforms = list(multiscale["datasets"][level].get("coordinateTransformations") or [])
+    transforms += list(multiscale.get("coordinateTransformations") or [])
+    for transform in transforms:
+        kind = transform.get("type")
+        values = np.asarray(transform.get(kind, np.nan), dtype=float)
+        if kind not in ("scale", "translation") or values.shape != (ndim,):
+            raise ChunkflowError(
+                f"{where}: OME-Zarr transform {transform!r:.80} of level {level}; expected a "
+                f"scale or translation of {ndim} numbers"
+            )
+        if kind == "scale":
+            scale, translation = scale * values, translation * values
+        else:
+            translation = translation + values
+    voxel_size = _whole(where, "voxel size", scale[-3:] * factors)
+    offset = _whole(where, "offset", translation[-3:] * factors)
+    size = stored_vector(where, f"the voxel size (nm) of level {level}", voxel_size, True)
+    return voxel_offset_of(where, offset, size), size
+
+
+def _whole(where, what, values):
+    rounded = np.round(values)
+    if not np.allclose(values, rounded, rtol=1e-9, atol=1e-6):
+        raise ChunkflowError(
+            f"{where}: OME-Zarr {what} {[float(v) for v in values]} nm is not a whole number of "
+            "nanometers; give -x/--voxel-size and -v/--voxel-offset"
+        )
+    return [int(v) for v in rounded]
+
+
+def _gunpowder_geometry(where, attrs) -> tuple[Cartesian | None, Cartesian | None]:
+    size = attrs.get("resolution")
+    if size is not None:
+        size = stored_vector(where, "the resolution", size, True)
+    offset = attrs.get("offset")
+    if offset is not None:
+        if size is None:
+            raise ChunkflowError(
+                f"{where}: an offset but no resolution; give -x/--voxel-size (z y x)"
+            )
+        offset = voxel_offset_of(where, offset, size)
+    return offset, size
+
+
+def _open_n5(store: str, dataset: str | None) -> _Source:
+    """An N5 array through tensorstore (zarr-python 3 has no N5)."""
+    try:
+        import tensorstore as ts
+    except ImportError:
+        raise ChunkflowError(
+            f"{store}: reading N5 needs tensorstore (pip install tensorstore)"
+        ) from None
+    path = (dataset or "").strip("/")
+    where = f"{store}/{path}" if path else store
+    if is_remote(store):
+        raise ChunkflowError(f"{store}: N5 is read from local folders only")
+    attrs = _n5_attributes(where, missing_ok=os.path.isdir(where))
+    if "dimensions" not in attrs:  # a group: its only dataset
+        names = sorted(
+            n
+            for n in os.listdir(where)
+            if "dimensions" in _n5_attributes(os.path.join(where, n), missing_ok=True)
+        )
+        if len(names) != 1:
+            raise ChunkflowError(
+                f"{store}: which dataset? use --dataset, one of: {', '.join(names) or 'none'}"
+            )
+        path = f"{path}/{names[0]}".strip("/")
+        where = f"{store}/{path}"
+        attrs = _n5_attributes(where)
+    try:
+        array = ts.open(
+            {"driver": "n5", "kvstore": {"driver": "file", "path": store}, "path": path},
+            read=True,
+        ).result()
+    except Exception as err:
+        raise ChunkflowError(f"{where}: cannot open N5 dataset ({err})") from None
+    size = attrs.get("resolution")
+    if size is None and isinstance(attrs.get("pixelResolution"), dict):
+        size = attrs["pixelResolution"].get("dimensions")
+    if size is not None:
+        size = stored_vector(where, "the resolution", size, True, axes="x, y, z")[::-1]
+        size = Cartesian(*size)
+    offset = attrs.get("offset")
+    if offset is not None:
+        if size is None:
+            raise ChunkflowError(f"{where}: an offset but no resolution; give -x/--voxel-size")
+        offset = voxel_offset_of(
+            where, list(stored_vector(where, "the offset", offset))[::-1], size
+        )
+    return _Source(array, where, offset, size, n5=True)
+
+
+def _n5_attributes(folder: str, missing_ok: bool = False) -> dict:
+    name = os.path.join(folder, "attributes.json")
+    if not os.path.isfile(name):
+        if missing_ok:
+            return {}
+        raise ChunkflowError(f"{folder}: no such N5 dataset (no attributes.json)")
+    with open(name) as f:
+        return json.load(f)
 
 
 @reader("zarr store")
@@ -58,79 +316,168 @@ def read_zarr(
     bbox: BoundingBox | None = None,
     dtype=None,
     layer_type=None,
+    level: int | None = None,
+    voxel_offset=None,
+    voxel_size=None,
 ) -> Chunk:
-    array = _open_array(store, dataset)
-    where = _where(store, array)
-    stored_array(where, array.shape, array.dtype)
-    voxel_offset, voxel_size = _geometry(array, where)
-    data_bbox = BoundingBox.from_delta(voxel_offset, array.shape[-3:])
+    """Read a chunk (a cutout `bbox` in global voxels, else everything).
+
+    `voxel_offset` and `voxel_size` override what the store says; one it does not say must
+    be given. `level` picks an OME-Zarr multiscale level (default 0).
+    """
+    source = _open(store, dataset, level)
+    where = source.where
+    stored_array(
+        where, source.shape, source.array.dtype.numpy_dtype if source.n5 else source.array.dtype
+    )
+    voxel_offset = Cartesian(voxel_offset) if voxel_offset is not None else source.voxel_offset
+    voxel_size = Cartesian(voxel_size) if voxel_size is not None else source.voxel_size
+    missing = [
+        flag
+        for flag, value in (("-x/--voxel-size", voxel_size), ("-v/--voxel-offset", voxel_offset))
+        if value is None
+    ]
+    if missing:
+        raise ChunkflowError(
+            f"{where}: the store does not say its {' and '.join(m.split('--')[1] for m in missing)}"
+            f"; give {' and '.join(missing)} (z y x)"
+        )
+    data_bbox = BoundingBox.from_delta(voxel_offset, source.shape[-3:])
     if bbox is None:
         bbox = data_bbox
     elif bbox.is_empty or not data_bbox.contains(bbox):
         raise ChunkflowError(
             f"{store}: cutout {bbox} is outside the data, which covers {data_bbox}"
         )
-    data = array[(Ellipsis, *bbox.shift(-voxel_offset).to_slices())]
+    slices = bbox.shift(-voxel_offset).to_slices()
+    data = source.read((Ellipsis, *slices))
     if dtype is not None:
         data = data.astype(dtype, copy=False)
     if layer_type is None:
-        layer_type = stored_layer_type(where, array.attrs.get("layer_type"))
+        attrs = _n5_attributes(where) if source.n5 else source.array.attrs
+        layer_type = stored_layer_type(where, attrs.get("layer_type"))
     return Chunk(data, bbox.start, voxel_size, layer_type)
 
 
 def write_zarr(
-    chunk: Chunk, store: str, dataset: str | None = None, block_size=None, name: str = "chunk"
+    chunk: Chunk,
+    store: str,
+    dataset: str | None = None,
+    block_size=None,
+    name: str = "chunk",
+    zarr_format: int | None = None,
+    ome: bool = False,
 ) -> None:
     """Write `chunk` into an existing dataset, or create one holding exactly the chunk.
 
     An existing dataset must have the chunk's voxel size and cover it; `name` names the chunk
-    in errors.
+    in errors. A new dataset is zarr `zarr_format` (default: the store's, else 3); with `ome`,
+    an OME-Zarr image (0.4 on zarr 2, 0.5 on zarr 3) whose level 0 holds the chunk.
     """
     import zarr
 
+    if is_remote(store):
+        raise ChunkflowError(f"{store}: zarr stores are written locally only (copy it up after)")
+    if zarr_format not in (None, 2, 3):
+        raise ChunkflowError(f"{store}: zarr format {zarr_format}; expected 2 or 3")
+    if os.path.exists(store) and _is_n5(store):
+        raise ChunkflowError(f"{store}: N5 is read only here; write zarr instead")
     if dataset and os.path.exists(store):
         group = zarr.open_group(store, mode="a")
         if dataset in group:
-            _write_into(chunk, group[dataset], f"{store}/{dataset}", name)
+            _write_into(chunk, _open(store, dataset, mode="r+"), name)
             return
-        _create(chunk, group, dataset, block_size)
+        _create(chunk, group, dataset, block_size, zarr_format or group.metadata.zarr_format, ome)
         return
     if not dataset and os.path.exists(store):
-        _write_into(chunk, _open_array(store, None, mode="r+"), store, name)
+        _write_into(chunk, _open(store, None, mode="r+"), name)
         return
     require_output_folder(store)
+    zarr_format = zarr_format or 3
     try:
         with atomic_output(store, replace=False) as tmp:
             if dataset:
-                _create(chunk, zarr.open_group(tmp, mode="w"), dataset, block_size)
+                group = zarr.open_group(tmp, mode="w", zarr_format=zarr_format)
+                _create(chunk, group, dataset, block_size, zarr_format, ome)
+            elif ome:
+                group = zarr.open_group(tmp, mode="w", zarr_format=zarr_format)
+                _create(chunk, group, "", block_size, zarr_format, ome)
             else:
-                _create(chunk, None, tmp, block_size)
+                _create(chunk, None, tmp, block_size, zarr_format, ome)
     except FileExistsError:  # another process created the store meanwhile: write into it
-        write_zarr(chunk, store, dataset, block_size, name)
+        write_zarr(chunk, store, dataset, block_size, name, zarr_format, ome)
 
 
-def _create(chunk: Chunk, group, name: str, block_size) -> None:
+def ome_multiscale(chunk: Chunk, name: str = "image") -> dict:
+    """The OME-Zarr multiscale of one level `0` holding `chunk` (axes c?, z, y, x in nm)."""
+    channels = chunk.ndim == 4
+    axes = [{"name": "c", "type": "channel"}] if channels else []
+    axes += [{"name": axis, "type": "space", "unit": UNIT} for axis in "zyx"]
+    lead = [1.0] if channels else []
+    return {
+        "name": name,
+        "axes": axes,
+        "datasets": [
+            {
+                "path": "0",
+                "coordinateTransformations": [
+                    {"type": "scale", "scale": lead + [float(v) for v in chunk.voxel_size]},
+                    {
+                        "type": "translation",
+                        "translation": [0.0] * len(lead)
+                        + [float(v) for v in chunk.voxel_offset * chunk.voxel_size],
+                    },
+                ],
+            }
+        ],
+    }
+
+
+def _create(chunk: Chunk, group, name: str, block_size, zarr_format: int, ome: bool) -> None:
     import zarr
 
     shape = chunk.shape
     blocks = None
     if block_size is not None:
         blocks = (*shape[:-3], *(min(b, s) for b, s in zip(block_size, shape[-3:])))
+    axes = (["c"] if chunk.ndim == 4 else []) + ["z", "y", "x"]
     attributes = {
         "resolution": list(chunk.voxel_size),
         "offset": list(chunk.voxel_offset * chunk.voxel_size),
+        "units": ["nm"] * 3,
         "layer_type": chunk.layer_type.value,
     }
-    kwargs = dict(shape=shape, dtype=chunk.dtype, chunks=blocks or "auto", attributes=attributes)
+    kwargs = dict(shape=shape, dtype=chunk.dtype, chunks=blocks or "auto", zarr_format=zarr_format)
+    if zarr_format == 3:
+        kwargs["dimension_names"] = axes
+    else:
+        attributes["_ARRAY_DIMENSIONS"] = axes
+        kwargs["chunk_key_encoding"] = {"name": "v2", "separator": "/" if ome else "."}
+    if ome:
+        image = group.require_group(name) if name else group
+        multiscale = ome_multiscale(chunk, os.path.basename(name.rstrip("/")) or "image")
+        if zarr_format == 3:
+            image.attrs["ome"] = {"version": "0.5", "multiscales": [multiscale]}
+        else:
+            image.attrs["multiscales"] = [{"version": "0.4", **multiscale}]
+        group, name = image, "0"
+    kwargs["attributes"] = attributes
     if group is None:
         array = zarr.create_array(store=name, **kwargs)
     else:
+        del kwargs["zarr_format"]
         array = group.create_array(name, **kwargs)
     array[...] = np.asarray(chunk)
 
 
-def _write_into(chunk: Chunk, array, where: str, name: str = "chunk") -> None:
-    voxel_offset, voxel_size = _geometry(array, where)
+def _write_into(chunk: Chunk, source: _Source, name: str = "chunk") -> None:
+    array, where = source.array, source.where
+    if source.voxel_size is None or source.voxel_offset is None:
+        raise ChunkflowError(
+            f"{where}: the dataset does not say its voxel size and offset, so {name} has no place "
+            "in it; write a new dataset"
+        )
+    voxel_offset, voxel_size = source.voxel_offset, source.voxel_size
     data_bbox = BoundingBox.from_delta(voxel_offset, array.shape[-3:])
     if np.dtype(array.dtype) != chunk.dtype:
         raise ChunkflowError(

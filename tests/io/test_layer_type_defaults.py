@@ -82,7 +82,8 @@ def read(fmt: str, path: str, layer_type=None) -> Chunk:
     if fmt == "zarr":
         from chunkflow.io.zarr import read_zarr
 
-        return read_zarr(path, layer_type=layer_type)
+        # a plain array says nothing of its geometry: the reader must be told
+        return read_zarr(path, layer_type=layer_type, voxel_offset=(0, 0, 0), voxel_size=(1, 1, 1))
     from chunkflow.io.precomputed import read_precomputed
 
     return read_precomputed(path, BoundingBox((0, 0, 0), SHAPE), layer_type=layer_type)

@@ -202,11 +202,11 @@ def test_two_creators_of_one_zarr_store_lose_nothing(tmp_path, monkeypatch):
     real = zarr_io._create
     calls = []
 
-    def racing(chunk, group, name, block_size):
+    def racing(chunk, group, name, block_size, *options):
         calls.append(name)
         if len(calls) == 1:  # the other process gets there first
             write_zarr(Chunk(np.full((2, 4, 4), 7, np.uint8)), store, "labels")
-        real(chunk, group, name, block_size)
+        real(chunk, group, name, block_size, *options)
 
     monkeypatch.setattr(zarr_io, "_create", racing)
     write_zarr(Chunk(np.full((2, 4, 4), 1, np.uint8)), store, "raw")
@@ -216,11 +216,11 @@ def test_two_creators_of_one_zarr_store_lose_nothing(tmp_path, monkeypatch):
     calls.clear()
     single = str(tmp_path / "single.zarr")
 
-    def racing_single(chunk, group, name, block_size):
+    def racing_single(chunk, group, name, block_size, *options):
         calls.append(name)
         if len(calls) == 1:
             write_zarr(Chunk(np.full((2, 4, 4), 7, np.uint8)), single)
-        real(chunk, group, name, block_size)
+        real(chunk, group, name, block_size, *options)
 
     monkeypatch.setattr(zarr_io, "_create", racing_single)
     with pytest.raises(ChunkflowError, match="outside the dataset"):
