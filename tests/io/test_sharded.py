@@ -310,3 +310,71 @@ def test_jpeg_in_shards_reads_the_same_through_both_readers(tmp_path):
     back = tensorstore_read(path)[0]
     np.testing.assert_array_equal(cloudvolume_read(path)[0], back)
     assert np.abs(back.astype(int) - data).max() <= 8
+
+
+def test_queue_workers_sharing_shards_lose_nothing(tmp_path, run_cli):
+    """generate-tasks into a local queue, four `fetch-task` worker processes: tasks of half a
+    shard, so workers write into the same shards at once. The volume is the source, and its
+    shard files are byte for byte those of one process doing every task."""
+    source = f"file://{tmp_path}/source"
+    data = random_array("uint8", 1, seed=8)
+    write_precomputed(Chunk(data, (0, 0, 0), (40, 4, 4)), source, block_size=BLOCK)
+    chain = ["cutout", "-v", source, "save", "-v"]
+    for name in ("one", "four"):
+        sharded_volume(f"file://{tmp_path}/{name}")
+        queue = f"file://{tmp_path}/queue-{name}"
+        run_cli(f"generate-tasks -v {source} -c 16 64 64 -q {queue}")  # 8 tasks, 2 a shard
+        worker = ["fetch-task", "-q", queue, "-v", 30, "-r", 0, "-w", 0]
+        worker += [*chain, f"file://{tmp_path}/{name}", "delete-task-in-queue"]
+        if name == "one":
+            run_cli(worker)
+            continue
+        env = dict(os.environ, CHUNKFLOW_PROGRESS="0")
+        logs = [open(tmp_path / f"worker{k}.log", "w") for k in range(4)]
+        procs = [
+            subprocess.Popen([str(CHUNKFLOW), *map(str, worker)], stderr=log, env=env)
+            for log in logs
+        ]
+        codes = [proc.wait(timeout=120) for proc in procs]
+        assert codes == [0] * 4, [(tmp_path / f"worker{k}.log").read_text() for k in range(4)]
+        done = [(tmp_path / f"worker{k}.log").read_text().count(": fetch-task") for k in range(4)]
+        assert sum(done) == 8
+    key = json.loads((tmp_path / "one" / "info").read_text())["scales"][0]["key"]
+    one, four = tmp_path / "one" / key, tmp_path / "four" / key
+    assert len(shard_files(four)) == 4 and shard_files(one) == shard_files(four)
+    for name in shard_files(one):
+        assert (one / name).read_bytes() == (four / name).read_bytes(), name
+    np.testing.assert_array_equal(tensorstore_read(f"file://{tmp_path}/four")[0], data)
+
+
+WRITER = """
+import sys, time
+import numpy as np
+import tensorstore  # imported before the start line, so that the writes start together
+from chunkflow.chunk import Chunk
+from chunkflow.io.precomputed import write_precomputed
+
+path, k, start = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+z, y, x = (k // 4) * 16, (k // 2) % 2 * 32, k % 2 * 32
+chunk = Chunk(np.full((16, 32, 32), k + 1, np.uint8), (z, y, x), (40, 4, 4))
+while time.time() < start:
+    time.sleep(0.001)
+write_precomputed(chunk, path)
+"""
+
+
+def test_eight_writers_into_one_shard_at_the_same_moment(tmp_path):
+    """Eight processes write the eight blocks of one shard at the same moment: each reads the
+    shard, adds its block and writes it back; none of the eight blocks is lost."""
+    import sys
+    import time
+
+    path = f"file://{tmp_path}/v"
+    sharded_volume(path)
+    (tmp_path / "writer.py").write_text(WRITER)
+    start = time.time() + 4
+    argv = [sys.executable, str(tmp_path / "writer.py"), path]
+    procs = [subprocess.Popen([*argv, str(k), str(start)]) for k in range(8)]
+    assert [proc.wait(timeout=120) for proc in procs] == [0] * 8
+    shard = read_precomputed(path, BoundingBox((0, 0, 0), SHARD)).array
+    assert sorted(np.unique(shard)) == list(range(1, 9))
