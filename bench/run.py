@@ -28,6 +28,8 @@ What is compared, and why:
   context margin, and the global merge of 10^7 fragments and 10^8 edges; see blockwise.py.
 * task generation: generate-tasks with 10^6 tasks to a local queue and to SQS in bounded
   memory, and an index range of a 10^12-task grid at once; see generate.py.
+* sharding: files on disk and write time of the 512^3 pinky40 segmentation as uint64, written
+  by 8 tasks unsharded and sharded (`create-info --sharded`); see sharding.py.
 
 The "anchor" column is chunkflow 1.2.0 unless a row's name or detail names another anchor
 (gunpowder, igneous, the whole volume in one process).
@@ -246,6 +248,12 @@ def bench_blockwise(ctx: Context) -> list[Row]:
     return [Row(**row) for row in measure(ctx)]
 
 
+def bench_sharding(ctx: Context) -> list[Row]:
+    from sharding import measure  # bench/sharding.py: unsharded against sharded writes
+
+    return [Row(**row) for row in measure(ctx)]
+
+
 def bench_train_gala(ctx: Context) -> list[Row]:
     from train_gala import measure  # bench/train_gala.py: the real-data training goal
 
@@ -260,6 +268,7 @@ BENCHMARKS = [
     bench_mesh,
     bench_queue,
     bench_generate,
+    bench_sharding,
     bench_training,
     bench_train_gala,
     bench_blockwise,
