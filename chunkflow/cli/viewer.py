@@ -15,10 +15,12 @@ from chunkflow.cli.framework import NAMES, VOLUME_PATH, operator, vec3_option
 from chunkflow.viewer import LAYOUTS
 
 logger = logging.getLogger("chunkflow")
+ZARR_PREFIXES = ("zarr://", "zarr2://", "zarr3://")  # neuroglancer's data source names
 
 
 class LayerSpecType(click.ParamType):
-    """`NAME=PATH`: a layer name and a precomputed volume path."""
+    """`NAME=PATH`: a layer name and a precomputed volume or zarr store path (`zarr://`,
+    `zarr2://`, `zarr3://` in front of the store's path name a zarr store)."""
 
     name = "name=path"
 
@@ -28,7 +30,9 @@ class LayerSpecType(click.ParamType):
         name, sep, path = str(value).partition("=")
         if not sep or not name.strip() or not path.strip():
             self.fail(f"expected NAME=PATH (e.g. seg=gs://bucket/seg), got {value!r}", param, ctx)
-        return name.strip(), VOLUME_PATH.convert(path.strip(), param, ctx)
+        path = path.strip()
+        prefix = next((p for p in ZARR_PREFIXES if path.startswith(p)), "")
+        return name.strip(), prefix + VOLUME_PATH.convert(path[len(prefix) :], param, ctx)
 
 
 LAYER_SPEC = LayerSpecType()
@@ -92,8 +96,9 @@ def _serve(what: str, url: str, serve_seconds) -> None:
     "layers",
     type=LAYER_SPEC,
     multiple=True,
-    help="Also show a precomputed volume as layer NAME (NAME=PATH, file:// gs:// s3:// "
-    "http(s)://); repeatable.",
+    help="Also show a precomputed volume or a zarr store (v2, v3, OME-Zarr) as layer NAME "
+    "(NAME=PATH, file:// gs:// s3:// http(s)://; zarr://PATH, zarr2://, zarr3:// for zarr, "
+    "found by itself in a local folder); repeatable.",
 )
 @vec3_option(
     "-v", "--voxel-size", positive=True, help="Voxel size (nm) for every chunk, not their own."

@@ -13,9 +13,13 @@ Layer kinds follow the chunk's layer type:
 - probability_map: an `ImageLayer`, grey over [0, 1] for one channel, RGB for three, else one
   channel at a time (pick it in the layer's shader controls).
 
-Local `file://` precomputed volumes are served by the viewer's own HTTP server (a browser cannot
-read file:// URLs), gzip, brotli and zstd compressed chunk files included; gs://, s3:// and
-http(s):// volumes are read by neuroglancer in the browser.
+Local `file://` precomputed volumes and zarr stores are served by the viewer's own HTTP server (a
+browser cannot read file:// URLs), gzip, brotli and zstd compressed chunk files included; gs://,
+s3:// and http(s):// ones are read by neuroglancer in the browser. A zarr store (v2 or v3, a
+plain array or an OME-Zarr multiscale group) is named `zarr://PATH` (`zarr2://`, `zarr3://`
+to say the version), or found by its `zarr.json` / `.zarray` / `.zgroup` in a local folder. A
+plain array gets its voxel size and offset from gunpowder's `resolution` and `offset`
+attributes (what `save-zarr` writes); OME-Zarr scales come from the store itself.
 """
 
 from __future__ import annotations
@@ -47,7 +51,10 @@ __all__ = [
     "dimensions",
     "open_viewer",
     "read_info",
+    "read_zarr_meta",
+    "source_format",
     "volume_layer",
+    "zarr_layer",
 ]
 
 logger = logging.getLogger("chunkflow")
@@ -161,6 +168,135 @@ def read_info(path: str) -> dict:
     if info is None:
         raise ChunkflowError(f"{path}: no precomputed volume there (no info file)")
     return info
+
+
+ZARR_PREFIXES = ("zarr://", "zarr2://", "zarr3://")
+ZARR_SEGMENTATION_DTYPES = ("uint32", "uint64", "int64", "<u4", "<u8", "<i8", "|u4")
+
+
+def source_format(path: str) -> tuple[str, str]:
+    """(format, path without a format prefix) of a `--layer` path: `precomputed`, `zarr2` or
+    `zarr3`. A local folder without a prefix is what its metadata files say."""
+    for prefix in ZARR_PREFIXES:
+        if path.startswith(prefix):
+            path = path[len(prefix) :]
+            fmt = prefix[: -len("://")]
+            return (fmt if fmt != "zarr" else _zarr_version(path)), path
+    if path.startswith("file://"):
+        root = path[len("file://") :]
+        if not os.path.isfile(os.path.join(root, "info")) and any(
+            os.path.isfile(os.path.join(root, name)) for name in ("zarr.json", ".zarray", ".zgroup")
+        ):
+            return _zarr_version(path), path
+    return "precomputed", path
+
+
+def _zarr_version(path: str) -> str:
+    if _read_json(path, "zarr.json") is not None:
+        return "zarr3"
+    if _read_json(path, ".zarray") is not None or _read_json(path, ".zgroup") is not None:
+        return "zarr2"
+    raise ChunkflowError(f"{path}: no zarr store there (no zarr.json, .zarray or .zgroup)")
+
+
+def _read_json(path: str, name: str) -> dict | None:
+    """The JSON file `name` of a store, or None where it is missing."""
+    if path.startswith("file://"):
+        try:
+            with open(os.path.join(path[len("file://") :], name)) as f:
+                return json.load(f)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except (OSError, ValueError) as err:
+            raise ChunkflowError(f"{path}: unreadable {name} ({err})") from None
+    if not path.startswith(REMOTE_SCHEMES):
+        raise ChunkflowError(
+            f"{path}: neuroglancer reads file://, gs://, s3:// and http(s):// stores only"
+        )
+    from cloudfiles import CloudFiles
+
+    try:
+        return CloudFiles(path).get_json(name)
+    except Exception as err:  # any transport failure: name the path, keep it one line
+        raise ChunkflowError(f"{path}: cannot read {name} ({err})") from None
+
+
+def read_zarr_meta(path: str, fmt: str) -> dict:
+    """What the layer of a zarr store needs: whether it is a segmentation, and for a plain
+    array its voxel size and offset (gunpowder's attributes, z y x) and rank."""
+    array_path, multiscale = path.rstrip("/"), False
+    if fmt == "zarr3":
+        node = _read_json(path, "zarr.json") or {}
+        attrs = node.get("attributes", {})
+        if node.get("node_type") == "group":
+            scales = attrs.get("ome", attrs).get("multiscales") or []
+            if not scales:
+                raise ChunkflowError(f"{path}: a zarr group without OME multiscales: name an array")
+            multiscale = True
+            array_path = f"{array_path}/{scales[0]['datasets'][0]['path']}"
+            node = _read_json(array_path, "zarr.json") or {}
+            attrs = node.get("attributes", {})
+        dtype, shape = node.get("data_type"), node.get("shape", [])
+        names = node.get("dimension_names")
+    else:
+        array = _read_json(path, ".zarray")
+        attrs = _read_json(path, ".zattrs") or {}
+        if array is None:
+            scales = attrs.get("multiscales") or []
+            if not scales:
+                raise ChunkflowError(f"{path}: a zarr group without OME multiscales: name an array")
+            multiscale = True
+            array_path = f"{array_path}/{scales[0]['datasets'][0]['path']}"
+            array = _read_json(array_path, ".zarray") or {}
+            attrs = _read_json(array_path, ".zattrs") or {}
+        dtype, shape = array.get("dtype"), array.get("shape", [])
+        names = attrs.get("_ARRAY_DIMENSIONS")
+    layer_type = attrs.get("layer_type")
+    segmentation = layer_type == "segmentation" or (
+        layer_type is None and dtype in ZARR_SEGMENTATION_DTYPES
+    )
+    meta = {"format": fmt, "segmentation": segmentation, "rank": len(shape)}
+    # the names neuroglancer gives the array's dimensions
+    meta["names"] = list(names) if names else [f"d{i}" for i in range(len(shape))]
+    if not multiscale and "resolution" in attrs:
+        meta["voxel_size"] = [float(v) for v in attrs["resolution"]]
+        meta["offset"] = [float(v) for v in attrs.get("offset", [0, 0, 0])]
+    return meta
+
+
+def zarr_layer(url: str, meta: dict) -> neuroglancer.Layer:
+    """A layer reading the zarr store at `url` (as the browser reaches it)."""
+    source = neuroglancer.LayerDataSource(f"{meta['format']}://{url}")
+    if "voxel_size" in meta and meta["rank"] in (3, 4):
+        # gunpowder's geometry, which neuroglancer does not read. The array's dims are
+        # (c,) z, y, x; the layer's x, y, z (, c^), as for chunks
+        rank, channels = meta["rank"], meta["rank"] == 4
+        # neuroglancer takes a plain array's dimensions for meters: say what they are
+        input_dimensions = neuroglancer.CoordinateSpace(
+            names=meta["names"],
+            units=([""] if channels else []) + [UNITS] * 3,
+            scales=([1] if channels else []) + meta["voxel_size"],
+        )
+        voxel_size, offset = meta["voxel_size"][::-1], meta["offset"][::-1]  # x, y, z
+        names, units = ["x", "y", "z"], [UNITS] * 3
+        scales = list(voxel_size)
+        translation = [o / v for o, v in zip(offset, voxel_size)]
+        inputs = [rank - 1, rank - 2, rank - 3]  # the array's x, y, z
+        if channels:
+            names, units, scales = names + ["c^"], units + [""], scales + [1]
+            translation, inputs = translation + [0.0], inputs + [0]
+        matrix = [
+            [float(column == inputs[row]) for column in range(rank)] + [translation[row]]
+            for row in range(rank)
+        ]
+        source.transform = neuroglancer.CoordinateSpaceTransform(
+            input_dimensions=input_dimensions,
+            output_dimensions=neuroglancer.CoordinateSpace(names=names, units=units, scales=scales),
+            matrix=matrix,
+        )
+    if meta["segmentation"]:
+        return neuroglancer.SegmentationLayer(source=source)
+    return neuroglancer.ImageLayer(source=source)
 
 
 def volume_layer(url: str, info: dict) -> neuroglancer.Layer:
@@ -354,7 +490,8 @@ def open_viewer(
     port: int = 0,
     layout: str = "4panel",
 ) -> NeuroglancerViewer:
-    """Serve a viewer showing `chunks` and the precomputed `volumes` (name → path) as layers.
+    """Serve a viewer showing `chunks` and the precomputed volumes and zarr stores `volumes`
+    (name → path, see the module docstring) as layers.
 
     Args:
         voxel_size: (z, y, x) in nm for every chunk, instead of the chunks' own.
@@ -368,7 +505,12 @@ def open_viewer(
         raise ChunkflowError("nothing to show: give chunk names or --layer volumes")
     if layout not in LAYOUTS:
         raise ChunkflowError(f"unknown layout {layout!r}: expected one of {', '.join(LAYOUTS)}")
-    infos = {name: read_info(path) for name, path in volumes.items()}
+    formats = {name: source_format(path) for name, path in volumes.items()}
+    volumes = {name: path for name, (_, path) in formats.items()}
+    infos = {
+        name: read_info(path) if fmt == "precomputed" else read_zarr_meta(path, fmt)
+        for name, (fmt, path) in formats.items()
+    }
     layers = {}
     for name, chunk in chunks.items():
         try:
@@ -395,7 +537,10 @@ def open_viewer(
             for name, layer in layers.items():
                 s.layers[name] = layer
             for name, info in infos.items():
-                s.layers[name] = volume_layer(urls[name], info)
+                if formats[name][0] == "precomputed":
+                    s.layers[name] = volume_layer(urls[name], info)
+                else:
+                    s.layers[name] = zarr_layer(urls[name], info)
             s.layout = layout
         return NeuroglancerViewer(viewer, viewer.get_viewer_url())
     except BaseException:
