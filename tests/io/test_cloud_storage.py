@@ -5,6 +5,7 @@ Nothing here talks to real AWS (see tests/queues/moto.py)."""
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import numpy as np
@@ -166,3 +167,27 @@ def test_unknown_schemes_and_bad_endpoints_are_refused(run_cli):
     assert "cloudfiles alias" in result.err
     result = run_cli("--s3-endpoint localhost:9000 create-chunk", expect=2)
     assert "expected http(s)://HOST[:PORT]" in result.err
+
+
+def test_zarr_stores_read_from_the_endpoint(run_cli, s3, tmp_path):
+    """load-zarr reads an s3:// store from the server --s3-endpoint names, as save writes."""
+    from chunkflow.chunk import Chunk
+    from chunkflow.io.zarr import write_zarr
+
+    endpoint, bucket, client = s3
+    data = np.random.default_rng(4).integers(0, 2**16, (8, 16, 16), dtype=np.uint16)
+    local = tmp_path / "a.zarr"
+    write_zarr(Chunk(data, (2, 4, 6), (40, 8, 8)), str(local), block_size=(4, 8, 8))
+    for file in local.rglob("*"):
+        if file.is_file():
+            key = f"a.zarr/{file.relative_to(local).as_posix()}"
+            client.put_object(Bucket=bucket, Key=key, Body=file.read_bytes())
+    run_cli(
+        f"--s3-endpoint {endpoint} load-zarr -f s3://{bucket}/a.zarr "
+        f"save -v s3://{bucket}/from-zarr -b 8 16 16"
+    )
+    vol = tensorstore_read(endpoint, bucket, "from-zarr")
+    np.testing.assert_array_equal(vol, data)
+    assert json.loads(client.get_object(Bucket=bucket, Key="from-zarr/info")["Body"].read())[
+        "scales"
+    ][0]["voxel_offset"] == [6, 4, 2]
