@@ -414,7 +414,7 @@ def write_precomputed(
 # and a local shard goes to a temporary name (`{shard}.__lock`) renamed into place.
 
 TENSORSTORE_ENCODINGS = ("raw", "jpeg", "png", "compressed_segmentation")
-_SHARD_TRANSACTION: list = []  # the open `sharded_writes()` transaction, if any
+_SHARD_TRANSACTION: list = []  # [transaction, made at the first sharded write] of the open block
 
 
 def _tensorstore_kvstore(path: str) -> str | dict | None:
@@ -443,18 +443,18 @@ def sharded_writes():
     if _SHARD_TRANSACTION:  # nested: join the outer block
         yield
         return
-    import tensorstore as ts
-
-    txn = ts.Transaction()
-    _SHARD_TRANSACTION.append(txn)
+    slot = [None]  # no tensorstore (nor its import) unless a sharded scale is written
+    _SHARD_TRANSACTION.append(slot)
     try:
         yield
     except BaseException:
-        txn.abort()
+        if slot[0] is not None:
+            slot[0].abort()
         raise
     finally:
         _SHARD_TRANSACTION.pop()
-    _commit(txn, "sharded volume")
+    if slot[0] is not None:
+        _commit(slot[0], "sharded volume")
 
 
 def _commit(txn, where: str) -> None:
@@ -559,7 +559,13 @@ def _write_tensorstore(path: str, mip: int, chunk: Chunk) -> None:
     x0, y0, z0 = chunk.bbox.start.xyz
     x1, y1, z1 = chunk.bbox.stop.xyz
     own = not _SHARD_TRANSACTION
-    txn = ts.Transaction() if own else _SHARD_TRANSACTION[-1]
+    if own:
+        txn = ts.Transaction()
+    else:
+        slot = _SHARD_TRANSACTION[-1]
+        if slot[0] is None:
+            slot[0] = ts.Transaction()
+        txn = slot[0]
     try:
         store = ts.open(spec, read=True, write=True, context=ts.Context()).result()
         store.with_transaction(txn)[x0:x1, y0:y1, z0:z1, :].write(array).result()
