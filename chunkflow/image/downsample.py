@@ -190,6 +190,8 @@ def downsample_upload(
 ) -> list[int]:
     """Downsample `chunk` (at `chunk_mip`) and write mips start..stop - 1 into the volume.
 
+    A local OME-Zarr image (`path`) gets levels instead of mips, added as needed.
+
     The chunk must have the volume's voxel size at `chunk_mip` (`name` names it in errors).
     Missing scales are added to the volume's info (each `factor` coarser than the one below);
     existing scales must have the resolution that factor gives. `compress` encodes the blocks
@@ -203,6 +205,13 @@ def downsample_upload(
         raise ChunkflowError("--factor 1 1 1 does not downsample: give a factor above 1")
     mips = mip_range(chunk_mip, start_mip, stop_mip)
     check_divisible(chunk, factor, mips[-1] - chunk_mip)
+    from chunkflow.io.zarr import is_ome_image, write_ome_levels
+
+    if is_ome_image(path):  # levels of an OME-Zarr image instead of mips
+        levels = pyramid(chunk, factor, mips[-1] - chunk_mip)
+        written = [(mip, level) for mip, level in zip(range(chunk_mip + 1, mips.stop), levels)]
+        write_ome_levels(path, [(mip, level) for mip, level in written if mip in mips], name)
+        return list(mips)
     grid = volume_grid(path, chunk_mip)
     check_same_grid((name, chunk), (f"the volume {path} at mip {chunk_mip}", grid), None)
     ensure_scales(path, factor, chunk_mip, mips[-1])

@@ -494,3 +494,94 @@ def _write_into(chunk: Chunk, source: _Source, name: str = "chunk") -> None:
     array = array.with_config({"write_empty_chunks": True})
     with staged_writes():
         array[(Ellipsis, *chunk.bbox.shift(-voxel_offset).to_slices())] = np.asarray(chunk)
+
+
+# OME-Zarr pyramids ---------------------------------------------------------------------------
+def is_ome_image(path: str) -> bool:
+    """Whether `path` (a folder, or `file://` one) is an OME-Zarr image (multiscales)."""
+    path = path[len("file://") :] if path.startswith("file://") else path
+    if is_remote(path) or not os.path.isdir(path):
+        return False
+    for name in ("zarr.json", ".zattrs"):
+        try:
+            with open(os.path.join(path, name)) as f:
+                attrs = json.load(f)
+        except (OSError, ValueError):
+            continue
+        attrs = attrs.get("attributes", attrs) if name == "zarr.json" else attrs
+        if _multiscale(path, attrs) is not None:
+            return True
+    return False
+
+
+def write_ome_levels(path: str, levels: list[tuple[int, Chunk]], name: str = "chunk") -> None:
+    """Write downsampled chunks into levels of the OME-Zarr image at `path`.
+
+    `levels` pairs a level number with the chunk for it. A level the image lacks is created
+    (`"{level}"`, covering the level below, with the chunk's voxel size as its scale) and added
+    to the multiscale, which must already list every level below it.
+    """
+    import zarr
+
+    path = path[len("file://") :] if path.startswith("file://") else path
+    group = zarr.open_group(path, mode="a")
+    for level, chunk in levels:
+        multiscale = _multiscale(path, group.attrs)
+        datasets = multiscale["datasets"]
+        if level > len(datasets):
+            raise ChunkflowError(
+                f"{path}: cannot add level {level}: the image has levels 0-{len(datasets) - 1}"
+            )
+        if level == len(datasets):
+            _add_level(group, multiscale, chunk, path)
+        _write_into(chunk, _open(path, None, level, mode="r+"), name)
+
+
+def _add_level(group, multiscale, chunk: Chunk, path: str) -> None:
+    below = _open(path, None, len(multiscale["datasets"]) - 1)
+    factor = chunk.voxel_size // below.voxel_size
+    if tuple(factor * below.voxel_size) != tuple(chunk.voxel_size):
+        raise ChunkflowError(
+            f"{path}: cannot add a level of voxel size {tuple(chunk.voxel_size)}: not a whole "
+            f"multiple of the level below's {tuple(below.voxel_size)}"
+        )
+    bbox = BoundingBox.from_delta(below.voxel_offset, below.shape[-3:])
+    start = bbox.start // factor
+    stop = -(-bbox.stop // factor)
+    level_chunk = Chunk(
+        np.zeros((*chunk.shape[:-3], *(stop - start)), chunk.dtype),
+        start,
+        chunk.voxel_size,
+        chunk.layer_type,
+    )
+    entry = ome_multiscale(level_chunk)["datasets"][0]
+    entry["path"] = str(len(multiscale["datasets"]))
+    blocks = tuple(below.array.chunks[-3:])
+    try:
+        _create_empty(level_chunk, group, entry["path"], blocks)
+    except Exception as err:
+        if entry["path"] not in group:
+            raise ChunkflowError(f"{path}: cannot add level {entry['path']} ({err})") from None
+    attrs = dict(group.attrs)
+    ome = attrs["ome"] if isinstance(attrs.get("ome"), dict) else attrs
+    datasets = ome["multiscales"][0]["datasets"]
+    if entry["path"] not in [d.get("path") for d in datasets]:  # another writer may have
+        datasets.append(entry)
+        group.attrs.update(attrs)
+
+
+def _create_empty(chunk: Chunk, group, name: str, blocks) -> None:
+    """A new array for `chunk`'s bbox in an OME image group, without writing its voxels."""
+    zarr_format = group.metadata.zarr_format
+    axes = (["c"] if chunk.ndim == 4 else []) + ["z", "y", "x"]
+    kwargs = dict(
+        shape=chunk.shape,
+        dtype=chunk.dtype,
+        chunks=(*chunk.shape[:-3], *(min(b, s) for b, s in zip(blocks, chunk.shape[-3:]))),
+        attributes={"layer_type": chunk.layer_type.value},
+    )
+    if zarr_format == 3:
+        kwargs["dimension_names"] = axes
+    else:
+        kwargs["chunk_key_encoding"] = {"name": "v2", "separator": "/"}
+    group.create_array(name, **kwargs)

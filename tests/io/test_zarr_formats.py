@@ -233,3 +233,27 @@ def test_cli_refuses_an_ome_version_of_the_other_format(run_cli):
         )
     )
     assert "OME-Zarr 0.4 is zarr format 2" in message
+
+
+@pytest.mark.parametrize("version", ["0.4", "0.5"])
+def test_downsample_upload_adds_ome_levels(run_cli, tmp_path, version):
+    """Two tasks each write their half at level 0 and levels 1-2; the image stays valid."""
+    image = np.arange(8 * 16 * 32, dtype=np.float32).reshape(8, 16, 32)
+    np.save(tmp_path / "all.npy", image)
+    run_cli(
+        "load-npy -f all.npy -v 0 0 0 -x 40 4 4 "
+        f"save-zarr -f o.zarr -d image --ome --ome-version {version} -c 4 8 8"
+    )
+    for x0 in (0, 16):
+        run_cli(
+            f"load-zarr -f o.zarr -d image -t 0 0 {x0} -s 8 16 16 "
+            "downsample-upload -v o.zarr/image --factor 2 2 2 --start-mip 1 --stop-mip 3"
+        )
+    group = zarr.open_group(str(tmp_path / "o.zarr/image"), mode="r")
+    multiscale = ome_image(group).attributes
+    multiscale = (multiscale.ome if version == "0.5" else multiscale).multiscales[0]
+    assert [d.path for d in multiscale.datasets] == ["0", "1", "2"]
+    level2 = read_zarr(str(tmp_path / "o.zarr"), "image", level=2)
+    assert (level2.voxel_offset, level2.voxel_size) == ((0, 0, 0), (160, 16, 16))
+    expected = image.reshape(2, 4, 4, 4, 8, 4).mean(axis=(1, 3, 5))
+    np.testing.assert_allclose(level2.array, expected, rtol=1e-6)
