@@ -272,8 +272,12 @@ def ensure_scales(path: str, factor, chunk_mip: int, top_mip: int) -> list[int]:
         if "sharding" in scales[chunk_mip]:  # a sharded volume gets sharded mips
             from chunkflow.io.precomputed import add_sharding
 
+            # shards of as many bytes as the chunk mip's (which may come from --shard-bytes)
             voxel_bytes = np.dtype(vol.dtype).itemsize * vol.num_channels
-            shape = add_sharding(scales[mip], voxel_bytes)
+            spec, block = scales[chunk_mip]["sharding"], scales[chunk_mip]["chunk_sizes"][0]
+            blocks = 2 ** (spec["preshift_bits"] + spec["minishard_bits"])
+            shard_bytes = blocks * int(np.prod(block)) * voxel_bytes
+            shape = add_sharding(scales[mip], voxel_bytes, shard_bytes)
             logger.info("downsample-upload: mip %d in shards of %s voxels", mip, _text(shape))
         added.append(mip)
     if added:

@@ -378,3 +378,29 @@ def test_eight_writers_into_one_shard_at_the_same_moment(tmp_path):
     assert [proc.wait(timeout=120) for proc in procs] == [0] * 8
     shard = read_precomputed(path, BoundingBox((0, 0, 0), SHARD)).array
     assert sorted(np.unique(shard)) == list(range(1, 9))
+
+
+def test_downsampled_mips_get_shards_of_the_chunk_mips_size(tmp_path):
+    """Mips that downsample-upload adds to a sharded volume are sharded with as many bytes a
+    shard as the chunk's mip (here 2 blocks, from --shard-bytes), not one default 3.5 GB shard."""
+    path = f"file://{tmp_path}/v"
+    block_bytes = int(np.prod(BLOCK))
+    create_info(
+        path,
+        (32, 256, 256),
+        (40, 4, 4),
+        block_size=BLOCK,
+        sharded=True,
+        shard_bytes=2 * block_bytes,
+    )
+    data = random_array("uint8", 1, (32, 256, 256), seed=9)
+    chunk = Chunk(data, (0, 0, 0), (40, 4, 4))
+    write_precomputed(chunk, path)
+    downsample_upload(chunk, path, (1, 2, 2), stop_mip=2)
+    info = json.loads((tmp_path / "v" / "info").read_text())
+    spec = info["scales"][1]["sharding"]
+    assert spec["preshift_bits"] + spec["minishard_bits"] == 1  # 2 blocks a shard
+    assert len(shard_files(tmp_path / "v" / info["scales"][1]["key"])) == 32 * 128 * 128 // (
+        2 * block_bytes
+    )
+    np.testing.assert_array_equal(tensorstore_read(path, 1)[0], pyramid(chunk, (1, 2, 2))[0].array)
