@@ -104,8 +104,8 @@ def test_s3_endpoint_option_and_gzip_by_default(run_cli, s3, tmp_path):
 
 
 def test_environment_variable_points_s3_at_the_server(run_cli, s3, monkeypatch, tmp_path):
-    """AWS_ENDPOINT_URL (every AWS service, so queues too) does what --s3-endpoint does,
-    for cutout as for save."""
+    """AWS_ENDPOINT_URL (every AWS service) does what --s3-endpoint does, for cutout as for
+    save, and points SQS queues at the same server."""
     endpoint, bucket, client = s3
     monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
     run_cli(
@@ -118,6 +118,10 @@ def test_environment_variable_points_s3_at_the_server(run_cli, s3, monkeypatch, 
     np.testing.assert_array_equal(
         local_read(tmp_path / "back"), tensorstore_read(endpoint, bucket, "img")
     )
+    # the same variable takes SQS queues to the server: tasks of the volume queued there
+    queue = f"sqs://tasks-{bucket}"
+    run_cli(f"generate-tasks -v s3://{bucket}/img --chunk-size 8 16 16 -q {queue}")
+    assert "8 pending, 0 leased, 0 dead" in run_cli(f"queue-status -q {queue}").out
 
 
 def test_sharded_writes_go_to_the_endpoint(run_cli, s3, tmp_path):
