@@ -622,11 +622,16 @@ def worker_command(
     convnet_weight_path: str | None = None,
     visibility_timeout: int | None = None,
     endpoint_url: str | None = None,
+    s3_endpoint: str | None = None,
 ) -> str:
     """The `chunkflow` command line a worker runs: fetch a task, cut out its input grown by the
-    expand margin, infer exactly `patch_num` patches, save the task bbox, downsample it."""
+    expand margin, infer exactly `patch_num` patches, save the task bbox, downsample it.
+    `s3_endpoint` is the S3-compatible server the worker's s3:// paths go to."""
     q = shlex.quote
-    words = ["chunkflow", "--mip", str(plan.mip)]
+    words = ["chunkflow"]
+    if s3_endpoint:
+        words += ["--s3-endpoint", q(s3_endpoint)]
+    words += ["--mip", str(plan.mip)]
     if queue_name:
         words += ["fetch-task", "-q", q(queue_name)]
         if visibility_timeout:

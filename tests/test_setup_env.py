@@ -171,6 +171,15 @@ def test_worker_command_spellings():
     assert "fetch-task -q q/x --visibility-timeout 60" in queue
 
 
+def test_worker_command_keeps_the_s3_endpoint():
+    """Workers elsewhere need the S3-compatible server setup-env ran against (--s3-endpoint)."""
+    plan = small_plan()
+    words = shlex.split(
+        worker_command(plan, "s3://b/in", "s3://b/out", s3_endpoint="http://minio:9000")
+    )
+    assert words[:5] == ["chunkflow", "--s3-endpoint", "http://minio:9000", "--mip", "0"]
+
+
 def test_region_in_mip0_voxels():
     assert region_at_mip((0, 8, 8), (10, 24, 40), mip=2) == BoundingBox((0, 2, 2), (10, 6, 10))
     with pytest.raises(ChunkflowError, match="not divisible by 1 4 4"):

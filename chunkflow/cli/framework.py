@@ -83,6 +83,7 @@ class RunConfig:
     mip: int = 0
     dry_run: bool = False
     verbose: bool = False
+    s3_endpoint: str | None = None  # --s3-endpoint, for the commands we print to run elsewhere
     extras: dict = field(default_factory=dict)
     # (line, complete) from operators that report on the whole run (a queue worker's counts):
     # printed after the timing table; an incomplete one fails the run with its line

@@ -141,7 +141,7 @@ def cli(ctx, mip, dry_run, verbose, quiet, log_level, log_file, s3_endpoint):
         from chunkflow.aws import use_s3_endpoint
 
         use_s3_endpoint(s3_endpoint)
-    ctx.obj = RunConfig(mip=mip, dry_run=dry_run, verbose=verbose)
+    ctx.obj = RunConfig(mip=mip, dry_run=dry_run, verbose=verbose, s3_endpoint=s3_endpoint)
     if ctx.invoked_subcommand is None:
         click.echo(ctx.get_help())
 

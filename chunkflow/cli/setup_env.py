@@ -337,6 +337,7 @@ def setup_env(
         convnet_weight_path=convnet_weight_path,
         visibility_timeout=visibility_timeout,
         endpoint_url=endpoint_url,
+        s3_endpoint=config.s3_endpoint,
     )
     click.echo(report(plan, layer_path, thumbnail_path, encoding, command))
     if queue_name or task_file:
