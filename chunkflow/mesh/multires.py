@@ -165,6 +165,33 @@ def build_lods(mesh, num_lods: int, factor: int) -> list:
     return lods
 
 
+def draco_fragment(stored, faces, vertex_quantization_bits: int, compression_level: int) -> bytes:
+    """Draco bytes of a fragment with integer "stored model" vertices; b"" (an empty fragment,
+    which the spec allows) when quantization left no triangle with three distinct corners."""
+    import DracoPy
+
+    faces = np.asarray(faces, np.uint32).reshape(-1, 3)
+    a, b, c = (stored[faces[:, k]] for k in range(3))
+    distinct = np.any(a != b, axis=1) & np.any(b != c, axis=1) & np.any(a != c, axis=1)
+    faces = faces[distinct]
+    if len(faces) == 0:
+        return b""
+    minpt = stored.min(axis=0)
+    span = int((stored.max(axis=0) - minpt).max())
+    try:
+        return DracoPy.encode(
+            stored,
+            faces,
+            quantization_bits=vertex_quantization_bits,
+            compression_level=compression_level,
+            quantization_range=span,
+            quantization_origin=minpt,
+            create_metadata=True,
+        )
+    except DracoPy.EncodingFailedException:  # e.g. only collinear triangles left
+        return b""
+
+
 def encode_multires(
     mesh_voxels,
     label: int,
@@ -176,7 +203,6 @@ def encode_multires(
     """One object's draco fragments and manifest; `mesh_voxels` is in voxel units.
 
     Returns (fragment data + manifest, manifest length), or None for a flat mesh."""
-    import DracoPy
     import zmesh
     from cloudvolume.datasource.precomputed.mesh.multilod import (
         MultiLevelPrecomputedMeshManifest,
@@ -220,19 +246,12 @@ def encode_multires(
             if piece is not None and len(piece.faces):
                 low = origin + np.asarray(pos) * size
                 stored = np.clip(np.round((piece.vertices - low) / size * quant), 0, quant)
-                stored = stored.astype(np.uint32)
-                minpt = stored.min(axis=0)
-                span = int((stored.max(axis=0) - minpt).max())
-                if span > 0:
-                    data = DracoPy.encode(
-                        stored,
-                        np.asarray(piece.faces, np.uint32),
-                        quantization_bits=vertex_quantization_bits,
-                        compression_level=compression_level,
-                        quantization_range=span,
-                        quantization_origin=minpt,
-                        create_metadata=True,
-                    )
+                data = draco_fragment(
+                    stored.astype(np.uint32),
+                    piece.faces,
+                    vertex_quantization_bits,
+                    compression_level,
+                )
             binaries.append(data)
             lod_sizes.append(len(data))
         sizes.append(lod_sizes)

@@ -12,6 +12,7 @@ from chunkflow.errors import ChunkflowError
 from chunkflow.io.precomputed import write_precomputed
 from chunkflow.mesh.multires import (
     decode_index,
+    draco_fragment,
     encode_fragments,
     encode_multires,
     read_indices,
@@ -84,6 +85,22 @@ def test_a_shard_job_reads_only_what_it_needs(tmp_path):
         assert sorted(got) == wanted
         for label in wanted:
             assert np.array_equal(got[label].vertices, meshes[label].vertices)
+
+
+def test_fragments_that_quantization_flattens_are_empty():
+    import DracoPy
+
+    faces = np.array([[0, 1, 2], [1, 2, 3]])
+    same = np.array([[5, 5, 5], [5, 5, 5], [5, 5, 6], [5, 5, 6]], np.uint32)
+    assert draco_fragment(same, faces, 16, 7) == b""  # every triangle has two equal corners
+    line = np.array([[0, 0, 0], [1, 1, 1], [2, 2, 2], [3, 3, 3]], np.uint32)
+    assert isinstance(draco_fragment(line, faces, 16, 7), bytes)  # collinear: no exception
+    solid = np.array([[0, 0, 0], [9, 0, 0], [0, 9, 0], [0, 0, 9]], np.uint32)
+    mixed = np.concatenate([solid, same])
+    data = draco_fragment(mixed, np.array([[0, 1, 2], [0, 1, 3], [4, 5, 6]]), 16, 7)
+    decoded = DracoPy.decode(data)
+    assert len(decoded.faces) == 2  # the degenerate triangle is dropped, the others kept
+    assert {tuple(v) for v in np.asarray(decoded.points)} <= {tuple(v) for v in mixed}
 
 
 def test_flat_mesh_is_skipped():
