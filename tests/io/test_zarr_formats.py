@@ -257,3 +257,34 @@ def test_downsample_upload_adds_ome_levels(run_cli, tmp_path, version):
     assert (level2.voxel_offset, level2.voxel_size) == ((0, 0, 0), (160, 16, 16))
     expected = image.reshape(2, 4, 4, 4, 8, 4).mean(axis=(1, 3, 5))
     np.testing.assert_allclose(level2.array, expected, rtol=1e-6)
+
+
+def test_http_store(tmp_path, monkeypatch):
+    """OME-Zarr 0.5 and zarr 2 served over plain HTTP (a loopback server), read in place."""
+    import functools
+    import http.server
+    import threading
+
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    write_zarr(chunk(), str(tmp_path / "o.zarr"), "image", ome=True)
+    write_zarr(chunk(AFFS), str(tmp_path / "two.zarr"), "affs", zarr_format=2)
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    handler = functools.partial(Quiet, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}"
+        back = read_zarr(f"{url}/o.zarr", "image")
+        assert (back.voxel_offset, back.voxel_size) == ((2, 3, 4), (40, 4, 4))
+        np.testing.assert_array_equal(back.array, IMAGE)
+        np.testing.assert_array_equal(read_zarr(f"{url}/two.zarr", "affs").array, AFFS)
+        with pytest.raises(ChunkflowError, match="none.zarr"):
+            read_zarr(f"{url}/none.zarr", "image")
+    finally:
+        server.shutdown()
+        server.server_close()
