@@ -209,6 +209,7 @@ def mesh_manifest(task, volume_path, prefix, digits):
     type=click.Choice(["10", "16"]),
     default="16",
     show_default=True,
+    help="Bits of each vertex coordinate within its octree cell (neuroglancer reads 10 or 16).",
 )
 @click.option(
     "--shard-bits",
@@ -234,8 +235,9 @@ def mesh_merge_sharded(
 ):
     """Merge per-task fragments into sharded multi-resolution meshes (neuroglancer_multilod_draco).
 
-    Every run derives the same sharding from the fragment files, so shard jobs (--shard 0,
-    --shard 1, ...) can run at the same time once every mesh task is done.
+    Takes no chunk and runs once per task. Every run derives the same sharding from the
+    fragment files, so shard jobs (--shard 0, --shard 1, ...) can run at the same time once
+    every mesh task is done.
     """
     from chunkflow.mesh.multires import merge_sharded
 
