@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from cloudvolume import CloudVolume
 
+from tests.cli.test_skeleton import bounds
 from tests.conftest import read_stack
 
 
@@ -22,14 +23,6 @@ def skeleton_fragments(run_cli, gala, tmp_path):
         "cutout -v seg -o seg skeletonize -i seg -o seg"
     )
     return tmp_path / "seg"
-
-
-def bounds(gt, label):
-    zz, yy, xx = np.nonzero(gt == label)
-    return (
-        np.array([xx.min(), yy.min(), zz.min()]) * 10 - 10,
-        np.array([xx.max(), yy.max(), zz.max()]) * 10 + 10,
-    )
 
 
 def test_shard_jobs_write_skeletons_cloudvolume_reads(run_cli, gala, skeleton_fragments):
