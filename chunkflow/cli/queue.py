@@ -105,6 +105,7 @@ def _work(queue_name, endpoint_url, config, sqs_only=False, **options):
     queue = open_queue(queue_name, endpoint_url)
     if config.dry_run:
         return _peek(queue, queue_name, options["num"])
+
     def report(line, complete):  # printed after the run's timing table
         config.closing.append((line, complete))
 

@@ -102,8 +102,7 @@ def test_meshing_line_from_a_queue(kind, run_cli, segmentation, queue):
     path, labels = segmentation
     name = queue(kind)
     run_cli(
-        f"--mip 3 generate-tasks -v {path} -c 26 51 101 --stride 25 50 100 --respect-stop "
-        f"-q {name}"
+        f"--mip 3 generate-tasks -v {path} -c 26 51 101 --stride 25 50 100 --respect-stop -q {name}"
     )
     result = run_cli(
         f"--mip 3 fetch-task -q {name} -v 600 cutout -v {path} --fill-missing mesh "
