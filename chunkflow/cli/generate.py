@@ -240,7 +240,7 @@ def generate_tasks(
     if align_to_shards:
         if volume_path is None:
             raise ChunkflowError("--align-to-shards needs the sharded volume (-v)")
-        from chunkflow.io.precomputed import shard_aligned_region
+        from chunkflow.io.shard_writes import shard_aligned_region
 
         roi = shard_aligned_region(volume_path, mip, roi, chunk_size, stride)
         respect_stop = True  # the last tasks end where the volume (and its last shards) end

@@ -371,7 +371,7 @@ def create_info(
         shard_bytes,
     )
     if sharded:
-        from chunkflow.io.precomputed import shard_shapes
+        from chunkflow.io.shard_writes import shard_shapes
 
         for mip, shape in enumerate(shard_shapes(volume_path)):
             logger.info(

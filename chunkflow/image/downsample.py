@@ -198,7 +198,8 @@ def downsample_upload(
     (gzip, br, none; by default gzip for cloud paths). Returns the mips written.
     """
     from chunkflow.io.files import staged_writes
-    from chunkflow.io.precomputed import sharded_writes, volume_grid, write_precomputed
+    from chunkflow.io.precomputed import volume_grid, write_precomputed
+    from chunkflow.io.shard_writes import sharded_writes
 
     factor = as_factor(factor)
     if factor == (1, 1, 1):
@@ -270,7 +271,7 @@ def ensure_scales(path: str, factor, chunk_mip: int, top_mip: int) -> list[int]:
                 f"{_text(expected[::-1])}"
             )
         if "sharding" in scales[chunk_mip]:  # a sharded volume gets sharded mips
-            from chunkflow.io.precomputed import add_sharding
+            from chunkflow.io.shards import add_sharding
 
             # shards of as many bytes as the chunk mip's (which may come from --shard-bytes)
             voxel_bytes = np.dtype(vol.dtype).itemsize * vol.num_channels

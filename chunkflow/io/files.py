@@ -185,7 +185,7 @@ class _Stage:
 _STAGE: _Stage | None = None
 _STAGE_LOCK = threading.Lock()
 _WRITING = [0]  # files being written right now, by any thread
-_COMPRESSION_SUFFIXES = ("", ".gz", ".br", ".zstd", ".xz", ".bz2")
+COMPRESSION_SUFFIXES = ("", ".gz", ".br", ".zstd", ".xz", ".bz2")
 
 
 def _temporary(path: str) -> str:
@@ -255,7 +255,7 @@ def _cloudfiles_put_file(
             f.write(content)
 
     _write_staged(path, write)
-    for other in _COMPRESSION_SUFFIXES:
+    for other in COMPRESSION_SUFFIXES:
         if other != suffix and os.path.exists(base + other):
             os.remove(base + other)
 

@@ -12,7 +12,6 @@ read) unless told otherwise (`compress`).
 
 from __future__ import annotations
 
-import contextlib
 import math
 
 import numpy as np
@@ -21,8 +20,9 @@ from chunkflow.chunk import Chunk, Grid, LayerType, check_same_grid
 from chunkflow.errors import ChunkflowError
 from chunkflow.geometry import BoundingBox, Cartesian
 from chunkflow.io import PRECOMPUTED_COMPRESSIONS, PRECOMPUTED_ENCODINGS
-from chunkflow.io.files import staged_writes
+from chunkflow.io.files import COMPRESSION_SUFFIXES, staged_writes
 from chunkflow.io.metadata import precomputed_info, stored_vector
+from chunkflow.io.shards import add_sharding
 from chunkflow.memory import require_memory
 
 
@@ -91,10 +91,11 @@ def block_compression(path: str, compress: str | None = None):
 
 def volume_bounds(path: str, mip: int = 0) -> BoundingBox:
     """The voxel bounds of a volume at `mip`, (z, y, x)."""
-    return _bounds(open_volume(path, mip))
+    return cv_bounds(open_volume(path, mip))
 
 
-def _bounds(vol) -> BoundingBox:
+def cv_bounds(vol) -> BoundingBox:
+    """The voxel bounds of an open cloud-volume at its mip, (z, y, x)."""
     bounds = vol.bounds
     return BoundingBox(Cartesian.from_xyz(bounds.minpt), Cartesian.from_xyz(bounds.maxpt))
 
@@ -105,7 +106,7 @@ def volume_grid(path: str, mip: int = 0) -> Grid:
 
 
 def _grid(vol) -> Grid:
-    return Grid(tuple(float(v) for v in reversed(vol.resolution)), _bounds(vol))
+    return Grid(tuple(float(v) for v in reversed(vol.resolution)), cv_bounds(vol))
 
 
 def _voxel_size(vol, path: str, mip: int) -> Cartesian:
@@ -134,7 +135,7 @@ def read_precomputed(
     volume's border; without it a cutout past the bounds is an error naming them.
     """
     vol = open_volume(path, mip, fill_missing=fill_missing)
-    bounds = _bounds(vol)
+    bounds = cv_bounds(vol)
     if bbox.is_empty:
         raise ChunkflowError(f"{path}: cutout {bbox} at mip {mip} is empty")
     inside = bbox.intersect(bounds)
@@ -180,9 +181,6 @@ def _read_inside(vol, path: str, bbox: BoundingBox, mip: int) -> np.ndarray:
     return np.transpose(np.asarray(cutout), (3, 2, 1, 0))
 
 
-_COMPRESSION_SUFFIXES = ("", ".gz", ".br", ".zstd", ".xz", ".bz2")
-
-
 def _check_local_blocks(vol, path: str, bbox: BoundingBox, mip: int) -> None:
     """Damaged block files of a local volume in `bbox`: an empty file, or a raw block of the
     wrong size, is one line naming it (cloud-volume would read an empty one as a missing block,
@@ -194,7 +192,7 @@ def _check_local_blocks(vol, path: str, bbox: BoundingBox, mip: int) -> None:
         return
     root = os.path.join(path[len("file://") :], vol.meta.key(mip))
     block = Cartesian.from_xyz(vol.meta.chunk_size(mip))
-    bounds = _bounds(vol)
+    bounds = cv_bounds(vol)
     raw = vol.meta.encoding(mip) == "raw"
     voxel_bytes = np.dtype(vol.dtype).itemsize * vol.num_channels
     first = (bbox.start - bounds.start) // block
@@ -204,7 +202,7 @@ def _check_local_blocks(vol, path: str, bbox: BoundingBox, mip: int) -> None:
         piece = BoundingBox(start, start + block).intersect(bounds)
         name = "_".join(f"{a}-{b}" for a, b in zip(piece.start.xyz, piece.stop.xyz))
         expected = int(np.prod(tuple(piece.shape))) * voxel_bytes
-        for suffix in _COMPRESSION_SUFFIXES:
+        for suffix in COMPRESSION_SUFFIXES:
             file = os.path.join(root, name + suffix)
             try:
                 size = os.stat(file).st_size
@@ -275,20 +273,6 @@ def create_info(
             add_sharding(scale, voxel_bytes, shard_bytes)
     vol = CloudVolume(path, info=info, progress=False, parallel=1, compress=False)
     vol.commit_info()
-
-
-def add_sharding(scale: dict, voxel_bytes: int, shard_bytes: int | None = None) -> Cartesian:
-    """Make an info's scale sharded, with parameters chosen from its size and block size;
-    returns the shard's shape (z, y, x) in voxels."""
-    from chunkflow.io.shards import DEFAULT_SHARD_BYTES, shard_shape, shard_spec
-
-    size = Cartesian.from_xyz(scale["size"])
-    block = Cartesian.from_xyz(scale["chunk_sizes"][0])
-    # image codecs compress each block already (igneous does the same)
-    data_encoding = "raw" if scale["encoding"] in ("jpeg", "png", "fpzip", "zfpc") else "gzip"
-    spec = shard_spec(size, block, voxel_bytes, shard_bytes or DEFAULT_SHARD_BYTES, data_encoding)
-    scale["sharding"] = spec
-    return shard_shape(spec, size, block)
 
 
 # Encodings cloud-volume reads but neuroglancer and tensorstore do not.
@@ -390,7 +374,9 @@ def write_precomputed(
         )
     check_same_grid((name, chunk), (f"the volume {path} at mip {mip}", _grid(vol)), "inside")
     if vol.meta.sharding(mip) is not None:
-        _write_sharded(vol, path, mip, chunk)
+        from chunkflow.io.shard_writes import write_sharded
+
+        write_sharded(vol, path, mip, chunk)
         return
     array = np.asarray(chunk)
     array = array.T if array.ndim == 3 else np.transpose(array, (3, 2, 1, 0))
@@ -405,179 +391,6 @@ def write_precomputed(
             f"{tuple(Cartesian.from_xyz(vol.chunk_size))} (z,y,x); align the chunk or use "
             "--non-aligned-writes"
         ) from None
-
-
-# Sharded scales ---------------------------------------------------------------------------
-# cloud-volume writes a shard whole from the blocks it is given: a chunk covering part of a
-# shard would erase the rest. tensorstore reads the shard, merges the chunk in and writes the
-# shard back on commit, conditionally (a shard another writer changed meanwhile is read again),
-# and a local shard goes to a temporary name (`{shard}.__lock`) renamed into place.
-
-TENSORSTORE_ENCODINGS = ("raw", "jpeg", "png", "compressed_segmentation")
-_SHARD_TRANSACTION: list = []  # [transaction, made at the first sharded write] of the open block
-
-
-def _tensorstore_kvstore(path: str) -> str | dict | None:
-    """The tensorstore kvstore of a volume path, or None where it has none. tensorstore does
-    not read the endpoint variables boto3 reads: an `s3://` path gets the endpoint here."""
-    from chunkflow.aws import s3_endpoint
-
-    if path.startswith("s3://") and s3_endpoint():
-        bucket, _, key = path[len("s3://") :].partition("/")
-        key = key.strip("/")
-        return {
-            "driver": "s3",
-            "bucket": bucket,
-            "path": key + "/" if key else "",
-            "endpoint": s3_endpoint(),
-        }
-    if path.startswith(("file://", "gs://", "s3://")):
-        return path.rstrip("/") + "/"
-    return None
-
-
-@contextlib.contextmanager
-def sharded_writes():
-    """Writes into sharded scales inside the block are committed together when it ends, or
-    not at all if it fails (each shard file is replaced whole, one rename each)."""
-    if _SHARD_TRANSACTION:  # nested: join the outer block
-        yield
-        return
-    slot = [None]  # no tensorstore (nor its import) unless a sharded scale is written
-    _SHARD_TRANSACTION.append(slot)
-    try:
-        yield
-    except BaseException:
-        if slot[0] is not None:
-            slot[0].abort()
-        raise
-    finally:
-        _SHARD_TRANSACTION.pop()
-    if slot[0] is not None:
-        _commit(slot[0], "sharded volume")
-
-
-def _commit(txn, where: str) -> None:
-    try:
-        txn.commit_sync()
-    except Exception as err:
-        reason = " ".join(str(err).split())[:200]
-        raise ChunkflowError(f"{where}: writing the shards failed ({reason})") from err
-
-
-def shard_shapes(path: str) -> list:
-    """The shard shape (z, y, x voxels) of every scale of a volume; None for an unsharded or
-    hashed one."""
-    from chunkflow.io.shards import shard_shape
-
-    shapes = []
-    for scale in open_volume(path).info["scales"]:
-        spec = scale.get("sharding")
-        size = Cartesian.from_xyz(scale["size"])
-        block = Cartesian.from_xyz(scale["chunk_sizes"][0])
-        try:
-            shapes.append(shard_shape(spec, size, block) if spec else None)
-        except ChunkflowError:
-            shapes.append(None)
-    return shapes
-
-
-def shard_aligned_region(path: str, mip: int, roi: BoundingBox, chunk_size, stride=None):
-    """`roi` grown to the shard boundaries of the volume's sharded `mip` and clipped to its
-    bounds, for tasks of whole shards: `chunk_size` (and `stride`) must be multiples of the
-    shard shape, so each task writes its shards whole and no two tasks share one."""
-    from chunkflow.io.shards import shard_shape
-
-    vol = open_volume(path, mip)
-    spec = vol.meta.sharding(mip)
-    if spec is None:
-        raise ChunkflowError(
-            f"{path}: mip {mip} is not sharded, so there are no shards to align to"
-        )
-    bounds = _bounds(vol)
-    shape = shard_shape(spec, bounds.shape, Cartesian.from_xyz(vol.meta.chunk_size(mip)))
-    for what, size in (("chunk size", chunk_size), ("stride", stride)):
-        if size is not None and any(Cartesian(size) % shape):
-            raise ChunkflowError(
-                f"{path}: {what} {' '.join(map(str, size))} is not a multiple of the shard "
-                f"shape {' '.join(map(str, shape))} (z y x) at mip {mip}"
-            )
-    grown = roi.shift(-bounds.start).snap_to_grid(shape, mode="grow").shift(bounds.start)
-    return grown.intersect(bounds)
-
-
-def _write_sharded(vol, path: str, mip: int, chunk: Chunk) -> None:
-    """Write `chunk` into a sharded scale without losing the rest of the shards it touches."""
-    from chunkflow.io.shards import partial_shards, shard_shape, shards_touched
-
-    encoding = vol.meta.encoding(mip)
-    if encoding in TENSORSTORE_ENCODINGS and _tensorstore_kvstore(path) is not None:
-        _write_tensorstore(path, mip, chunk)
-        return
-    bounds = _bounds(vol)
-    spec = vol.meta.sharding(mip)
-    block = Cartesian.from_xyz(vol.meta.chunk_size(mip))
-    why = (
-        f"tensorstore cannot write encoding {encoding!r}"
-        if encoding not in TENSORSTORE_ENCODINGS
-        else f"tensorstore cannot write to {path.split('://')[0]}://"
-    )
-    try:
-        shape = shard_shape(spec, bounds.shape, block)
-    except ChunkflowError as err:  # hashed shards are scattered: only no shard at all is safe
-        raise ChunkflowError(
-            f"{path}: chunk {chunk.bbox} at mip {mip} cannot be merged into its shards ({err}) "
-            f"and {why}"
-        ) from None
-    partial = partial_shards(chunk.bbox, bounds, shape)
-    if partial:
-        more = f" and {len(partial) - 1} more" if len(partial) > 1 else ""
-        raise ChunkflowError(
-            f"{path}: chunk {chunk.bbox} at mip {mip} covers part of shard {partial[0]}{more} "
-            f"(z0-z1_y0-y1_x0-x1); writing it would erase the rest of the shard and {why}: "
-            f"write whole shards of {' '.join(map(str, shape))} voxels (z y x)"
-        )
-    with staged_writes():  # cloud-volume writes one whole shard at a time
-        for shard in shards_touched(chunk.bbox, bounds, shape):
-            array = np.asarray(chunk.array[(..., *shard.shift(-chunk.bbox.start).to_slices())])
-            # (x, y, z, c) even for one channel: the sharded path indexes a channel axis
-            array = array.T[..., None] if array.ndim == 3 else np.transpose(array, (3, 2, 1, 0))
-            (x0, y0, z0), (x1, y1, z1) = shard.start.xyz, shard.stop.xyz
-            vol[x0:x1, y0:y1, z0:z1] = array
-
-
-def _write_tensorstore(path: str, mip: int, chunk: Chunk) -> None:
-    import tensorstore as ts
-
-    spec = {
-        "driver": "neuroglancer_precomputed",
-        "kvstore": _tensorstore_kvstore(path),
-        "scale_index": mip,
-    }
-    array = np.asarray(chunk)
-    array = array.T[..., None] if array.ndim == 3 else np.transpose(array, (3, 2, 1, 0))
-    x0, y0, z0 = chunk.bbox.start.xyz
-    x1, y1, z1 = chunk.bbox.stop.xyz
-    own = not _SHARD_TRANSACTION
-    if own:
-        txn = ts.Transaction()
-    else:
-        slot = _SHARD_TRANSACTION[-1]
-        if slot[0] is None:
-            slot[0] = ts.Transaction()
-        txn = slot[0]
-    try:
-        store = ts.open(spec, read=True, write=True, context=ts.Context()).result()
-        store.with_transaction(txn)[x0:x1, y0:y1, z0:z1, :].write(array).result()
-    except Exception as err:
-        if own:
-            txn.abort()
-        reason = " ".join(str(err).split())[:200]
-        raise ChunkflowError(
-            f"{path}: cannot write chunk {chunk.bbox} into sharded mip {mip} ({reason})"
-        ) from err
-    if own:
-        _commit(txn, f"{path}: chunk {chunk.bbox} at mip {mip}")
 
 
 def volume_exists(path: str) -> bool:

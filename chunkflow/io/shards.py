@@ -4,7 +4,7 @@ A sharded scale stores its blocks in a few big shard files. A block's compressed
 (its grid position's bits interleaved x, y, z, skipping an axis once its bits are used up) is
 split as `[shard bits | minishard bits | preshift bits]`; with the `identity` hash the blocks of
 one shard are an aligned box of the block grid, which `shard_shape` gives. Writing part of a
-shard means reading the rest of it back: `chunkflow.io.precomputed` does that through
+shard means reading the rest of it back: `chunkflow.io.shard_writes` does that through
 tensorstore, or refuses naming the shard (see `partial_shards`).
 
 `shard_spec` picks the parameters from the scale's size, block size and voxel bytes, on the
@@ -119,3 +119,15 @@ def shards_touched(bbox: BoundingBox, bounds: BoundingBox, shape) -> list[Boundi
 def partial_shards(bbox: BoundingBox, bounds: BoundingBox, shape) -> list[BoundingBox]:
     """The shards that `bbox` covers only in part."""
     return [s for s in shards_touched(bbox, bounds, shape) if s.intersect(bbox) != s]
+
+
+def add_sharding(scale: dict, voxel_bytes: int, shard_bytes: int | None = None) -> Cartesian:
+    """Make an info's scale sharded, with parameters chosen from its size and block size;
+    returns the shard's shape (z, y, x) in voxels."""
+    size = Cartesian.from_xyz(scale["size"])
+    block = Cartesian.from_xyz(scale["chunk_sizes"][0])
+    # image codecs compress each block already (igneous does the same)
+    data_encoding = "raw" if scale["encoding"] in ("jpeg", "png", "fpzip", "zfpc") else "gzip"
+    spec = shard_spec(size, block, voxel_bytes, shard_bytes or DEFAULT_SHARD_BYTES, data_encoding)
+    scale["sharding"] = spec
+    return shard_shape(spec, size, block)

@@ -234,7 +234,7 @@ def test_four_processes_write_what_one_does(tmp_path, layout):
 def test_failed_block_of_sharded_writes_leaves_the_shards_as_they_were(tmp_path):
     """Writes inside `sharded_writes()` are committed when it ends: a failure on the way (here
     after the first of two mips) leaves every shard file as it was and no temporary behind."""
-    from chunkflow.io.precomputed import sharded_writes
+    from chunkflow.io.shard_writes import sharded_writes
 
     path = f"file://{tmp_path}/v"
     sharded_volume(path)
