@@ -33,6 +33,7 @@ from chunkflow.errors import ChunkflowError
 from chunkflow.geometry import BoundingBox, Cartesian
 from chunkflow.io.files import atomic_output, reader, require_output_folder, staged_writes
 from chunkflow.io.metadata import stored_array, stored_layer_type, stored_vector, voxel_offset_of
+from chunkflow.io.n5 import is_n5, n5_attributes, open_n5
 
 REMOTE = ("s3://", "gs://", "http://", "https://")
 UNIT = "nanometer"
@@ -109,25 +110,11 @@ def _zarr_store(store: str, mode: str = "r"):
         raise ChunkflowError(f"{store}: cannot open the store ({err})") from None
 
 
-def _is_n5(store: str, dataset: str | None = None) -> bool:
-    """An N5 container: named `.n5`, or with N5's `attributes.json` and no zarr metadata."""
-    if store.rstrip("/").endswith(".n5"):
-        return True
-    if is_remote(store) or any(
-        os.path.exists(os.path.join(store, m)) for m in ("zarr.json", ".zgroup", ".zarray")
-    ):
-        return False
-    return any(
-        os.path.isfile(os.path.join(store, folder, "attributes.json"))
-        for folder in ("", (dataset or "").strip("/"))
-    )
-
-
 def _open(store: str, dataset: str | None, level: int | None = None, mode: str = "r") -> _Source:
-    if _is_n5(store, dataset):
+    if is_n5(store, dataset):
         if mode != "r":
             raise ChunkflowError(f"{store}: N5 is read only here; write zarr instead")
-        return _open_n5(store, dataset)
+        return _Source(*open_n5(store, dataset), n5=True)
     import zarr
 
     zstore = _zarr_store(store, mode)
@@ -250,65 +237,6 @@ def _gunpowder_geometry(where, attrs) -> tuple[Cartesian | None, Cartesian | Non
     return offset, size
 
 
-def _open_n5(store: str, dataset: str | None) -> _Source:
-    """An N5 array through tensorstore (zarr-python 3 has no N5)."""
-    try:
-        import tensorstore as ts
-    except ImportError:
-        raise ChunkflowError(
-            f"{store}: reading N5 needs tensorstore (pip install tensorstore)"
-        ) from None
-    path = (dataset or "").strip("/")
-    where = f"{store}/{path}" if path else store
-    if is_remote(store):
-        raise ChunkflowError(f"{store}: N5 is read from local folders only")
-    attrs = _n5_attributes(where, missing_ok=os.path.isdir(where))
-    if "dimensions" not in attrs:  # a group: its only dataset
-        names = sorted(
-            n
-            for n in os.listdir(where)
-            if "dimensions" in _n5_attributes(os.path.join(where, n), missing_ok=True)
-        )
-        if len(names) != 1:
-            raise ChunkflowError(
-                f"{store}: which dataset? use --dataset, one of: {', '.join(names) or 'none'}"
-            )
-        path = f"{path}/{names[0]}".strip("/")
-        where = f"{store}/{path}"
-        attrs = _n5_attributes(where)
-    try:
-        array = ts.open(
-            {"driver": "n5", "kvstore": {"driver": "file", "path": store}, "path": path},
-            read=True,
-        ).result()
-    except Exception as err:
-        raise ChunkflowError(f"{where}: cannot open N5 dataset ({err})") from None
-    size = attrs.get("resolution")
-    if size is None and isinstance(attrs.get("pixelResolution"), dict):
-        size = attrs["pixelResolution"].get("dimensions")
-    if size is not None:
-        size = stored_vector(where, "the resolution", size, True, axes="x, y, z")[::-1]
-        size = Cartesian(*size)
-    offset = attrs.get("offset")
-    if offset is not None:
-        if size is None:
-            raise ChunkflowError(f"{where}: an offset but no resolution; give -x/--voxel-size")
-        offset = voxel_offset_of(
-            where, list(stored_vector(where, "the offset", offset))[::-1], size
-        )
-    return _Source(array, where, offset, size, n5=True)
-
-
-def _n5_attributes(folder: str, missing_ok: bool = False) -> dict:
-    name = os.path.join(folder, "attributes.json")
-    if not os.path.isfile(name):
-        if missing_ok:
-            return {}
-        raise ChunkflowError(f"{folder}: no such N5 dataset (no attributes.json)")
-    with open(name) as f:
-        return json.load(f)
-
-
 @reader("zarr store")
 def read_zarr(
     store: str,
@@ -354,7 +282,7 @@ def read_zarr(
     if dtype is not None:
         data = data.astype(dtype, copy=False)
     if layer_type is None:
-        attrs = _n5_attributes(where) if source.n5 else source.array.attrs
+        attrs = n5_attributes(where) if source.n5 else source.array.attrs
         layer_type = stored_layer_type(where, attrs.get("layer_type"))
     return Chunk(data, bbox.start, voxel_size, layer_type)
 
@@ -380,7 +308,7 @@ def write_zarr(
         raise ChunkflowError(f"{store}: zarr stores are written locally only (copy it up after)")
     if zarr_format not in (None, 2, 3):
         raise ChunkflowError(f"{store}: zarr format {zarr_format}; expected 2 or 3")
-    if os.path.exists(store) and _is_n5(store):
+    if os.path.exists(store) and is_n5(store):
         raise ChunkflowError(f"{store}: N5 is read only here; write zarr instead")
     if dataset and os.path.exists(store):
         group = zarr.open_group(store, mode="a")
