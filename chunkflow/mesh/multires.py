@@ -270,6 +270,28 @@ def encode_multires(
 
 
 # phase 2 ---------------------------------------------------------------------------------------
+def _encode_shard(mesh_path, indices, labels, resolution, lods) -> tuple[dict, dict]:
+    """The multires encodings (bytes, fragment offsets) of one shard's objects: their pieces
+    from every fragment file, joined, in voxels, cut into `lods` = (num_lods, factor,
+    vertex_quantization_bits, compression_level)."""
+    import zmesh
+
+    data, offsets = {}, {}
+    pieces: dict[int, list] = {}
+    for name, index in indices.items():  # fragment files in name order: a stable join
+        for label, mesh in read_meshes(mesh_path, name, index, labels).items():
+            pieces.setdefault(label, []).append(mesh)
+    for label in labels:
+        parts = pieces.pop(label)
+        joined = parts[0] if len(parts) == 1 else zmesh.Mesh.concatenate(*parts)
+        joined = joined.consolidate()
+        voxels = zmesh.Mesh((joined.vertices / resolution).astype(np.float32), joined.faces, None)
+        encoded = encode_multires(voxels, label, *lods)
+        if encoded is not None:
+            data[label], offsets[label] = encoded
+    return data, offsets
+
+
 def merge_sharded(
     volume_path: str,
     shards=None,
@@ -285,8 +307,6 @@ def merge_sharded(
     `shards`: hex shard numbers to write (None: all). Returns {"shards": total number of
     shards, "written": {shard: labels}}.
     """
-    import zmesh
-
     from chunkflow.io.precomputed import open_volume
 
     if vertex_quantization_bits not in (10, 16):  # the two neuroglancer reads
@@ -312,28 +332,9 @@ def merge_sharded(
     resolution = np.asarray(vol.resolution, np.float64)  # x, y, z
     info = mesh_info(resolution, spec, vertex_quantization_bits)
     written = {}
+    lods = (num_lods, factor, vertex_quantization_bits, compression_level)
     for shard, shard_labels in sorted(by_shard.items()):
-        data, offsets = {}, {}
-        pieces: dict[int, list] = {}
-        for name, index in indices.items():  # fragment files in name order: a stable join
-            for label, mesh in read_meshes(mesh_path, name, index, shard_labels).items():
-                pieces.setdefault(label, []).append(mesh)
-        for label in shard_labels:
-            parts = pieces.pop(label)
-            joined = parts[0] if len(parts) == 1 else zmesh.Mesh.concatenate(*parts)
-            joined = joined.consolidate()
-            voxels = (joined.vertices / resolution).astype(np.float32)
-            voxels = zmesh.Mesh(voxels, joined.faces, None)
-            encoded = encode_multires(
-                voxels,
-                label,
-                num_lods,
-                factor,
-                vertex_quantization_bits,
-                compression_level,
-            )
-            if encoded is not None:
-                data[label], offsets[label] = encoded
+        data, offsets = _encode_shard(mesh_path, indices, shard_labels, resolution, lods)
         if not data:
             continue
         from cloudvolume.datasource.precomputed.sharding import synthesize_shard_files
