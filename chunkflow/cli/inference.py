@@ -33,6 +33,9 @@ def build_inferencer(
     augment,
     output_layer_type,
     mask_myelin_threshold,
+    whole_chunk=False,
+    autocast=None,
+    pin_memory=False,
 ):
     """Load the model once per operator; later tasks reuse it."""
     import os
@@ -53,7 +56,7 @@ def build_inferencer(
         output_patch_size,
         output_patch_overlap,
         output_crop_margin,
-        mask_output_chunk,
+        mask_output_chunk or whole_chunk,  # no patch seams to crop away in whole-chunk mode
         patch_num,
     )
     torch_device = choose_device(device)
@@ -82,6 +85,9 @@ def build_inferencer(
         augment,
         output_layer_type,
         mask_myelin_threshold,
+        whole_chunk=whole_chunk,
+        autocast=autocast,
+        pin_memory=pin_memory,
     )
 
 
@@ -180,6 +186,27 @@ def build_inferencer(
     help="CPU threads for torch [default: torch's choice].",
 )
 @click.option(
+    "--whole-chunk/--patches",
+    default=False,
+    show_default=True,
+    help="Fully convolutional models: one forward pass over the whole chunk, no patches or "
+    "blending; the output is cropped by (input - output patch) / 2 and --output-crop-margin "
+    "[default 0].",
+)
+@click.option(
+    "--autocast",
+    type=click.Choice(["float16", "bfloat16"]),
+    default=None,
+    help="Run the model under torch.autocast in this dtype [default: float32].",
+)
+@click.option(
+    "--pin-memory/--no-pin-memory",
+    default=False,
+    show_default=True,
+    help="CUDA only: gather batches in pinned host memory and copy each one on a side stream "
+    "while the previous one computes.",
+)
+@click.option(
     "-y",
     "--mask-myelin-threshold",
     type=float,
@@ -199,7 +226,8 @@ def inference(task, input_chunk_name, output_chunk_name, **options):
 
     The chunk is cut into overlapping patches; their outputs are weighted by a bump and
     normalised so that overlapping weights sum to 1. Integer input is scaled to [0, 1] by its
-    dtype range; an all-zero input skips the network.
+    dtype range; an all-zero input skips the network. With --whole-chunk a fully convolutional
+    model runs once over the whole chunk instead.
     """
     inferencer = build_inferencer(**options)
     task[output_chunk_name] = inferencer(task.chunk(input_chunk_name))

@@ -8,12 +8,23 @@ Input, patches, weights and the output buffer live on the chosen device (a GPU i
 only the finished chunk is copied back. The output buffer has the output dtype (float16 halves
 it); accumulation in float16 adds at most a few float16 rounding steps per voxel.
 
+Whole-chunk mode (`whole_chunk`), for fully convolutional models: one forward pass over the
+whole chunk, no patches and no blending; the output is cropped by the same margins as in patch
+mode. A model that cannot take the chunk's shape is an error that says so.
+
+On a GPU, `pin_memory` keeps the chunk on the host, gathers each batch of patches into pinned
+host memory and sends it on a side CUDA stream while the previous batch computes
+(`host_staging` is that path without the pinning and the stream: the same logic on any
+device). `autocast` runs the model under `torch.autocast` in float16 or bfloat16; the blending
+stays in the output dtype.
+
 An output with NaN or inf voxels (a diverged model, a NaN in the input, float16 overflow) is an
 error that counts them, not a result.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 
@@ -53,6 +64,10 @@ class Inferencer:
         augment: bool = False,
         output_layer_type=None,
         mask_myelin_threshold: float | None = None,
+        whole_chunk: bool = False,
+        autocast: str | None = None,
+        pin_memory: bool = False,
+        host_staging: bool = False,
     ):
         import torch
 
@@ -75,6 +90,27 @@ class Inferencer:
                 LayerType.AFFINITY_MAP if channels == 3 else LayerType.PROBABILITY_MAP
             )
         self.output_layer_type = LayerType.parse(output_layer_type)
+        if whole_chunk and getattr(backend, "premasked", False):
+            raise ChunkflowError(
+                "--whole-chunk needs a model that takes any shape (pytorch or identity); the "
+                "universal framework multiplies by a patch mask"
+            )
+        if whole_chunk and grid.patch_num is not None:
+            raise ChunkflowError("--whole-chunk makes no patches: drop --patch-num")
+        if autocast not in (None, "float16", "bfloat16"):
+            raise ChunkflowError(f"--autocast {autocast!r}: expected float16 or bfloat16")
+        if pin_memory and device.type != "cuda":
+            raise ChunkflowError(
+                f"--pin-memory overlaps host-to-GPU copies with compute; --device is {device}, "
+                "not a CUDA device"
+            )
+        if pin_memory and whole_chunk:
+            raise ChunkflowError("--pin-memory streams batches of patches: drop --whole-chunk")
+        self.whole_chunk = whole_chunk
+        self.autocast = getattr(torch, autocast) if autocast else None
+        self.pin_memory = pin_memory
+        self.host_staging = host_staging or pin_memory
+        self._whole_region = None  # the output region of the chunk in whole-chunk mode
         self.bump = torch.from_numpy(make_bump(grid.output_patch_size, bump)).to(device)
         self._weight_cache: dict = {}
         self.forward_seconds = 0.0
@@ -100,11 +136,18 @@ class Inferencer:
 
         start = time.perf_counter()
         affinity = self.output_layer_type is LayerType.AFFINITY_MAP
-        with torch.inference_mode():
+        cast = (
+            torch.autocast(self.device.type, dtype=self.autocast)
+            if self.autocast is not None
+            else contextlib.nullcontext()
+        )
+        with torch.inference_mode(), cast:
             if self.augment:
                 out = tta.augmented(self._model, batch, affinity)
             else:
                 out = self._model(batch)
+        if self.autocast is not None:
+            out = out.float()
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         self.forward_seconds += time.perf_counter() - start
@@ -119,7 +162,8 @@ class Inferencer:
         out = self.backend(batch)
         count, channels = len(batch), self.num_output_channels
         if out.ndim != 5 or out.shape[0] != count:
-            expected = (count, channels, *self.grid.output_patch_size)
+            size = self._whole_region if self.whole_chunk else self.grid.output_patch_size
+            expected = (count, channels, *size)
             raise ChunkflowError(
                 f"the model returned shape {tuple(out.shape)}; expected 5D "
                 f"(batch, channel, z, y, x) = {expected}"
@@ -131,23 +175,28 @@ class Inferencer:
             )
         return out[:, :channels] if out.shape[1] != channels else out
 
-    def _fit_output(self, out):
+    def _fit_output(self, out, patch=None):
         """The output patches cropped to the output patch size at their centre: a model may
         return a larger patch (e.g. the input patch), as in chunkflow 1.x; a smaller one is an
-        error."""
-        patch = tuple(self.grid.output_patch_size)
+        error. In whole-chunk mode `patch` is the output region."""
+        what, target = "patches of", "the output patch"
+        if patch is None:
+            patch = self.grid.output_patch_size
+        else:
+            what, target = "for the whole chunk", "the output region"
+        patch = tuple(patch)
         size = tuple(out.shape[2:])
         if size == patch:
             return out
         if any(s < p for s, p in zip(size, patch)):
             raise ChunkflowError(
-                f"the model returned patches of {_vec(size)}, smaller than the output patch "
+                f"the model returned {what} {_vec(size)}, smaller than {target} "
                 f"{_vec(patch)} (check --output-patch-size)"
             )
         if any((s - p) % 2 for s, p in zip(size, patch)):
             raise ChunkflowError(
-                f"the model returned patches of {_vec(size)}, which have no centre of the "
-                f"output patch size {_vec(patch)}: the difference must be even"
+                f"the model returned {what} {_vec(size)}, which have no centre of "
+                f"{target} size {_vec(patch)}: the difference must be even"
             )
         (mz, my, mx) = ((s - p) // 2 for s, p in zip(size, patch))
         (pz, py, px) = patch
@@ -161,7 +210,7 @@ class Inferencer:
                 f"the input chunk has {chunk.num_channels} channel(s) but --num-input-channels "
                 f"is {self.num_input_channels}"
             )
-        plan = self.grid.plan(chunk.bbox)
+        plan = self.grid.whole(chunk.bbox) if self.whole_chunk else self.grid.plan(chunk.bbox)
         patches = plan.patches
         batch_size = min(self.batch_size, len(patches))  # no room for patches that do not exist
         self._require_memory(chunk, plan, batch_size)
@@ -170,6 +219,10 @@ class Inferencer:
         if not chunk.array.any():
             logger.info("inference: input %s is all zero, the network is skipped", chunk.bbox)
             return self._chunk(np.zeros(shape, dtype=str(self.dtype).split(".")[1]), plan, chunk)
+        if self.whole_chunk:
+            return self._whole(chunk, plan)
+        if self.host_staging:
+            return self._staged(chunk, plan, batch_size)
 
         x = self._to_device(chunk)
         weight_sum = self.weight_sum(plan)
@@ -196,11 +249,90 @@ class Inferencer:
             "inference: %d patches, %.2f s in the network", len(patches), self.forward_seconds
         )
 
-        out = out[(slice(None), *_local(plan.output_bbox, origin_out))]
+        return self._finish(out, x, plan, chunk)
+
+    def _finish(self, out, x, plan: Plan, chunk: Chunk) -> Chunk:
+        """The output region cropped to the output chunk, checked, myelin-masked, on the host."""
+        out = out[(slice(None), *_local(plan.output_bbox, plan.region.start))]
         self._check_finite(out, x)
         if self.mask_myelin_threshold is not None:
             out = out[:-1] * (out[-1:] <= self.mask_myelin_threshold)
         return self._chunk(out.cpu().numpy(), plan, chunk)
+
+    def _whole(self, chunk: Chunk, plan: Plan) -> Chunk:
+        """One forward pass over the whole chunk, cropped to the output region: no blending."""
+        import torch
+
+        x = self._to_device(chunk)
+        self._whole_region = tuple(plan.region.shape)
+        try:
+            y = self._forward(x[None])
+        except torch.OutOfMemoryError:
+            raise ChunkflowError(
+                f"--whole-chunk: the model ran out of memory on {self.device} for the chunk "
+                f"{_vec(chunk.spatial_shape)}; use smaller chunks or patch mode"
+            ) from None
+        except RuntimeError as err:
+            first = " ".join(str(err).strip().splitlines()[:1])[:200]
+            raise ChunkflowError(
+                f"--whole-chunk: the model cannot take the chunk {_vec(chunk.spatial_shape)} "
+                f"({first}); whole-chunk mode needs a fully convolutional model and a chunk "
+                "size it accepts (e.g. a multiple of its pooling factor)"
+            ) from None
+        out = self._fit_output(y, plan.region.shape)[0].to(self.dtype)
+        if out.untyped_storage().data_ptr() == x.untyped_storage().data_ptr():
+            out = out.clone()  # e.g. identity: a view of the input must not become the output
+        return self._finish(out, x, plan, chunk)
+
+    def _staged(self, chunk: Chunk, plan: Plan, batch_size: int) -> Chunk:
+        """Patch mode with the chunk kept on the host: each batch is gathered on the host and
+        copied to the device. With `pin_memory` the host buffers are pinned and the copy of the
+        next batch runs on a side CUDA stream while the current batch computes (two buffers,
+        each reused only after its copy has finished)."""
+        import torch
+
+        x = self._to_host(chunk)
+        weight_sum = self.weight_sum(plan)
+        weight = torch.ones_like(self.bump) if self.backend.premasked else self.bump
+        out = torch.zeros(
+            (self.num_output_channels, *plan.region.shape), dtype=self.dtype, device=self.device
+        )
+        shape = (batch_size, self.num_input_channels, *self.grid.input_patch_size)
+        host = [torch.empty(shape, pin_memory=self.pin_memory) for _ in range(2)]
+        copied = [None, None]  # the event that marks the end of each buffer's last copy
+        stream = torch.cuda.Stream(self.device) if self.pin_memory else None
+        origin_in, origin_out = chunk.voxel_offset, plan.region.start
+        groups = [plan.patches[i : i + batch_size] for i in range(0, len(plan.patches), batch_size)]
+
+        def send(i):
+            """Gather group i into host buffer i % 2 and start its copy to the device."""
+            buffer = host[i % 2]
+            if copied[i % 2] is not None:
+                copied[i % 2].synchronize()
+            for k, (in_bbox, _) in enumerate(groups[i]):
+                buffer[k] = x[(slice(None), *_local(in_bbox, origin_in))]
+            if stream is None:
+                return buffer[: len(groups[i])].to(self.device), None
+            with torch.cuda.stream(stream):
+                batch = buffer[: len(groups[i])].to(self.device, non_blocking=True)
+                event = torch.cuda.Event()
+                event.record(stream)
+            copied[i % 2] = event
+            return batch, event
+
+        pending = send(0)
+        for i in progress(range(len(groups)), desc="inference", unit="batch"):
+            batch, event = pending
+            if event is not None:
+                torch.cuda.current_stream(self.device).wait_event(event)
+                batch.record_stream(torch.cuda.current_stream(self.device))
+            if i + 1 < len(groups):
+                pending = send(i + 1)  # the next copy overlaps this batch's compute
+            y = self._fit_output(self._forward(batch))
+            for k, (_, out_bbox) in enumerate(groups[i]):
+                local = _local(out_bbox, origin_out)
+                out[(slice(None), *local)].addcmul_(y[k], weight / weight_sum[local])
+        return self._finish(out, x, plan, chunk)
 
     def _check_finite(self, out, x) -> None:
         """Refuse an output with NaN or inf voxels: a map of NaNs must not pass for a result."""
@@ -239,10 +371,19 @@ class Inferencer:
             + 4 * region
             + 4 * batch_size * (patches_in + patches_out)
         )
+        if self.whole_chunk:  # the model's float32 output over the whole chunk, no patches
+            nbytes = (
+                4
+                * (self.num_input_channels + self.num_output_channels)
+                * math.prod(chunk.spatial_shape)
+                + output_size
+            )
         what = (
             f"inference of a {_vec(chunk.spatial_shape)} chunk ({len(plan.patches)} patches "
             f"of {_vec(self.grid.input_patch_size)}, batches of {batch_size})"
         )
+        if self.whole_chunk:
+            what = f"whole-chunk inference of a {_vec(chunk.spatial_shape)} chunk"
         if self.device.type != "cuda":
             require_memory(nbytes, what)
             return
@@ -255,12 +396,18 @@ class Inferencer:
         require_memory(output_size, f"the output of {what}")  # copied back to the host
 
     def _to_device(self, chunk: Chunk):
+        return self._to_host(chunk, self.device)
+
+    def _to_host(self, chunk: Chunk, device=None):
+        """The chunk as a float32 (channel, z, y, x) tensor on `device` (default: the host)."""
         import torch
 
         array = np.asarray(chunk)
         if array.ndim == 3:
             array = array[np.newaxis]
-        x = torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
+        x = torch.from_numpy(np.ascontiguousarray(array))
+        if device is not None:
+            x = x.to(device)
         if array.dtype.kind in "iu":
             return x.to(torch.float32).div_(float(np.iinfo(array.dtype).max))
         if array.dtype == np.bool_:

@@ -13,6 +13,9 @@ reads context it does not write: the patch crop margin m = (input - output) / 2 
 The output chunk is the region minus the output crop margin c on each side (default: 0 with
 --mask-output-chunk, else the output patch overlap, where fewer patches overlap). Every voxel
 of the region is covered by at least one patch, for any chunk size.
+
+In whole-chunk mode (`whole`) the chunk is one read region and the output region its only
+write region: no patches, no blending, the same two margins.
 """
 
 from __future__ import annotations
@@ -111,14 +114,14 @@ class PatchGrid:
         """The input chunk size that holds exactly `patch_num` regular patches."""
         return self.stride * (Cartesian(patch_num) - 1) + self.input_patch_size
 
-    def plan(self, input_bbox: BoundingBox) -> Plan:
-        size = input_bbox.shape
-        if any(s < p for s, p in zip(size, self.input_patch_size)):
-            raise ChunkflowError(
-                f"input patch {_vec(self.input_patch_size)} is larger than the chunk "
-                f"{_vec(size)} ({input_bbox})"
-            )
+    def _regions(self, input_bbox: BoundingBox) -> tuple[BoundingBox, BoundingBox]:
+        """The output region (input minus the patch crop margin) and the output chunk."""
         region = input_bbox.grow(-self.patch_crop_margin)
+        if region.is_empty:
+            raise ChunkflowError(
+                f"the patch crop margin {_vec(self.patch_crop_margin)} leaves nothing of the "
+                f"chunk {_vec(input_bbox.shape)} ({input_bbox})"
+            )
         output_bbox = region.grow(-self.output_crop_margin)
         if output_bbox.is_empty:
             raise ChunkflowError(
@@ -126,6 +129,21 @@ class PatchGrid:
                 f"output region {_vec(region.shape)} (set --output-crop-margin, or use "
                 "--mask-output-chunk; without it the margin defaults to the patch overlap)"
             )
+        return region, output_bbox
+
+    def whole(self, input_bbox: BoundingBox) -> Plan:
+        """The whole chunk as one read region, the output region as its one write region."""
+        region, output_bbox = self._regions(input_bbox)
+        return Plan(input_bbox, region, output_bbox, ((input_bbox, region),))
+
+    def plan(self, input_bbox: BoundingBox) -> Plan:
+        size = input_bbox.shape
+        if any(s < p for s, p in zip(size, self.input_patch_size)):
+            raise ChunkflowError(
+                f"input patch {_vec(self.input_patch_size)} is larger than the chunk "
+                f"{_vec(size)} ({input_bbox})"
+            )
+        region, output_bbox = self._regions(input_bbox)
         starts = [
             axis_starts(n, p, s)
             for n, p, s in zip(region.shape, self.output_patch_size, self.stride)
