@@ -87,16 +87,27 @@ class Chunk(NDArrayOperatorsMixin):
             raise ChunkflowError(
                 f"a chunk must be 3D (z,y,x) or 4D (c,z,y,x), got an array of shape {array.shape}"
             )
-        self.array = array
-        self.voxel_offset = Cartesian(voxel_offset)
-        self.voxel_size = Cartesian(voxel_size)
-        if min(self.voxel_size) <= 0:
-            raise ChunkflowError(f"voxel size must be positive, got {tuple(self.voxel_size)}")
-        self.layer_type = (
-            LayerType.default_for(array.dtype, array.ndim, self.num_channels)
-            if layer_type is None
-            else LayerType.parse(layer_type)
-        )
+        voxel_size = Cartesian(voxel_size)
+        if min(voxel_size) <= 0:
+            raise ChunkflowError(f"voxel size must be positive, got {tuple(voxel_size)}")
+        if layer_type is None:
+            num_channels = array.shape[0] if array.ndim == 4 else 1
+            layer_type = LayerType.default_for(array.dtype, array.ndim, num_channels)
+        for name, value in (
+            ("array", array),
+            ("voxel_offset", Cartesian(voxel_offset)),
+            ("voxel_size", voxel_size),
+            ("layer_type", LayerType.parse(layer_type)),
+        ):
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name, value):
+        """The array, its geometry and layer type are fixed: `with_array`, `crop` or a new
+        Chunk give another; the voxels themselves may be written in place."""
+        raise AttributeError(f"Chunk.{name} cannot be reassigned: make a new Chunk")
+
+    def __reduce__(self):
+        return (Chunk, (self.array, self.voxel_offset, self.voxel_size, self.layer_type))
 
     # construction ---------------------------------------------------------------------------
     @classmethod

@@ -10,6 +10,7 @@ and `str(bbox)` convert both ways (negative coordinates are written as `-5--2`).
 from __future__ import annotations
 
 import math
+import numbers
 import operator
 import re
 from collections.abc import Iterable, Iterator, Sequence
@@ -23,7 +24,8 @@ class Cartesian(tuple):
     """A 3-vector of integers in (z, y, x) order.
 
     Arithmetic is element-wise and works with another 3-vector (any sequence of three numbers)
-    or a scalar; it never concatenates like a plain tuple would.
+    or a scalar (any `numbers.Number`, numpy scalars included); it never concatenates like a
+    plain tuple would.
     """
 
     __slots__ = ()
@@ -56,7 +58,7 @@ class Cartesian(tuple):
     x = property(operator.itemgetter(2))
 
     def _apply(self, other, op) -> Cartesian:
-        if isinstance(other, (int, float)):
+        if isinstance(other, numbers.Number):
             return Cartesian(*(op(a, other) for a in self))
         other = tuple(other)
         if len(other) != 3:
@@ -130,6 +132,9 @@ class BoundingBox:
 
     def __setattr__(self, name, value):
         raise AttributeError("BoundingBox is immutable")
+
+    def __reduce__(self):  # pickle and copy through the constructor: attributes are fixed
+        return (BoundingBox, (tuple(self._start), tuple(self._stop)))
 
     # construction ---------------------------------------------------------------------------
     @classmethod
@@ -217,12 +222,18 @@ class BoundingBox:
         offset = Cartesian(offset)
         return BoundingBox(self._start + offset, self._stop + offset)
 
-    def grow(self, amount) -> BoundingBox:
-        """Grow by `amount` voxels on both sides (negative shrinks)."""
-        amount = (
-            Cartesian(amount) if not isinstance(amount, int) else Cartesian(amount, amount, amount)
-        )
-        return BoundingBox(self._start - amount, self._stop + amount)
+    def grow(self, neg, pos=None) -> BoundingBox:
+        """Move the start down by `neg` and the stop up by `pos` (default: `neg`), as funlib's
+        `Roi.grow`; each a scalar or a 3-vector of voxels, negative shrinks."""
+
+        def vector(amount) -> Cartesian:
+            if isinstance(amount, numbers.Number):
+                return Cartesian(amount, amount, amount)
+            return Cartesian(amount)
+
+        neg = vector(neg)
+        pos = neg if pos is None else vector(pos)
+        return BoundingBox(self._start - neg, self._stop + pos)
 
     def intersect(self, other: BoundingBox) -> BoundingBox:
         start = self._start.maximum(other.start)
@@ -347,6 +358,12 @@ class BoxGrid(Sequence):
 
     def __setattr__(self, name, value):
         raise AttributeError("BoxGrid is immutable")
+
+    def __reduce__(self):
+        return (
+            BoxGrid,
+            (self.roi, self.chunk_size, self.stride, self.shape, self.clip, self._indices),
+        )
 
     @property
     def indices(self) -> range:
