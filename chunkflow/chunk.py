@@ -396,6 +396,35 @@ def _span(array: np.ndarray) -> str:
     return f" (the {which} span {values.min():g} to {values.max():g})"
 
 
+def unit_scale(dtype) -> tuple[float, float]:
+    """The one rule that puts stored values into [0, 1] units: unit = (v - low) * scale.
+
+    Integers span their dtype's range (uint8 v / 255, uint16 v / 65535, int8 (v + 128) / 255),
+    bool is 0 or 1, floats are taken to be in units already (low 0, scale 1). `normalize`,
+    `normalize-intensity` (for integers) and `inference` all convert through it, on the host
+    with `to_unit` or on the device with the same two float32 operations.
+    """
+    dtype = np.dtype(dtype)
+    if dtype.kind in "fb":
+        return 0.0, 1.0
+    if dtype.kind not in "iu":
+        raise ChunkflowError(f"cannot put values of dtype {dtype} into [0, 1] units")
+    info = np.iinfo(dtype)
+    return float(info.min), 1.0 / (float(info.max) - float(info.min))
+
+
+def to_unit(array) -> np.ndarray:
+    """A float32 copy of `array` in [0, 1] units (see `unit_scale`)."""
+    array = np.asarray(array)
+    low, scale = unit_scale(array.dtype)
+    unit = array.astype(np.float32)
+    if low:
+        unit -= np.float32(low)
+    if scale != 1.0:
+        unit *= np.float32(scale)
+    return unit
+
+
 def _scale_unit(unit: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """Map values in [0, 1] to the value range of `dtype` (floats stay in [0, 1])."""
     if dtype.kind == "f":

@@ -24,7 +24,7 @@ import json
 
 import numpy as np
 
-from chunkflow.chunk import Chunk, LayerType
+from chunkflow.chunk import Chunk, LayerType, to_unit
 from chunkflow.errors import ChunkflowError
 
 QUANTIZE_MODES = ("xy", "z", "mean")
@@ -173,9 +173,7 @@ def normalize_intensity(chunk: Chunk) -> Chunk:
         )
     array = np.asarray(chunk)
     if array.dtype.kind in "iu":
-        info = np.iinfo(array.dtype)
-        work = np.float32 if array.dtype.itemsize <= 2 else np.float64
-        out = (array.astype(work) - work(info.min)) / work(int(info.max) - int(info.min))
+        out = to_unit(array)
     elif array.dtype.kind == "f":
         low, high = _finite_range(array)
         if high > low:

@@ -30,7 +30,7 @@ import math
 
 import numpy as np
 
-from chunkflow.chunk import Chunk, LayerType
+from chunkflow.chunk import Chunk, LayerType, unit_scale
 from chunkflow.errors import ChunkflowError
 from chunkflow.inference import augment as tta
 from chunkflow.inference.bump import bump as make_bump
@@ -408,11 +408,13 @@ class Inferencer:
         x = torch.from_numpy(np.ascontiguousarray(array))
         if device is not None:
             x = x.to(device)
-        if array.dtype.kind in "iu":
-            return x.to(torch.float32).div_(float(np.iinfo(array.dtype).max))
-        if array.dtype == np.bool_:
-            return x.to(torch.float32)
-        return x.to(torch.float32)
+        low, scale = unit_scale(array.dtype)  # the rule of `to_unit`, on the device
+        x = x.to(torch.float32)
+        if low:
+            x.sub_(low)
+        if scale != 1.0:
+            x.mul_(np.float32(scale).item())
+        return x
 
     def _chunk(self, array: np.ndarray, plan: Plan, chunk: Chunk) -> Chunk:
         return Chunk(array, plan.output_bbox.start, chunk.voxel_size, self.output_layer_type)

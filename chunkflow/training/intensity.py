@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from chunkflow.chunk import Chunk
+from chunkflow.chunk import Chunk, to_unit
 from chunkflow.errors import ChunkflowError
 
 __all__ = ["defect_augment", "intensity_augment", "noise_augment", "normalize"]
@@ -24,22 +24,6 @@ _NOISE_ALIASES = {"salt-and-pepper": "s&p", "salt_and_pepper": "s&p", "sp": "s&p
 
 # ---------------------------------------------------------------------------------------------
 # value ranges
-
-
-def _to_unit(array: np.ndarray) -> np.ndarray:
-    """A float32 copy in normalised units: integers by dtype range, bool as 0/1."""
-    if array.dtype == np.bool_:
-        return array.astype(np.float32)
-    if array.dtype.kind == "f":
-        return array.astype(np.float32)
-    if array.dtype.kind in "iu":
-        info = np.iinfo(array.dtype)
-        unit = array.astype(np.float32)
-        if info.min:
-            unit -= np.float32(info.min)
-        unit *= np.float32(1.0 / (float(info.max) - float(info.min)))
-        return unit
-    raise ChunkflowError(f"cannot normalise values of dtype {array.dtype}")
 
 
 def _from_unit(unit: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -86,7 +70,7 @@ def normalize(chunk: Chunk) -> Chunk:
         raise ChunkflowError(
             f"normalize works on images and maps, not on a segmentation ({chunk.dtype})"
         )
-    return chunk.with_array(_to_unit(np.asarray(chunk)), chunk.layer_type)
+    return chunk.with_array(to_unit(np.asarray(chunk)), chunk.layer_type)
 
 
 def intensity_augment(
@@ -106,7 +90,7 @@ def intensity_augment(
     _check_image(chunk, "intensity-augment")
     check_interval(scale, "scale")
     check_interval(shift, "shift")
-    unit = _to_unit(np.asarray(chunk))
+    unit = to_unit(np.asarray(chunk))
     if z_section_wise:
         sections = unit.shape[-3]
         a = rng.uniform(*scale, sections).astype(np.float32).reshape(sections, 1, 1)
@@ -153,7 +137,7 @@ def noise_augment(
         raise ChunkflowError(f"noise variance must be >= 0, got {var}")
     check_probability(amount, "amount")
     check_probability(salt_vs_pepper, "salt_vs_pepper")
-    unit = _to_unit(np.asarray(chunk))
+    unit = to_unit(np.asarray(chunk))
     if mode in ("gaussian", "speckle"):
         noise = rng.standard_normal(unit.shape, dtype=np.float32)
         noise *= np.float32(math.sqrt(var))
@@ -198,7 +182,7 @@ def defect_augment(
     low_contrast = ~missing & (draw < prob_missing + prob_low_contrast)
     if not (missing.any() or low_contrast.any()):
         return chunk.with_array(array.copy(), chunk.layer_type)
-    unit = _to_unit(array)
+    unit = to_unit(array)
     for z in np.flatnonzero(low_contrast):
         section = unit[..., z, :, :]
         mean = np.float32(_finite_mean(section))

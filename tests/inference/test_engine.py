@@ -100,6 +100,28 @@ def test_integer_input_is_scaled_by_dtype_range():
     np.testing.assert_allclose(out.array[0], chunk.array / 65535.0, atol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.int16, np.uint32, np.bool_])
+def test_input_units_follow_the_one_rule_of_normalize(dtype):
+    """Inference sees exactly what `normalize` and `normalize-intensity` give (signed integers
+    span [0, 1] too, not [-1, 1])."""
+    from chunkflow.chunk import to_unit
+    from chunkflow.image.normalize import normalize_intensity
+
+    rng = np.random.default_rng(1)
+    if dtype is np.bool_:
+        array = rng.integers(0, 2, (8, 40, 40)).astype(bool)
+    else:
+        info = np.iinfo(dtype)
+        array = rng.integers(info.min, info.max, (8, 40, 40), dtype=dtype, endpoint=True)
+    chunk = Chunk(array, (0, 0, 0), (40, 4, 4), "image")
+    out = identity((8, 40, 40), overlap=(0, 0, 0), mask=False)(chunk)
+    unit = to_unit(array)
+    assert unit.min() >= 0 and unit.max() <= 1
+    np.testing.assert_array_equal(out.array[0], unit)
+    if dtype is not np.bool_:
+        np.testing.assert_array_equal(normalize_intensity(chunk).array, unit)
+
+
 def test_float16_output_halves_the_buffer():
     chunk = random_chunk((16, 64, 64))
     full = identity((8, 32, 32), overlap=(4, 16, 16))(chunk)
