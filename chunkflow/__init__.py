@@ -25,3 +25,7 @@ def __getattr__(name):
 
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'chunkflow' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted({*globals(), *__all__})

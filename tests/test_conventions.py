@@ -103,3 +103,12 @@ def test_voi_split_is_over_segmentation_and_merge_is_under_segmentation():
     assert metrics["voi_merge"] == pytest.approx(0.0)
     merged = evaluate_segmentation(gt, split)  # roles swapped: two objects joined
     assert merged["voi_split"] == pytest.approx(0.0) and merged["voi_merge"] == pytest.approx(1.0)
+
+
+def test_the_package_lists_its_core_types_without_importing_them():
+    import subprocess
+    import sys
+
+    code = "import chunkflow, sys; print(sorted(set(chunkflow.__all__) - set(dir(chunkflow)))); print('chunkflow.chunk' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["[]", "False"]
