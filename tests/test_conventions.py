@@ -109,6 +109,9 @@ def test_the_package_lists_its_core_types_without_importing_them():
     import subprocess
     import sys
 
-    code = "import chunkflow, sys; print(sorted(set(chunkflow.__all__) - set(dir(chunkflow)))); print('chunkflow.chunk' in sys.modules)"
+    code = (
+        "import chunkflow, sys; print(sorted(set(chunkflow.__all__) - set(dir(chunkflow))));"
+        "print('chunkflow.chunk' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["[]", "False"]
