@@ -72,7 +72,15 @@ def _outputs(inputs, outputs):
     type=NEIGHBORHOOD,
     default="1,0,0;0,1,0;0,0,1",
     show_default=True,
-    help="Offsets z,y,x separated by ';'; channel c of voxel p links p and p - offset c.",
+    help="Offsets z,y,x separated by ';', in the sign of --neighborhood-sign.",
+)
+@click.option(
+    "--neighborhood-sign",
+    type=click.Choice(["chunkflow", "gunpowder"]),
+    default="chunkflow",
+    show_default=True,
+    help="chunkflow: channel c of voxel p links p and p - offset c (waterz); gunpowder: p and "
+    "p + offset c.",
 )
 @click.option(
     "--mask-output-name",
@@ -86,7 +94,13 @@ def _outputs(inputs, outputs):
     help="Chunk whose nonzero voxels have known labels; affinities touching others are masked.",
 )
 def add_affinities(
-    task, input_chunk_name, output_chunk_name, neighborhood, mask_output_name, labels_mask_name
+    task,
+    input_chunk_name,
+    output_chunk_name,
+    neighborhood,
+    neighborhood_sign,
+    mask_output_name,
+    labels_mask_name,
 ):
     """Affinity targets (float32, one channel per offset) from a label chunk.
 
@@ -95,7 +109,10 @@ def add_affinities(
     """
     from chunkflow.chunk import check_same_grid
     from chunkflow.training.targets import add_affinities as run
+    from chunkflow.training.targets import neighborhood_from
 
+    with _about(input_chunk_name):
+        neighborhood = neighborhood_from(neighborhood, neighborhood_sign)
     labels = task.chunk(input_chunk_name)
     labels_mask = task.chunk(labels_mask_name) if labels_mask_name else None
     if labels_mask is not None:
@@ -233,7 +250,14 @@ def elastic_options(fn):
                 default=(0.0, 90.0),
                 show_default=True,
                 metavar="LOW HIGH",
-                help="Rotation in the yx plane, uniform in this interval, in DEGREES.",
+                help="Rotation in the yx plane, uniform in this interval (unit: --rotation-unit).",
+            ),
+            click.option(
+                "--rotation-unit",
+                type=click.Choice(["degrees", "radians"]),
+                default="degrees",
+                show_default=True,
+                help="Unit of --rotation-interval (gunpowder's ElasticAugment takes radians).",
             ),
             click.option(
                 "--prob-slip",
@@ -264,11 +288,15 @@ def elastic_options(fn):
 
 def elastic_kwargs(options: dict) -> dict:
     """Pop the elastic options from parsed CLI options as ElasticTransform.random arguments
-    (the rotation interval from degrees to radians)."""
+    (the rotation interval in radians, converted from degrees unless given in radians)."""
     kwargs = {name: options.pop(name) for name in ELASTIC_OPTIONS}
+    unit = options.pop("rotation_unit")
     kwargs["control_point_spacing"] = tuple(kwargs["control_point_spacing"])
     kwargs["jitter_sigma"] = tuple(kwargs["jitter_sigma"])
-    kwargs["rotation_interval"] = tuple(math.radians(a) for a in kwargs["rotation_interval"])
+    if unit == "degrees":
+        kwargs["rotation_interval"] = tuple(math.radians(a) for a in kwargs["rotation_interval"])
+    else:
+        kwargs["rotation_interval"] = tuple(float(a) for a in kwargs["rotation_interval"])
     return kwargs
 
 

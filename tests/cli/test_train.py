@@ -80,7 +80,7 @@ def test_rerun_resumes_from_the_newest_checkpoint(run_cli, volumes):
         (
             f"{SAMPLE} train -m tiny.py -c ckpt "
             "--patch-size 8 24 24 --neighborhood '1,0,0;0,1,0;0,0,1;0,0,3'",
-            "outputs 3 channels but the affinity targets have 4",
+            "outputs 3 channels (shape (1, 3, 8, 24, 24)) but the targets have 4 channels",
         ),
         (
             f"{SAMPLE} train -m tiny.py -c tiny.py/ckpt --patch-size 8 24 24",
@@ -90,4 +90,42 @@ def test_rerun_resumes_from_the_newest_checkpoint(run_cli, volumes):
 )
 def test_bad_input_is_one_line(run_cli, volumes, chain, message):
     line = error_line(run_cli(chain, expect=1))
+    assert line.startswith("chunkflow: error: train") and message in line, line
+
+
+def test_gunpowder_conventions_targets_and_tensorboard(run_cli, volumes):
+    """Offsets typed in gunpowder's sign, rotation in radians, two targets from one 4-channel
+    output (3 affinities + foreground), the standalone operators' augmentations, TensorBoard."""
+    write_tiny_model(volumes / "four.py", out_channels=4)
+    result = run_cli(
+        f"{SAMPLE} train -m four.py -c ckpt {FAST.replace('--iterations 6', '--iterations 3')} "
+        "--target affinities --target foreground:fg --loss balanced-bce "
+        "--neighborhood=-1,0,0;0,-1,0;0,0,-1 --neighborhood-sign gunpowder "
+        "--rotation-interval 0 1.5708 --rotation-unit radians --sample-weights uniform "
+        "--mirror-axes 1,2 --intensity-z-section-wise --noise-mode s&p --noise-amount 0.01 "
+        "--prob-missing 0.1 --contrast-scale 0.2"
+    )
+    assert "affinities -> affinities (balanced-bce), foreground -> fg (balanced-bce)" in result.err
+    assert torch.load(volumes / "ckpt" / "model.pt", weights_only=True)["iteration"] == 3
+    assert list((volumes / "ckpt" / "tensorboard").glob("events.out.tfevents.*"))
+    run_cli(
+        f"{SAMPLE} train -m tiny.py -c ckpt2 {FAST.replace('--iterations 6', '--iterations 1')} "
+        "--no-tensorboard"
+    )
+    assert not (volumes / "ckpt2" / "tensorboard").exists()
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ("--loss hinge", "unknown loss 'hinge'"),
+        ("--target edges", "unknown target 'edges'"),
+        ("--sample-weights 1,x", "--sample-weights '1,x': expected numbers separated by commas"),
+        ("--sample-weights 1,2", "2 sample weights given for 1 samples"),
+        ("--target lsd --loss balanced-mse", "the loss balanced-mse balances binary targets"),
+        ("--spatial-dims 2", "a 2D model trains on patches one section thick (z = 1)"),
+    ],
+)
+def test_bad_target_options_are_one_line(run_cli, volumes, options, message):
+    line = error_line(run_cli(f"{SAMPLE} train -m tiny.py -c ckpt {FAST} {options}", expect=1))
     assert line.startswith("chunkflow: error: train") and message in line, line

@@ -20,8 +20,10 @@ def test_example_shapes_and_dtypes():
     assert example["image"].shape == (1, 8, 24, 24) and example["image"].dtype == np.float32
     assert 0 <= example["image"].min() and example["image"].max() <= 1
     assert example["label"].shape == (4, 16, 16)
-    assert example["target"].shape == example["weight"].shape == (3, 4, 16, 16)
-    assert example["target"].dtype == example["weight"].dtype == np.float32
+    assert (
+        example["target:affinities"].shape == example["weight:affinities"].shape == (3, 4, 16, 16)
+    )
+    assert example["target:affinities"].dtype == example["weight:affinities"].dtype == np.float32
 
 
 def test_examples_repeat_by_seed_and_index():
@@ -29,7 +31,7 @@ def test_examples_repeat_by_seed_and_index():
     again = ExampleMaker([cells(), cells(seed=1)], PipelineSpec(**SPEC), seed=7)
     for k in (0, 5):
         a, b = maker[k], again[k]
-        for key in ("image", "label", "target", "weight"):
+        for key in ("image", "label", "target:affinities", "weight:affinities"):
             np.testing.assert_array_equal(a[key], b[key])
     assert not np.array_equal(maker[0]["image"], maker[1]["image"])
     other = ExampleMaker([cells(), cells(seed=1)], PipelineSpec(**SPEC), seed=8)
@@ -41,8 +43,8 @@ def test_targets_are_the_affinities_of_the_augmented_labels():
     for k in range(4):
         example = maker[k]
         expected, known = add_affinities(Chunk(example["label"]))
-        np.testing.assert_array_equal(example["target"], np.asarray(expected))
-        assert np.all(example["weight"][np.asarray(known) == 0] == 0)
+        np.testing.assert_array_equal(example["target:affinities"], np.asarray(expected))
+        assert np.all(example["weight:affinities"][np.asarray(known) == 0] == 0)
         # the image stays aligned with the labels: borders (label 0) are dark, cells bright
         image, label = example["image"][0], example["label"]
         assert image[label > 0].mean() > image[label == 0].mean() + 0.2
@@ -50,7 +52,7 @@ def test_targets_are_the_affinities_of_the_augmented_labels():
 
 def test_balanced_weights_give_both_classes_equal_mass():
     example = ExampleMaker([cells()], PipelineSpec(input_size=(8, 24, 24)), seed=0)[2]
-    for target, weight in zip(example["target"], example["weight"]):
+    for target, weight in zip(example["target:affinities"], example["weight:affinities"]):
         positive = weight[target > 0.5].sum()
         negative = weight[(target < 0.5) & (weight > 0)].sum()
         assert positive == pytest.approx(negative, rel=1e-4)
@@ -76,7 +78,7 @@ def test_min_masked_draws_locations_inside_the_mask():
     spec = PipelineSpec(input_size=(4, 16, 16), elastic=None, simple=False, min_masked=0.9)
     maker = ExampleMaker([sample], spec, seed=0)
     for k in range(10):
-        known = maker[k]["weight"][2] > 0  # x affinities need p and p - e_x masked
+        known = maker[k]["weight:affinities"][2] > 0  # x affinities need p and p - e_x masked
         assert known.mean() > 0.8
 
 
@@ -98,7 +100,11 @@ def test_bad_samples_are_named():
 
 def test_a_sample_too_small_for_the_rotation_context_is_an_error():
     spec = PipelineSpec(input_size=(8, 36, 36))  # rotating 36x36 reads up to 52x52
-    with pytest.raises(ChunkflowError, match="too small for a training patch that reads"):
+    with pytest.raises(
+        ChunkflowError,
+        match=r"sample 0: \(8, 40, 40\) voxels is too small for the elastic transform: none of 20 "
+        r"draws fits \(the smallest needs \(8, \d+, \d+\) voxels",
+    ):
         for k in range(20):
             ExampleMaker([cells(shape=(8, 40, 40))], spec, seed=0)[k]
 
@@ -109,6 +115,8 @@ def test_context_around_the_output_gives_known_affinities_at_its_border():
     for c in range(3):
         first = [c, slice(None), slice(None), slice(None)]
         first[c + 1] = 0
-        assert np.all(example["weight"][tuple(first)] > 0)  # unlike without context, below
+        assert np.all(
+            example["weight:affinities"][tuple(first)] > 0
+        )  # unlike without context, below
     flat = ExampleMaker([cells()], PipelineSpec(input_size=(8, 24, 24), elastic=None), seed=0)
-    assert np.all(flat[0]["weight"][0, 0] == 0)
+    assert np.all(flat[0]["weight:affinities"][0, 0] == 0)

@@ -51,7 +51,10 @@ def loss_on(weights: dict, model_path, examples) -> float:
         total = 0.0
         for e in examples:
             p = backend(torch.from_numpy(e["image"][None]))[0].clamp(1e-6, 1 - 1e-6)
-            t, w = torch.from_numpy(e["target"]), torch.from_numpy(e["weight"])
+            t, w = (
+                torch.from_numpy(e["target:affinities"]),
+                torch.from_numpy(e["weight:affinities"]),
+            )
             total += float(torch.nn.functional.binary_cross_entropy(p, t, w))
     return total / len(examples)
 
@@ -101,8 +104,8 @@ def test_snapshots_and_profile(tmp_path, caplog):
     with h5py.File(snapshots[0]) as f:
         assert f["image"].shape == (8, 24, 24) and f["label"].shape == (8, 24, 24)
         for name in ("target", "prediction", "weight"):
-            assert f[name].shape == (3, 8, 24, 24)
-        prediction = f["prediction"][()]
+            assert f[f"{name}/affinities"].shape == (3, 8, 24, 24)
+        prediction = f["prediction/affinities"][()]
         assert 0 <= prediction.min() and prediction.max() <= 1
         assert f.attrs["iteration"] == 2
     profiles = [r.getMessage() for r in caplog.records if "ms per batch" in r.getMessage()]
@@ -115,7 +118,10 @@ def test_snapshots_and_profile(tmp_path, caplog):
 def test_model_with_wrong_output_channels(tmp_path):
     write_tiny_model(tmp_path / "two.py", out_channels=2)
     opts = options(tmp_path, model_path=str(tmp_path / "two.py"))
-    with pytest.raises(ChunkflowError, match="outputs 2 channels but the affinity targets have 3"):
+    with pytest.raises(
+        ChunkflowError,
+        match=r"outputs 2 channels .* but the targets have 3 channels \(3 affinities\)",
+    ):
         train([cells()], PipelineSpec(**SPEC), opts)
 
 
