@@ -19,15 +19,30 @@ sigmoid; seeded weights saved as a state_dict), input patch 16x128x128, output p
 * Peak memory: the maximum resident set size of our timed CLI runs (/usr/bin/time -v), and of
   one with --dtype float16, against input + output buffer + model + 1 GiB. In-process, the
   float16 output array is half the float32 one.
+* Whole-chunk mode: the same Inferencer with --whole-chunk (the net is fully convolutional:
+  one forward pass over the 64x512x512 chunk, no blending), interleaved with the patch mode;
+  for information, with the max |difference| to the patch mode (which is not 0: these patches
+  have no crop margin, so their borders lack context).
+* First-task cost, in a fresh process: importing torch, building the model (build_inferencer:
+  model file, weights, device), and the first inference call against the second (oneDNN's
+  first-call set-up, the weight-sum cache).
+* Queue worker: `generate-tasks` sends 100 tasks of 16x64x128 over the image to a local queue
+  folder, then one `fetch-task -q DIR read-h5 inference write-h5 delete-task-in-queue` worker
+  drains it; against the same worker on a one-task queue. Target: the 100-task run costs at
+  most 100 x (single-task run - first-task cost) + first-task cost, i.e. the first-task cost is
+  paid once per worker, not per task (marginal cost per task well under the single-task run).
 
 Everything here runs in the process of bench/run.py, which turns the returned dicts into rows.
+Standalone: .venv/bin/python bench/inference.py (ours only; the original runs from run.py).
 """
 
 from __future__ import annotations
 
+import json
 import re
 import statistics
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -41,6 +56,11 @@ BATCH = 4
 THREADS = 2
 CLI_RUNS = 3
 LIB_RUNS = 3
+WHOLE_RUNS = 2
+QUEUE_TASKS = 100
+QUEUE_CHUNK = (16, 64, 128)
+QUEUE_PATCH = (16, 64, 64)
+QUEUE_OVERLAP = (4, 16, 16)
 RATIO_TARGET = 0.5
 OVERHEAD_TARGET = 0.10
 MiB = 1 << 20
@@ -164,11 +184,12 @@ def read_output(path: Path) -> np.ndarray:
         return f["main"][()].astype(np.float32)
 
 
-def build(paths: dict, dtype: str = "float32"):
+def build(paths: dict, dtype: str = "float32", whole_chunk: bool = False):
     """Our Inferencer, exactly as the CLI options of ours_command build it."""
     from chunkflow.cli.inference import build_inferencer
 
     return build_inferencer(
+        whole_chunk=whole_chunk,
         framework="pytorch",
         convnet_model=str(paths["ours_model"]),
         convnet_weight_path=str(paths["weights"]),
@@ -247,6 +268,150 @@ def in_process(paths: dict) -> dict:
     }
 
 
+def whole_chunk(paths: dict) -> dict:
+    """Whole-chunk mode against the patch mode, interleaved, on the same chunk."""
+    from chunkflow.io.h5 import read_h5
+
+    chunk = read_h5(str(paths["image"]))
+    modes = {"patches": build(paths), "whole": build(paths, whole_chunk=True)}
+    outputs = {name: inferencer(chunk) for name, inferencer in modes.items()}  # warm-up
+    times = {name: [] for name in modes}
+    for i in range(WHOLE_RUNS):
+        for name in sorted(modes, reverse=bool(i % 2)):
+            start = time.perf_counter()
+            modes[name](chunk)
+            times[name].append(time.perf_counter() - start)
+    delta = np.abs(outputs["whole"].array - outputs["patches"].array)
+    return {
+        "runs_s": times,
+        "max_abs_diff": float(delta.max()),
+        "mean_abs_diff": float(delta.mean()),
+    }
+
+
+FIRST_TASK = """
+import json, sys, time
+start = time.perf_counter()
+import torch
+imported = time.perf_counter()
+sys.path.insert(0, sys.argv[1])
+from inference import build
+from chunkflow.io.h5 import read_h5
+paths = json.loads(sys.argv[2])
+chunk = read_h5(paths["image"])
+loaded = time.perf_counter()
+inferencer = build(paths)
+built = time.perf_counter()
+inferencer(chunk)
+first = time.perf_counter()
+inferencer(chunk)
+second = time.perf_counter()
+print(json.dumps({
+    "import_torch_s": imported - start,
+    "build_model_s": built - loaded,
+    "first_call_s": first - built,
+    "second_call_s": second - first,
+}))
+"""
+
+
+def first_task(paths: dict) -> dict:
+    """The first-task cost in a fresh process (see FIRST_TASK), as a dict of seconds."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            FIRST_TASK,
+            str(Path(__file__).resolve().parent),
+            json.dumps({k: str(v) for k, v in paths.items()}),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"first-task run failed:\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def queue_worker(ctx, paths: dict, tasks: int, name: str) -> dict:
+    """Send `tasks` tasks to a fresh local queue, then time one worker that drains it."""
+    queue = ctx.tmp / f"inf-queue-{name}"
+    out = ctx.tmp / f"inf-queue-out-{name}"
+    out.mkdir()
+    generate = [ctx.ours, "generate-tasks", "--roi-start", 0, 0, 0, "--roi-size", *SHAPE]
+    generate += ["--chunk-size", *QUEUE_CHUNK, "--task-index-stop", tasks, "-q", f"file://{queue}"]
+    start = time.perf_counter()
+    run_quiet(generate, ctx.tmp)
+    send_s = time.perf_counter() - start
+    worker = [ctx.ours, "fetch-task", "-q", f"file://{queue}", "-r", 0, "-w", 0, "--lease-wait", 0]
+    worker += ["read-h5", "-f", paths["image"], "-o", "image"]
+    worker += ["inference", "-i", "image", "-o", "affs", "--framework", "pytorch"]
+    worker += ["--convnet-model", paths["ours_model"], "--convnet-weight-path", paths["weights"]]
+    worker += ["--input-patch-size", *QUEUE_PATCH, "--output-patch-overlap", *QUEUE_OVERLAP]
+    worker += ["--num-output-channels", CHANNELS, "--batch-size", BATCH, "--mask-output-chunk"]
+    worker += ["--num-threads", THREADS, "--device", "cpu"]
+    worker += ["write-h5", "-i", "affs", "-f", f"{out}/", "delete-task-in-queue"]
+    wall, peak = measured(worker, ctx.tmp)
+    written = len(list(out.glob("*.h5")))
+    if written != tasks:
+        raise RuntimeError(f"queue worker {name}: {written} outputs for {tasks} tasks")
+    return {"wall_s": wall, "peak_rss_bytes": peak, "send_s": send_s, "outputs": written}
+
+
+def run_quiet(argv: list, cwd: Path) -> None:
+    proc = subprocess.run(list(map(str, argv)), cwd=cwd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(map(str, argv))} failed:\n{proc.stderr[-2000:]}")
+
+
+def startup_rows(ctx, paths: dict) -> list[dict]:
+    """First-task cost, and a 100-task queue worker against a one-task one."""
+    first = first_task(paths)
+    single = queue_worker(ctx, paths, 1, "single")
+    many = queue_worker(ctx, paths, QUEUE_TASKS, "many")
+    fixed = first["import_torch_s"] + first["build_model_s"]
+    marginal = (many["wall_s"] - single["wall_s"]) / (QUEUE_TASKS - 1)
+    per_task = many["wall_s"] / QUEUE_TASKS
+    # paid once: the 100-task run is the single run plus 99 tasks without the fixed cost
+    passed = per_task < single["wall_s"] - fixed / 2 and marginal < single["wall_s"] - fixed
+    return [
+        {
+            "name": "inference first-task cost (fresh process)",
+            "ours_s": fixed,
+            "note": (
+                f"import torch {first['import_torch_s']:.2f} s + build model "
+                f"{first['build_model_s']:.2f} s; first call {first['first_call_s']:.2f} s, "
+                f"second {first['second_call_s']:.2f} s"
+            ),
+            "detail": first,
+        },
+        {
+            "name": f"  queue worker, {QUEUE_TASKS} tasks of {'x'.join(map(str, QUEUE_CHUNK))}",
+            "ours_s": many["wall_s"],
+            "target": "fixed cost once",
+            "passed": passed,
+            "note": (
+                f"{per_task:.3f} s/task ({marginal:.3f} s marginal) vs single-task run "
+                f"{single['wall_s']:.2f} s; {QUEUE_TASKS} single runs would take "
+                f"{QUEUE_TASKS * single['wall_s']:.0f} s"
+            ),
+            "detail": {
+                "many": many,
+                "single": single,
+                "marginal_s": marginal,
+                "per_task_s": per_task,
+            },
+        },
+        {
+            "name": "  queue worker, 1 task",
+            "ours_s": single["wall_s"],
+            "note": "process start-up, torch, model, one task",
+            "detail": single,
+        },
+    ]
+
+
 def measure(ctx) -> list[dict]:
     """The inference rows, as keyword dicts for run.Row."""
     paths = prepare(ctx.tmp)
@@ -266,6 +431,7 @@ def measure(ctx) -> list[dict]:
             peaks[name].append(peak)
     f16_wall, f16_peak = measured(ours_command(ctx, paths, "float16"), ctx.tmp)
     lib = in_process(paths)
+    whole = whole_chunk(paths)
 
     ours = read_output(outputs["ours"])
     diff = interior = None
@@ -353,4 +519,26 @@ def measure(ctx) -> list[dict]:
             "note": f"{patches} ({lib['forward_calls']} calls)",
             "detail": {"runs_s": lib["network"]},
         },
+        {
+            "name": "inference --whole-chunk (in-process)",
+            "ours_s": statistics.median(whole["runs_s"]["whole"]),
+            "orig_s": statistics.median(whole["runs_s"]["patches"]),
+            "note": (
+                "anchor: our patch mode; max |whole - patches| "
+                f"{whole['max_abs_diff']:.1e} (patch borders lack context)"
+            ),
+            "detail": whole,
+        },
+        *startup_rows(ctx, paths),
     ]
+
+
+if __name__ == "__main__":
+    import tempfile
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from run import Context, Row, report
+
+    with tempfile.TemporaryDirectory(prefix="chunkflow-bench-") as tmp:
+        context = Context(Path(sys.executable).parent / "chunkflow", None, Path(tmp))
+        report([Row(**row) for row in measure(context)], context)
