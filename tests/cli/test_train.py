@@ -129,3 +129,22 @@ def test_gunpowder_conventions_targets_and_tensorboard(run_cli, volumes):
 def test_bad_target_options_are_one_line(run_cli, volumes, options, message):
     line = error_line(run_cli(f"{SAMPLE} train -m tiny.py -c ckpt {FAST} {options}", expect=1))
     assert line.startswith("chunkflow: error: train") and message in line, line
+
+
+def test_rotation_interval_unit():
+    from chunkflow.cli.training import elastic_kwargs
+
+    def interval(unit, low, high):
+        options = dict(
+            control_point_spacing=(4, 40, 40),
+            jitter_sigma=(0, 2, 2),
+            rotation_interval=(low, high),
+            rotation_unit=unit,
+            prob_slip=0,
+            prob_shift=0,
+            max_misalign=0,
+        )
+        return elastic_kwargs(options)["rotation_interval"]
+
+    assert interval("degrees", 0, 90) == pytest.approx((0, 1.5707963))
+    assert interval("radians", 0, 1.5) == (0, 1.5)  # gunpowder's ElasticAugment unit
