@@ -110,6 +110,13 @@ class PipelineSpec:
                 f"a 2D model trains on patches one section thick (z = 1), not "
                 f"{tuple(self.input_size)}"
             )
+        if self.spatial_dims == 2:
+            for target in self.targets:
+                if target.kind == "affinities" and any(n[0] for n in target.neighborhood):
+                    raise ChunkflowError(
+                        f"a 2D model has no z neighbours: the affinity offsets "
+                        f"{list(target.neighborhood)} must have z = 0"
+                    )
         if isinstance(self.sample_weights, str):
             if self.sample_weights not in ("size", "uniform"):
                 raise ChunkflowError(

@@ -154,6 +154,17 @@ def train(
         names=names,
     )
     ExampleMaker(samples, spec, options.seed, names)[start * options.batch_size]  # fail here
+    voxel_size = samples[0]["image"].voxel_size if samples else (1, 1, 1)
+    for target in spec.targets:
+        needed = target.context(voxel_size)
+        if any(c < n for c, n in zip(spec.context, needed)):
+            logger.info(
+                "train: the %s target looks %s voxels around an output voxel, the input patch "
+                "has %s around the output: near the output border it sees the patch's edge",
+                target.kind,
+                tuple(needed),
+                tuple(spec.context),
+            )
     writer = _tensorboard(options)
     profile = _Profile()
     model.train()

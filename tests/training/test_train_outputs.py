@@ -175,6 +175,8 @@ def test_a_2d_model_on_two_channel_input(tmp_path):
         train([cells()], spec, options(tmp_path / "one", TWO_D))
     with pytest.raises(ChunkflowError, match="one section thick"):
         PipelineSpec(input_size=(4, 24, 24), spatial_dims=2)
+    with pytest.raises(ChunkflowError, match="a 2D model has no z neighbours"):
+        PipelineSpec(input_size=(1, 24, 24), spatial_dims=2)
 
 
 def test_snapshot_arrays_overlay_by_their_offsets(tmp_path):
