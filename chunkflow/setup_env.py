@@ -26,6 +26,11 @@ The output region starts at the region start rounded up to d in y and x and hold
 number of tasks per axis; the output layer's bounds are exactly that region, so the tasks
 (a `grid_bboxes` grid of S) cover every voxel of it exactly once, and their cutouts, grown by E,
 stay inside the region they came from (the input volume shrunk by E).
+
+Sharded output layers (`shard_bytes` given) keep one writer per shard: at every mip the shard
+is the largest one `chunkflow.io.shards` chooses (as `create-info --sharded` does) within
+`shard_bytes` whose shape tiles the task at that mip. A task's output at mip k, the task bbox
+divided by 2^(k - M) in y and x, then covers whole shards, and no two tasks share one.
 """
 
 from __future__ import annotations
@@ -91,6 +96,7 @@ class SetupPlan:
     efficiency: float  # share of the computed output patch voxels that the tasks keep
     coverage: float  # share of the requested region that the output region covers
     voxel_size: Cartesian = field(default=DEFAULT_VOXEL_SIZE)  # at mip 0
+    shard_bytes: int | None = None  # uncompressed bytes a shard may hold; None: unsharded
 
     @property
     def grid(self) -> PatchGrid:
@@ -130,6 +136,16 @@ class SetupPlan:
     @property
     def mip0_size(self) -> Cartesian:
         return self.output_region.shape * factor_power(self.mip)
+
+    @property
+    def sharded(self) -> bool:
+        return self.shard_bytes is not None
+
+    def task_size_at(self, level: int) -> Cartesian:
+        """The output chunk of a task at mip `level` (what downsample-upload writes there)."""
+        if level >= self.mip:
+            return self.output_chunk_size // factor_power(level - self.mip)
+        return self.output_chunk_size * factor_power(self.mip - level)
 
 
 def factor_power(levels: int) -> Cartesian:
@@ -188,11 +204,14 @@ def plan_environment(
     safety_factor: float = 1.5,
     block_size=None,
     voxel_size=DEFAULT_VOXEL_SIZE,
+    shard_bytes: int | None = None,
 ) -> SetupPlan:
     """Choose the patch number and chunk sizes for output over `region` (voxels at `mip`).
 
     `region` is where output is wanted; the cutouts of its tasks reach `expand_margin_size`
-    beyond it. Raises a one-line `ChunkflowError` for impossible settings.
+    beyond it. `shard_bytes` makes the output layers sharded, in shards of at most that many
+    uncompressed bytes that tile the tasks. Raises a one-line `ChunkflowError` for impossible
+    settings.
     """
     if input_patch_size is None and output_patch_size is None:
         raise ChunkflowError("give --output-patch-size (-z) or --input-patch-size")
@@ -208,6 +227,8 @@ def plan_environment(
         raise ChunkflowError(f"--max-mip {max_mip} is below --mip {mip}")
     if thumbnail_mip is not None and thumbnail_mip <= mip:
         raise ChunkflowError(f"--thumbnail-mip {thumbnail_mip} must be above --mip {mip}")
+    if shard_bytes is not None and shard_bytes < 1:
+        raise ChunkflowError(f"--shard-bytes {shard_bytes} must be positive")
     if max_ram_gb <= 0 or safety_factor < 1:
         raise ChunkflowError(
             f"--max-ram-size {max_ram_gb} must be positive and --safety-factor {safety_factor} "
@@ -391,6 +412,7 @@ def plan_environment(
         efficiency=efficiency,
         coverage=output_region.voxel_count / region.voxel_count,
         voxel_size=Cartesian(voxel_size),
+        shard_bytes=shard_bytes,
     )
 
 
@@ -476,22 +498,44 @@ def read_input(path: str, mip: int) -> InputInfo:
 
 
 def expected_scales(plan: SetupPlan, encoding: str, thumbnail: bool = False) -> list[dict]:
-    """The scales (cloud-volume x, y, z) of the output layer, or of its thumbnail layer."""
+    """The scales (cloud-volume x, y, z) of the output layer, or of its thumbnail layer; a
+    sharded plan's scales are sharded in shards that tile the task at their mip."""
+    from chunkflow.io.shards import add_sharding
+
     top = plan.thumbnail_mip if thumbnail else plan.max_mip
     blocks = plan.thumbnail_block_sizes if thumbnail else plan.block_sizes
+    voxel_bytes = 1 if thumbnail else OUTPUT_DTYPES[plan.dtype] * plan.num_output_channels
     scales = []
     for level in range(top + 1):
         factor = factor_power(level)
-        scales.append(
-            {
-                "resolution": list((plan.voxel_size * factor).xyz),
-                "voxel_offset": list((plan.mip0_offset // factor).xyz),
-                "size": list(plan.mip0_size.ceildiv(factor).xyz),
-                "chunk_sizes": [list(blocks[level].xyz)],
-                "encoding": "raw" if thumbnail else encoding,
-            }
-        )
+        scale = {
+            "resolution": list((plan.voxel_size * factor).xyz),
+            "voxel_offset": list((plan.mip0_offset // factor).xyz),
+            "size": list(plan.mip0_size.ceildiv(factor).xyz),
+            "chunk_sizes": [list(blocks[level].xyz)],
+            "encoding": "raw" if thumbnail else encoding,
+        }
+        if plan.sharded:
+            add_sharding(scale, voxel_bytes, plan.shard_bytes, tile=plan.task_size_at(level))
+        scales.append(scale)
     return scales
+
+
+def shard_shapes(plan: SetupPlan, thumbnail: bool = False) -> tuple:
+    """The shard shape (z, y, x voxels) of each mip of the output (or thumbnail) layer; empty
+    for an unsharded plan."""
+    from chunkflow.io.shards import shard_shape
+
+    if not plan.sharded:
+        return ()
+    return tuple(
+        shard_shape(
+            scale["sharding"],
+            Cartesian.from_xyz(scale["size"]),
+            Cartesian.from_xyz(scale["chunk_sizes"][0]),
+        )
+        for scale in expected_scales(plan, "raw", thumbnail)
+    )
 
 
 def create_layers(
@@ -579,11 +623,14 @@ def _create_layer(
     vol = open_volume(path, 0, write=True)
     for level, block in enumerate(blocks):
         vol.info["scales"][level]["chunk_sizes"] = [list(block.xyz)]
+        if "sharding" in scales[level]:
+            vol.info["scales"][level]["sharding"] = scales[level]["sharding"]
     vol.commit_info()
     problem = _info_difference(vol.info, dtype, channels, scales)
     if problem:  # cloud-volume computed other scales than we did: a bug, not bad input
         raise ChunkflowError(f"{path}: the info written differs from the plan ({problem})")
-    return f"{path}: created the info ({dtype}, {channels} channel(s), mips 0-{top})"
+    sharded = ", sharded" if plan.sharded else ""
+    return f"{path}: created the info ({dtype}, {channels} channel(s), mips 0-{top}{sharded})"
 
 
 def _info_difference(info: dict, dtype, channels, scales) -> str | None:
@@ -595,6 +642,11 @@ def _info_difference(info: dict, dtype, channels, scales) -> str | None:
     if len(found) < len(scales):
         return f"{len(found)} scales, expected {len(scales)}"
     for level, (have, want) in enumerate(zip(found, scales)):
+        if ("sharding" in have) != ("sharding" in want):
+            return (
+                f"mip {level} is {'sharded' if 'sharding' in have else 'unsharded'}, expected "
+                f"{'sharded' if 'sharding' in want else 'unsharded'}"
+            )
         for key, value in want.items():
             got = have.get(key)
             if key == "resolution":

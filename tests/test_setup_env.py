@@ -1,5 +1,6 @@
 """The setup-env planner: patch number, chunk sizes, memory, blocks and the worker command."""
 
+import dataclasses
 import shlex
 
 import numpy as np
@@ -8,11 +9,15 @@ import pytest
 from chunkflow.errors import ChunkflowError
 from chunkflow.geometry import BoundingBox, Cartesian
 from chunkflow.inference.grid import PatchGrid
+from chunkflow.io.shards import partial_shards, shards_touched
 from chunkflow.setup_env import (
     default_block,
+    expected_scales,
+    factor_power,
     memory_bytes,
     plan_environment,
     region_at_mip,
+    shard_shapes,
     worker_command,
 )
 
@@ -127,6 +132,82 @@ def test_tutorial_example_plan():
     assert plan.downsample_factor == (1, 32, 32)
     assert plan.coverage > 0.98
     assert 0.5 * 14e9 < plan.memory_with_safety <= 14e9  # uses most of the budget
+
+
+def check_shards(plan, thumbnail=False):
+    """Every task covers whole shards at every mip it writes, and no two tasks share one."""
+    shapes = shard_shapes(plan, thumbnail)
+    scales = expected_scales(plan, "raw", thumbnail)
+    assert len(shapes) == len(scales) and all("sharding" in scale for scale in scales)
+    voxel_bytes = (
+        1 if thumbnail else plan.num_output_channels * (4 if plan.dtype == "float32" else 2)
+    )
+    written = [plan.thumbnail_mip] if thumbnail else range(plan.mip, plan.max_mip + 1)
+    for level in written:
+        shape = shapes[level]
+        block = Cartesian.from_xyz(scales[level]["chunk_sizes"][0])
+        assert shape.prod * voxel_bytes <= plan.shard_bytes or shape == block, level
+        factor = factor_power(level - plan.mip)
+        bounds = BoundingBox(plan.output_region.start // factor, plan.output_region.stop // factor)
+        owners = {}
+        for task in plan.bboxes:
+            box = BoundingBox(task.start // factor, task.stop // factor)
+            assert box.start * factor == task.start and box.shape * factor == task.shape
+            assert partial_shards(box, bounds, shape) == [], (level, box, shape)
+            for shard in shards_touched(box, bounds, shape):
+                assert owners.setdefault(shard, task) == task, (level, shard)
+        assert len(owners) == (bounds.shape // shape).prod
+    return shapes
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(shard_bytes=200_000),
+        dict(shard_bytes=3_500_000_000, thumbnail_mip=3, dtype="float16"),
+        dict(shard_bytes=1, block_size=(4, 32, 32), max_mip=1),
+        dict(  # one shard of 2 2 2 blocks a task at mip 0, two at mips 1 and 2
+            shard_bytes=400_000,
+            output_patch_overlap=(0, 0, 0),
+            output_crop_margin=(0, 0, 0),
+            block_size=(4, 32, 32),
+            max_ram_gb=0.05,
+        ),
+        dict(shard_bytes=100_000, mip=1, max_mip=3, max_ram_gb=0.05),
+    ],
+)
+def test_sharded_plans_align_tasks_to_shards_at_every_mip(options):
+    plan = small_plan(**options)
+    check_plan(plan)
+    # shards are chosen to fit the tasks: the tasks are those of the unsharded plan
+    assert dataclasses.replace(plan, shard_bytes=None) == small_plan(
+        **{**options, "shard_bytes": None}
+    )
+    check_shards(plan)
+    if plan.thumbnail_mip is not None:
+        check_shards(plan, thumbnail=True)
+
+
+def test_an_unsharded_plan_has_no_shards_and_a_large_task_large_ones():
+    plain = small_plan()
+    assert shard_shapes(plain) == ()
+    assert not any("sharding" in scale for scale in expected_scales(plain, "raw"))
+    # shards of many blocks where the task allows them: the tutorial's plan at its mip
+    region = region_at_mip((0, 0, 0), size=(2000, 40960, 40960), mip=1)
+    plan = plan_environment(
+        region,
+        mip=1,
+        max_mip=6,
+        output_patch_size=(20, 256, 256),
+        num_output_channels=3,
+        max_ram_gb=14,
+        shard_bytes=3_500_000_000,
+    )
+    shapes = shard_shapes(plan)
+    assert plan.output_chunk_size == (90, 1280, 1280) and shapes[1] == (90, 256, 256)
+    assert (shapes[1] // plan.block_sizes[1]).prod == 32
+    with pytest.raises(ChunkflowError, match="--shard-bytes 0 must be positive"):
+        small_plan(shard_bytes=0)
 
 
 def check_plan_cheap(plan):

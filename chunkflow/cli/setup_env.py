@@ -138,6 +138,21 @@ logger = logging.getLogger("chunkflow")
     help="Storage block at --mip; tasks become multiples of it [default: chosen from the task].",
 )
 @click.option(
+    "--sharded/--unsharded",
+    default=False,
+    show_default=True,
+    help="Store the output layers in shards (neuroglancer_uint64_sharded_v1, parameters chosen "
+    "as create-info --sharded does) that tile the task at every mip it writes, so that each "
+    "shard has one writer.",
+)
+@click.option(
+    "--shard-bytes",
+    type=click.IntRange(min=1),
+    default=None,
+    help="With --sharded: uncompressed bytes of a shard, about; a shard never holds more than "
+    "a task writes at its mip [default: 3500000000].",
+)
+@click.option(
     "--safety-factor",
     type=click.FloatRange(min=1),
     default=1.5,
@@ -212,6 +227,8 @@ def setup_env(
     encoding,
     voxel_size,
     block_size,
+    sharded,
+    shard_bytes,
     safety_factor,
     overwrite_info,
     queue_name,
@@ -231,7 +248,8 @@ def setup_env(
     that its buffers fit in memory and its output chunk is aligned to the storage blocks and
     divisible by 2^(max-mip - mip) in y and x. Create the output layer info (and the thumbnail
     layer), send the task grid to --queue-name or --task-file (else stream it down the chain),
-    and print the worker command on stdout.
+    and print the worker command on stdout. With --sharded the layers are sharded and every
+    task writes whole shards at each of its mips.
     """
     from chunkflow.setup_env import (
         DEFAULT_VOXEL_SIZE,
@@ -245,6 +263,12 @@ def setup_env(
     from chunkflow.task import Task
 
     mip = config.mip if mip is None else mip
+    if shard_bytes is not None and not sharded:
+        raise ChunkflowError(f"--shard-bytes {shard_bytes} needs --sharded")
+    if sharded:
+        from chunkflow.io.shards import DEFAULT_SHARD_BYTES
+
+        shard_bytes = shard_bytes or DEFAULT_SHARD_BYTES
     explicit = volume_start is not None or volume_stop is not None or volume_size is not None
     grid = _grid(input_patch_size, output_patch_size, output_patch_overlap, output_crop_margin)
     margin = grid.patch_crop_margin + grid.output_crop_margin
@@ -295,6 +319,7 @@ def setup_env(
         safety_factor=safety_factor,
         block_size=block_size,
         voxel_size=voxel_size,
+        shard_bytes=shard_bytes,
     )
     if input_path is not None and plan.voxel_size_at_mip != source.voxel_size_at_mip:
         logger.warning(
@@ -364,16 +389,41 @@ def _grid(input_patch_size, output_patch_size, output_patch_overlap, output_crop
 def report(plan, layer_path, thumbnail_path, encoding, command) -> str:
     """The plan for humans, then the worker command on its own last line."""
 
+    from chunkflow.setup_env import shard_shapes
+
     def vec(v):
         return " ".join(str(int(x)) for x in v)
 
     mips = f"mips 0-{plan.max_mip}"
+    sharded = ", sharded" if plan.sharded else ""
     lines = [
         f"output layer:         {layer_path} ({plan.dtype}, {plan.num_output_channels} "
-        f"channel(s), {encoding}, {mips}, block {vec(plan.block_size)} at mip {plan.mip})",
+        f"channel(s), {encoding}{sharded}, {mips}, block {vec(plan.block_size)} at mip "
+        f"{plan.mip})",
     ]
+    if plan.sharded:
+        shapes = shard_shapes(plan)
+        shape = shapes[plan.mip]
+        lines.append(
+            f"shard shape:          {vec(shape)} at mip {plan.mip} "
+            f"({vec(plan.output_chunk_size // shape)} per task, at most {plan.shard_bytes} bytes)"
+        )
+        if plan.max_mip > plan.mip:
+            lines.append(
+                "shards by mip:        "
+                + "; ".join(
+                    f"{level}: {vec(shapes[level])}"
+                    for level in range(plan.mip + 1, plan.max_mip + 1)
+                )
+                + " (each tiles the task there)"
+            )
     if thumbnail_path:
-        lines.append(f"thumbnail layer:      {thumbnail_path} (uint8, mip {plan.thumbnail_mip})")
+        shards = ""
+        if plan.sharded:
+            shards = f", shards of {vec(shard_shapes(plan, thumbnail=True)[plan.thumbnail_mip])}"
+        lines.append(
+            f"thumbnail layer:      {thumbnail_path} (uint8, mip {plan.thumbnail_mip}{shards})"
+        )
     lines += [
         f"region (mip {plan.mip}):       {plan.requested_region} "
         f"(size {vec(plan.requested_region.shape)})",

@@ -81,6 +81,41 @@ def shard_spec(
     }
 
 
+def tiling_shard_spec(
+    volume_size,
+    block_size,
+    voxel_bytes: int,
+    tile,
+    shard_bytes: int = DEFAULT_SHARD_BYTES,
+    data_encoding: str = "gzip",
+) -> dict:
+    """The `shard_spec` of the largest shard within `shard_bytes` whose shape tiles `tile`
+    (z, y, x voxels, a box of whole blocks such as a task): writers of whole tiles on a grid of
+    `tile` from the volume's start then never share a shard.
+
+    The shard is at most the tile's bytes; while its shape does not divide the tile it holds
+    half as many blocks. Raises when `tile` is no whole number of blocks.
+    """
+    volume_size, block_size, tile = Cartesian(volume_size), Cartesian(block_size), Cartesian(tile)
+    if any(tile % block_size):
+        raise ChunkflowError(
+            f"a tile of {_text(tile)} voxels is no whole number of blocks of {_text(block_size)} "
+            "(z y x): no shard can tile it"
+        )
+    block_bytes = block_size.prod * voxel_bytes
+    limit = min(shard_bytes, tile.prod * voxel_bytes)
+    while True:
+        spec = shard_spec(volume_size, block_size, voxel_bytes, limit, data_encoding)
+        if not any(tile % shard_shape(spec, volume_size, block_size)):
+            return spec
+        # a one-block shard divides the tile, so this ends
+        limit = 2 ** (spec["preshift_bits"] + spec["minishard_bits"] - 1) * block_bytes
+
+
+def _text(vector) -> str:
+    return " ".join(map(str, vector))
+
+
 def shard_shape(spec: dict, volume_size, block_size) -> Cartesian:
     """The voxels (z, y, x) of one shard: its blocks form an aligned box of the block grid.
 
@@ -121,13 +156,20 @@ def partial_shards(bbox: BoundingBox, bounds: BoundingBox, shape) -> list[Boundi
     return [s for s in shards_touched(bbox, bounds, shape) if s.intersect(bbox) != s]
 
 
-def add_sharding(scale: dict, voxel_bytes: int, shard_bytes: int | None = None) -> Cartesian:
-    """Make an info's scale sharded, with parameters chosen from its size and block size;
-    returns the shard's shape (z, y, x) in voxels."""
+def add_sharding(
+    scale: dict, voxel_bytes: int, shard_bytes: int | None = None, tile=None
+) -> Cartesian:
+    """Make an info's scale sharded, with parameters chosen from its size and block size (and,
+    given a `tile` (z, y, x voxels), shards that tile it: `tiling_shard_spec`); returns the
+    shard's shape (z, y, x) in voxels."""
     size = Cartesian.from_xyz(scale["size"])
     block = Cartesian.from_xyz(scale["chunk_sizes"][0])
     # image codecs compress each block already (igneous does the same)
     data_encoding = "raw" if scale["encoding"] in ("jpeg", "png", "fpzip", "zfpc") else "gzip"
-    spec = shard_spec(size, block, voxel_bytes, shard_bytes or DEFAULT_SHARD_BYTES, data_encoding)
+    shard_bytes = shard_bytes or DEFAULT_SHARD_BYTES
+    if tile is None:
+        spec = shard_spec(size, block, voxel_bytes, shard_bytes, data_encoding)
+    else:
+        spec = tiling_shard_spec(size, block, voxel_bytes, tile, shard_bytes, data_encoding)
     scale["sharding"] = spec
     return shard_shape(spec, size, block)

@@ -17,7 +17,7 @@ from chunkflow.errors import ChunkflowError
 from chunkflow.geometry import BoundingBox
 from chunkflow.image.downsample import downsample_upload, pyramid
 from chunkflow.io.precomputed import create_info, read_precomputed, write_precomputed
-from chunkflow.io.shards import shard_shape, shard_spec
+from chunkflow.io.shards import shard_shape, shard_spec, tiling_shard_spec
 from tests.conftest import error_line
 from tests.io.test_precomputed import files_under, tensorstore_read
 from tests.queues.conftest import CHUNKFLOW
@@ -105,6 +105,29 @@ def test_shard_parameters_follow_the_volume():
     assert rgb["preshift_bits"] + rgb["minishard_bits"] == 12
     with pytest.raises(ChunkflowError, match="more than 64"):
         shard_spec((2**30, 2**30, 2**30), (1, 1, 1), 1)
+
+
+def test_shards_that_tile_a_task_are_the_largest_that_do():
+    """A tile (a task) of 2 x 4 x 6 blocks (z y x) in a big volume: shard_spec's shard of 32
+    blocks is 2 x 4 x 4 blocks, of 16 blocks 2 x 2 x 4; the largest shard whose shape divides
+    the tile has 2 x 2 x 2 blocks; with a budget of 4 blocks it is 1 x 2 x 2; a tile larger
+    than the budget leaves shard_spec's choice as it is."""
+    volume, block = (10000, 100000, 100000), (64, 64, 64)
+    tile = (128, 256, 384)
+    block_bytes = 64**3 * 4
+    for blocks, shape in ((32, (128, 256, 256)), (16, (128, 128, 256))):
+        assert shard_shape(shard_spec(volume, block, 4, blocks * block_bytes), volume, block) == (
+            shape
+        )
+    spec = tiling_shard_spec(volume, block, 4, tile, 32 * block_bytes)
+    assert shard_shape(spec, volume, block) == (128, 128, 128)
+    assert spec == shard_spec(volume, block, 4, 8 * block_bytes)
+    spec = tiling_shard_spec(volume, block, 4, tile, 4 * block_bytes)
+    assert shard_shape(spec, volume, block) == (64, 128, 128)
+    big = (1024, 1024, 2048)
+    assert tiling_shard_spec(volume, block, 1, big) == shard_spec(volume, block, 1)
+    with pytest.raises(ChunkflowError, match="no whole number of blocks of 64 64 64"):
+        tiling_shard_spec(volume, block, 4, (128, 256, 100))
 
 
 @pytest.mark.parametrize("channels", [1, 3])
