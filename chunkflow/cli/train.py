@@ -236,6 +236,12 @@ def _target_option(fn):
     show_default=True,
     help="Fraction of voxels replaced (s&p).",
 )
+@click.option(
+    "--clip/--no-clip",
+    default=True,
+    show_default=True,
+    help="Clip the intensity- and noise-augmented image to [0, 1].",
+)
 @click.option("--prob-missing", type=click.FloatRange(0, 1), default=0.0, show_default=True)
 @click.option("--prob-low-contrast", type=click.FloatRange(0, 1), default=0.0, show_default=True)
 @click.option(
@@ -336,10 +342,12 @@ def _spec(options: dict):
     transpose_axes = options.pop("transpose_only")
     mirror_axes = options.pop("mirror_axes")
     elastic = elastic_kwargs(options)
+    clip = options.pop("clip")
     intensity = dict(
         scale=options.pop("intensity_scale"),
         shift=options.pop("intensity_shift"),
         z_section_wise=options.pop("intensity_z_section_wise"),
+        clip=clip,
     )
     noise_mode, noise_var = options.pop("noise_mode"), options.pop("noise_var")
     noise_amount = options.pop("noise_amount")
@@ -365,7 +373,9 @@ def _spec(options: dict):
         transpose_axes=transpose_axes,
         elastic=elastic if options.pop("elastic_augment") else None,
         intensity=intensity,
-        noise=dict(mode=noise_mode, var=noise_var, amount=noise_amount) if noisy else None,
+        noise=(
+            dict(mode=noise_mode, var=noise_var, amount=noise_amount, clip=clip) if noisy else None
+        ),
         defect=(
             dict(
                 prob_missing=missing,

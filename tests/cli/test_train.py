@@ -103,7 +103,7 @@ def test_gunpowder_conventions_targets_and_tensorboard(run_cli, volumes):
         "--neighborhood=-1,0,0;0,-1,0;0,0,-1 --neighborhood-sign gunpowder "
         "--rotation-interval 0 1.5708 --rotation-unit radians --sample-weights uniform "
         "--mirror-axes 1,2 --intensity-z-section-wise --noise-mode s&p --noise-amount 0.01 "
-        "--prob-missing 0.1 --contrast-scale 0.2"
+        "--prob-missing 0.1 --contrast-scale 0.2 --no-clip"
     )
     assert "affinities -> affinities (balanced-bce), foreground -> fg (balanced-bce)" in result.err
     assert torch.load(volumes / "ckpt" / "model.pt", weights_only=True)["iteration"] == 3
