@@ -1,0 +1,180 @@
+"""GPU readiness: inference and a short training with the demo U-Net, on CUDA when present.
+
+Inference (the gala test image, 50x100x200 float32; the demo U-Net, patches 16x64x64 overlap
+4x16x16, batch 4, --mask-output-chunk), each variant warmed up once, then timed:
+
+* on CUDA: device-side blending (input, patches, weights and output on the GPU), pinned host
+  memory with each batch's copy overlapped with the previous batch's compute on a side stream
+  (--pin-memory), autocast float16 and bfloat16, and the whole-chunk mode (48x100x200, one
+  forward pass) in float32 and float16;
+* on the CPU: the same engine in float32, with host-staged batches (the --pin-memory code
+  path without pinning and streams), autocast bfloat16, and the whole-chunk mode.
+
+Training: `train` on the bundled gala training volume (patches 16x48x48, batch 4, seed 0),
+a few iterations: on CUDA 50, on the CPU 4 (the CPU part only shows that the path runs).
+
+Each line prints voxels/s (output voxels of the chunk, or trained patch voxels) and, on CUDA,
+the peak GPU memory (torch.cuda.max_memory_allocated). Without CUDA every CUDA part prints one
+`skipped:` line saying what it skipped. The device is always chosen explicitly (--device cpu or
+cuda), never by fallback. Exit 0 unless a part that ran failed.
+
+Standalone only (not in bench/run.py): .venv/bin/python bench/gpu.py
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+MODEL = ROOT / "examples" / "inference" / "unet.py"
+WEIGHTS = ROOT / "examples" / "inference" / "unet.pt"
+GALA = ROOT / "data" / "gala_fibsem"
+MiB = 1 << 20
+
+CPU_INFERENCE = {
+    "float32, patches blended": {},
+    "host-staged batches": {"host_staging": True},
+    "autocast bfloat16": {"autocast": "bfloat16"},
+    "whole-chunk": {"whole_chunk": True},
+}
+CUDA_INFERENCE = {
+    "float32, device-side blending": {},
+    "pinned memory + copy stream": {"pin_memory": True},
+    "autocast float16": {"autocast": "float16"},
+    "autocast bfloat16": {"autocast": "bfloat16"},
+    "whole-chunk float32": {"whole_chunk": True},
+    "whole-chunk autocast float16": {"whole_chunk": True, "autocast": "float16"},
+}
+TRAIN_ITERATIONS = {"cpu": 4, "cuda": 50}
+
+
+def image():
+    """The gala test image as float32 in [0, 1]."""
+    from chunkflow.chunk import Chunk, LayerType
+    from chunkflow.io.h5 import read_h5
+
+    chunk = read_h5(str(GALA / "test-image.h5"))
+    array = chunk.array.astype(np.float32) / np.float32(255)
+    return Chunk(array, chunk.voxel_offset, chunk.voxel_size, LayerType.IMAGE)
+
+
+def inferencer(device: str, options: dict):
+    """The Inferencer as `inference --framework pytorch` builds it, plus engine options."""
+    from chunkflow.cli.inference import build_inferencer
+    from chunkflow.inference.engine import Inferencer
+
+    base = build_inferencer(
+        framework="pytorch",
+        convnet_model=str(MODEL),
+        convnet_weight_path=str(WEIGHTS),
+        device=device,
+        num_threads=None,
+        input_patch_size=(16, 64, 64),
+        output_patch_size=None,
+        output_patch_overlap=(4, 16, 16),
+        output_crop_margin=None,
+        patch_num=None,
+        mask_output_chunk=True,
+        num_input_channels=1,
+        num_output_channels=3,
+        batch_size=4,
+        bump="wu",
+        dtype="float32",
+        augment=False,
+        output_layer_type=None,
+        mask_myelin_threshold=None,
+    )
+    # the same model and grid; only the engine options differ
+    return Inferencer(base.backend, base.grid, base.device, 1, 3, 4, **options)
+
+
+def run_inference(device: str, name: str, options: dict, runs: int) -> str:
+    import torch
+
+    chunk = image()
+    if options.get("whole_chunk"):
+        chunk = chunk.crop(chunk.bbox.grow((-1, 0, 0)))  # 48x100x200: the U-Net pools by 4
+    engine = inferencer(device, options)
+    out = engine(chunk)  # warm-up (cuDNN / oneDNN set-up, weight sums)
+    cuda = engine.device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize(engine.device)
+        torch.cuda.reset_peak_memory_stats(engine.device)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        out = engine(chunk)
+        times.append(time.perf_counter() - start)
+    seconds = statistics.median(times)
+    voxels = int(np.prod(tuple(out.spatial_shape)))
+    line = f"inference {device:<5} {name:<32} {voxels / seconds:>12,.0f} voxels/s ({seconds:.3f} s)"
+    if cuda:
+        line += f", peak GPU memory {torch.cuda.max_memory_allocated(engine.device) / MiB:,.0f} MiB"
+    return line
+
+
+def run_training(device: str) -> str:
+    import torch
+
+    from chunkflow.cli.main import main
+
+    iterations = TRAIN_ITERATIONS[device]
+    patch, batch = (16, 48, 48), 4
+    with tempfile.TemporaryDirectory(prefix="chunkflow-gpu-") as tmp:
+        argv = ["read-h5", "-f", str(GALA / "train-image.h5"), "-o", "image"]
+        argv += ["read-h5", "-f", str(GALA / "train-gt.lzf.h5"), "--dtype", "uint32"]
+        argv += ["-o", "labels", "train", "-m", str(MODEL), "-c", tmp]
+        argv += ["--patch-size", *map(str, patch), "--batch-size", str(batch)]
+        argv += ["--iterations", str(iterations), "--num-workers", "0", "--seed", "0"]
+        argv += ["--device", device, "--checkpoint-interval", str(iterations)]
+        if device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        start = time.perf_counter()
+        code = main(argv)
+        seconds = time.perf_counter() - start
+    if code != 0:
+        raise RuntimeError(f"chunkflow {' '.join(argv)} exited {code}")
+    voxels = iterations * batch * int(np.prod(patch))
+    line = (
+        f"training  {device:<5} {f'{iterations} iterations, batch {batch}':<32} "
+        f"{voxels / seconds:>12,.0f} voxels/s ({seconds:.1f} s, data loading and start included)"
+    )
+    if device == "cuda":
+        line += f", peak GPU memory {torch.cuda.max_memory_allocated() / MiB:,.0f} MiB"
+    return line
+
+
+def main() -> int:
+    import torch
+
+    cuda = torch.cuda.is_available()
+    where = f"CUDA: {torch.cuda.get_device_name(0)}" if cuda else "no CUDA device"
+    print(f"torch {torch.__version__}; {where}; CPU threads {torch.get_num_threads()}")
+    for name, options in CPU_INFERENCE.items():
+        print(run_inference("cpu", name, options, runs=1), flush=True)
+    if cuda:
+        for name, options in CUDA_INFERENCE.items():
+            print(run_inference("cuda", name, options, runs=3), flush=True)
+    else:
+        for name in CUDA_INFERENCE:
+            print(f"skipped: inference on CUDA, {name} (no CUDA device here)")
+    print(run_training("cpu"), flush=True)
+    if cuda:
+        print(run_training("cuda"), flush=True)
+    else:
+        print(
+            f"skipped: training on CUDA, {TRAIN_ITERATIONS['cuda']} iterations, with its peak GPU "
+            "memory (no CUDA device here)"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
