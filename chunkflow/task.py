@@ -41,6 +41,9 @@ class Task(dict):
         # decides its fate. Otherwise the error stops the run.
         self.contain_errors = False
         self.error: str | None = None
+        # chunk name -> the box a reader was asked for before growing it by the context that
+        # operators downstream need (chunkflow.context): what those operators output
+        self.bases: dict[str, BoundingBox] = {}
 
     # skip state -------------------------------------------------------------------------------
     @property

@@ -104,13 +104,22 @@ class OperatorError(Exception):
 
 @dataclass
 class Stage:
-    """One operator instance in the chain."""
+    """One operator instance in the chain.
+
+    `context` (a `chunkflow.context.Context`) declares the chunks it reads and writes and the
+    context it needs; `request` is what the chain's plan asks of it (`plan_context`). A stage
+    without a context that reads chunks by name (`inputs`) sees them over their base box: the
+    context grown for operators further down is not its to see.
+    """
 
     name: str
     kind: str
     fn: Callable
     effects: tuple[str, ...] = ()
     dry_run: bool = False  # this run is a dry run and this operator must not act
+    context: object = None
+    request: object = None
+    inputs: tuple[str, ...] = ()
 
     def __call__(self, stream: Iterable) -> Iterator:
         if self.dry_run and self.kind == "stream":
@@ -144,13 +153,36 @@ class Stage:
                 continue
             try:
                 with task.timer(self.name):
-                    self._call(self.fn, task)
+                    self._run(task)
             except OperatorError as err:
                 if not task.contain_errors:
                     raise
                 logger.error("%s", err, exc_info=logger.isEnabledFor(logging.DEBUG))
                 task.fail(str(err))
             yield task
+
+    def _run(self, task) -> None:
+        """Run the operator on a task, keeping the base boxes of its chunks (see Stage)."""
+        if self.context is not None:
+            from chunkflow.context import output_bases
+
+            output_bases(self.context, task.bases)
+            self._call(self.fn, task)
+            return
+        grown = {}
+        for name in self.inputs:
+            base, chunk = task.bases.get(name), task.get(name)
+            if base is not None and hasattr(chunk, "bbox") and chunk.bbox != base:
+                if chunk.bbox.contains(base):
+                    view = chunk.crop(base)
+                    grown[name] = (chunk, view)
+                    task[name] = view
+        try:
+            self._call(self.fn, task)
+        finally:
+            for name, (chunk, view) in grown.items():
+                if task.get(name) is view:
+                    task[name] = chunk  # untouched: downstream gets the context back
 
     def _generate(self, task) -> Iterator:
         iterator = iter(self._call(self.fn, task))
@@ -197,13 +229,17 @@ def operator(
     kind: str = "map",
     effects: Iterable[str] = (),
     dry_run: str = "skip",
+    context: Callable | None = None,
 ):
     """Declare an operator. Stack click options below this decorator.
 
     The decorated function receives the task (or, for ``stream`` operators, the stream) and the
-    parsed options as keyword arguments; a parameter called `config` receives the `RunConfig`.
+    parsed options as keyword arguments; a parameter called `config` receives the `RunConfig`,
+    one called `request` the `chunkflow.context.Request` the chain's plan gives this stage.
     `effects` names its side effects (keys of `EFFECTS`); `dry_run` is "skip" (under
-    `--dry-run` it is not run) or "self" (it runs and honours `config.dry_run`).
+    `--dry-run` it is not run) or "self" (it runs and honours `config.dry_run`). `context`
+    maps the parsed options to the operator's `chunkflow.context.Context` (the chunks it reads
+    and writes, the context it needs); without one, the chunks named by `-i` are its inputs.
     """
     effects = tuple(effects)
     assert kind in KINDS, kind
@@ -222,19 +258,37 @@ def operator(
                 help="Name of this operator in logs and for --skip-to.",
             )
         )
-        wants_config = "config" in inspect.signature(fn).parameters
+        signature = inspect.signature(fn).parameters
+        wants_config = "config" in signature
+        wants_request = "request" in signature
 
         def callback(**kwargs):
+            from chunkflow.context import Request
+
             stage_name = kwargs.pop("name")
             config = _run_config()
+            declared = context(**kwargs) if context is not None else None
+            inputs = kwargs.get("input_chunk_name") or ()
+            request = Request()
             if wants_config:
                 kwargs["config"] = config
+            if wants_request:
+                kwargs["request"] = request
 
             def bound(task):
                 return fn(task, **kwargs)
 
             skip = config.dry_run and bool(effects) and dry_run == "skip"
-            return Stage(stage_name, kind, bound, effects=effects, dry_run=skip)
+            return Stage(
+                stage_name,
+                kind,
+                bound,
+                effects=effects,
+                dry_run=skip,
+                context=declared,
+                request=request,
+                inputs=(inputs,) if isinstance(inputs, str) else tuple(inputs),
+            )
 
         doc = inspect.getdoc(fn) or ""
         command = click.Command(
@@ -254,6 +308,39 @@ def operator(
         return fn
 
     return decorate
+
+
+def plan_context(stages: list[Stage]) -> None:
+    """Give every stage what the stages after it need (`chunkflow.context.plan`)."""
+    from chunkflow.context import plan
+
+    for stage, planned in zip(stages, plan([stage.context for stage in stages])):
+        if stage.request is not None:
+            stage.request.needs, stage.request.reads = planned.needs, planned.reads
+
+
+def reader_context(output_chunk_name, **_):
+    """A reader writes one chunk and reads none: requests for its chunk stop here."""
+    from chunkflow.context import Context
+
+    return Context((), (output_chunk_name,))
+
+
+def read_with_context(read, base, grown):
+    """`read(box, clip)` of the base box grown by the context operators downstream need.
+
+    The grown box is read clipped to the data (where it ends, those operators pad or refuse);
+    the base box itself must lie inside the data, as a plain cutout must.
+    """
+    if grown is None or base.contains(grown):
+        return read(base, False)
+    grown = grown.union(base)  # what the user asked for, whatever the operators after need
+    chunk = read(grown, True)
+    if not chunk.bbox.contains(base):
+        raise ChunkflowError(
+            f"cutout {base} is outside the data, which covers only {chunk.bbox} of {grown}"
+        )
+    return chunk
 
 
 def _run_config() -> RunConfig:

@@ -18,6 +18,8 @@ from chunkflow.cli.framework import (
     input_option,
     operator,
     output_option,
+    read_with_context,
+    reader_context,
     vec3_option,
 )
 from chunkflow.errors import ChunkflowError
@@ -66,15 +68,22 @@ def reader_options(fn):
         set_bbox,
         output_chunk_name,
         dtype,
+        request,
         **kwargs,
     ):
         bbox = _cutout_bbox(task, cutout_start, cutout_stop, cutout_size)
+        chunk = read_with_context(
+            lambda box, clip: fn(task, bbox=box, clip=clip, **kwargs),
+            bbox,
+            request.box(output_chunk_name, bbox) if bbox is not None else None,
+        )
         # the layer type follows the stored data; the cast changes how values are held only
-        chunk = cast_option(fn(task, bbox=bbox, **kwargs), dtype, None, "-e/--dtype")
-        task[output_chunk_name] = chunk
+        task[output_chunk_name] = cast_option(chunk, dtype, None, "-e/--dtype")
+        task.bases[output_chunk_name] = bbox or chunk.bbox
         if set_bbox:
-            task.bbox = chunk.bbox
+            task.bbox = bbox or chunk.bbox
 
+    del wrapper.__wrapped__  # the framework reads the wrapper's own parameters (request)
     return wrapper
 
 
@@ -123,7 +132,7 @@ def rescale_option():
 
 
 # HDF5 ----------------------------------------------------------------------------------------
-@operator("read-h5", family="io", aliases=["load-h5"])
+@operator("read-h5", family="io", aliases=["load-h5"], context=reader_context)
 @click.option(
     "-f",
     "--file-name",
@@ -137,13 +146,15 @@ def rescale_option():
     help="Dataset in the file (default: /main, or the only one).",
 )
 @reader_options
-def read_h5(task, file_name, dataset_path, layer_type, voxel_offset, voxel_size, bbox):
+def read_h5(task, file_name, dataset_path, layer_type, voxel_offset, voxel_size, bbox, clip):
     """Read a chunk from an HDF5 file."""
     from chunkflow.io.files import task_path
     from chunkflow.io.h5 import read_h5 as read
 
     path = task_path(file_name, task.bbox, H5_SUFFIXES)
-    return read(path, dataset_path, bbox, voxel_offset, voxel_size, layer_type=layer_type)
+    return read(
+        path, dataset_path, bbox, voxel_offset, voxel_size, layer_type=layer_type, clip=clip
+    )
 
 
 @operator("write-h5", family="io", aliases=["save-h5"], effects=("writes",))
@@ -229,7 +240,7 @@ def _prepare(chunk, voxel_size=None, dtype=None, rescale=False):
 
 
 # TIFF ----------------------------------------------------------------------------------------
-@operator("read-tif", family="io", aliases=["load-tif"])
+@operator("read-tif", family="io", aliases=["load-tif"], context=reader_context)
 @click.option(
     "-f",
     "--file-name",
@@ -237,13 +248,13 @@ def _prepare(chunk, voxel_size=None, dtype=None, rescale=False):
     help="TIFF file, or a folder/prefix completed by the task bbox.",
 )
 @reader_options
-def read_tif(task, file_name, layer_type, voxel_offset, voxel_size, bbox):
+def read_tif(task, file_name, layer_type, voxel_offset, voxel_size, bbox, clip):
     """Read a chunk from a TIFF file (a 2D image is one section)."""
     from chunkflow.io.files import task_path
     from chunkflow.io.tif import read_tif as read
 
     path = task_path(file_name, task.bbox, TIF_SUFFIXES)
-    return read(path, bbox, voxel_offset, voxel_size, layer_type=layer_type)
+    return read(path, bbox, voxel_offset, voxel_size, layer_type=layer_type, clip=clip)
 
 
 @operator("write-tif", family="io", aliases=["save-tif"], effects=("writes",))
@@ -275,7 +286,7 @@ def write_tif(task, input_chunk_name, file_name, dtype, rescale, compression):
 
 
 # NumPy ---------------------------------------------------------------------------------------
-@operator("load-npy", family="io", aliases=["read-npy"])
+@operator("load-npy", family="io", aliases=["read-npy"], context=reader_context)
 @click.option(
     "-f",
     "--file-name",
@@ -283,7 +294,7 @@ def write_tif(task, input_chunk_name, file_name, dtype, rescale, compression):
     help=".npy file, or a folder/prefix completed by the task bbox.",
 )
 @reader_options
-def load_npy(task, file_name, layer_type, voxel_offset, voxel_size, bbox):
+def load_npy(task, file_name, layer_type, voxel_offset, voxel_size, bbox, clip):
     """Read a chunk from a .npy file.
 
     The voxel offset comes from --voxel-offset, else from a bbox string in the file name.
@@ -294,6 +305,8 @@ def load_npy(task, file_name, layer_type, voxel_offset, voxel_size, bbox):
     path = task_path(file_name, task.bbox, (".npy",))
     chunk = read_npy(path, voxel_offset, voxel_size or (1, 1, 1), layer_type)
     if bbox is not None:
+        if clip and not bbox.intersect(chunk.bbox).is_empty:
+            bbox = bbox.intersect(chunk.bbox)
         if not chunk.bbox.contains(bbox):
             raise ChunkflowError(
                 f"{path}: cutout {bbox} is outside the data, which covers {chunk.bbox}"
@@ -324,7 +337,7 @@ def save_npy(task, input_chunk_name, file_name):
 
 
 # zarr ----------------------------------------------------------------------------------------
-@operator("load-zarr", family="io", aliases=["read-zarr"])
+@operator("load-zarr", family="io", aliases=["read-zarr"], context=reader_context)
 @click.option(
     "-f",
     "--store",
@@ -346,7 +359,7 @@ def save_npy(task, input_chunk_name, file_name):
     help="OME-Zarr multiscale level  [default: 0]",
 )
 @reader_options
-def load_zarr(task, store, dataset, level, layer_type, voxel_offset, voxel_size, bbox):
+def load_zarr(task, store, dataset, level, layer_type, voxel_offset, voxel_size, bbox, clip):
     """Read a chunk from a zarr (v2, v3, OME-Zarr) or N5 array.
 
     Geometry comes from the OME-Zarr scale and translation of the level, else the `resolution`
@@ -362,6 +375,7 @@ def load_zarr(task, store, dataset, level, layer_type, voxel_offset, voxel_size,
         level=level,
         voxel_offset=voxel_offset,
         voxel_size=voxel_size,
+        clip=clip,
     )
 
 

@@ -28,6 +28,7 @@ from chunkflow.cli import (  # noqa: F401  (importing registers the operators)
     mesh,
     precomputed,
     queue,
+    regions,
     segmentation,
     setup_env,
     skeleton,
@@ -43,6 +44,7 @@ from chunkflow.cli.framework import (
     OperatorError,
     RunConfig,
     Stage,
+    plan_context,
 )
 from chunkflow.errors import ChunkflowError, Terminated
 
@@ -165,6 +167,7 @@ def run_chain(stages: list[Stage], **_):
 def pull(stages: list[Stage]) -> None:
     """Pull every task through the chained stages and log their timers."""
     unique_names(stages)
+    plan_context(stages)
     from chunkflow.task import Task
 
     start = time.perf_counter()

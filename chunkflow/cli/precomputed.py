@@ -15,6 +15,8 @@ from chunkflow.cli.framework import (
     mip_option,
     operator,
     output_option,
+    read_with_context,
+    reader_context,
     vec3_option,
 )
 from chunkflow.errors import ChunkflowError
@@ -23,7 +25,7 @@ from chunkflow.io import PRECOMPUTED_ENCODINGS
 logger = logging.getLogger("chunkflow")
 
 
-@operator("cutout", family="io", aliases=["load-precomputed"])
+@operator("cutout", family="io", aliases=["load-precomputed"], context=reader_context)
 @click.option(
     "-v",
     "--volume-path",
@@ -68,10 +70,12 @@ def cutout(
     set_bbox,
     output_chunk_name,
     config,
+    request,
 ):
     """Cut out a chunk from a precomputed volume.
 
-    The region is --start with --stop or --size, else the task bounding box.
+    The region is --start with --stop or --size, else the task bounding box; it grows by the
+    context that operators downstream need (past the volume's edge only with --fill-missing).
     """
     from chunkflow.geometry import BoundingBox
     from chunkflow.io.precomputed import read_precomputed
@@ -92,10 +96,16 @@ def cutout(
         raise ChunkflowError(f"cutout {bbox} is empty: stop must be larger than start")
     if expand_margin_size is not None:
         bbox = bbox.grow(expand_margin_size)
-    chunk = read_precomputed(volume_path, bbox, mip, fill_missing, layer_type)
-    task[output_chunk_name] = chunk
+    task[output_chunk_name] = read_with_context(
+        lambda box, clip: read_precomputed(
+            volume_path, box, mip, fill_missing, layer_type, clip=clip
+        ),
+        bbox,
+        request.box(output_chunk_name, bbox),
+    )
+    task.bases[output_chunk_name] = bbox
     if set_bbox:
-        task.bbox = chunk.bbox
+        task.bbox = bbox
 
 
 @operator("save", family="io", aliases=["save-precomputed"], effects=("writes", "logs"))

@@ -24,6 +24,41 @@ from chunkflow.cli.framework import (
 from chunkflow.errors import ChunkflowError
 
 PROBABILITY = click.FloatRange(0.0, 1.0)
+PAD_MODES = ("zero", "reflect", "edge")  # chunkflow.context.PAD_MODES, without importing numpy
+
+
+def pad_option():
+    """`--pad`: what to do where the data ends before the context an operator needs."""
+    return click.option(
+        "--pad",
+        "pad_mode",
+        type=click.Choice(PAD_MODES),
+        default=None,
+        help="Where the data ends before the context this operator needs, pad it with zeros, "
+        "its mirror image or its edge voxels  [default: refuse, naming the box needed]",
+    )
+
+
+def _voxelwise(input_chunk_name, output_chunk_name, mask_name=None, **_):
+    """The context of an operator voxel by voxel: what its output needs, its input needs."""
+    from chunkflow.context import Context
+
+    inputs = (input_chunk_name,) + ((mask_name,) if mask_name else ())
+    return Context(inputs, (output_chunk_name,))
+
+
+def _joint(input_chunk_name, output_chunk_name, **_):
+    """The context of a transform of several chunks together: they cover the same voxels."""
+    from chunkflow.context import Context
+
+    return Context(tuple(input_chunk_name), tuple(output_chunk_name or input_chunk_name))
+
+
+def _write_box(task, request, output, chunk):
+    """The box an operator's output covers: its base box grown by what the operators after it
+    need, when a reader upstream read with context; else the input chunk's box."""
+    base = task.bases.get(output)
+    return chunk.bbox if base is None else request.box(output, base)
 
 
 def seed_option():
@@ -50,6 +85,8 @@ def _about(name: str):
     try:
         yield
     except ChunkflowError as err:
+        if str(err).startswith(f"chunk {name!r}"):
+            raise
         raise ChunkflowError(f"chunk {name!r}: {err}") from err
 
 
@@ -63,7 +100,19 @@ def _outputs(inputs, outputs):
     return outputs
 
 
-@operator("add-affinities", family="training")
+def _affinity_context(
+    input_chunk_name, output_chunk_name, neighborhood, mask_output_name, labels_mask_name, **more
+):
+    from chunkflow.context import Context, affinity_grow
+
+    if more.get("neighborhood_sign") == "gunpowder":  # p and p + offset: the other way
+        neighborhood = [tuple(-v for v in offset) for offset in neighborhood]
+    inputs = (input_chunk_name,) + ((labels_mask_name,) if labels_mask_name else ())
+    outputs = (output_chunk_name,) + ((mask_output_name,) if mask_output_name else ())
+    return Context(inputs, outputs, affinity_grow(neighborhood))
+
+
+@operator("add-affinities", family="training", context=_affinity_context)
 @input_option(help="Name of the label chunk.")
 @output_option()
 @click.option(
@@ -93,6 +142,7 @@ def _outputs(inputs, outputs):
     default=None,
     help="Chunk whose nonzero voxels have known labels; affinities touching others are masked.",
 )
+@pad_option()
 def add_affinities(
     task,
     input_chunk_name,
@@ -101,30 +151,41 @@ def add_affinities(
     neighborhood_sign,
     mask_output_name,
     labels_mask_name,
+    pad_mode,
+    request,
 ):
     """Affinity targets (float32, one channel per offset) from a label chunk.
 
     Channel c of voxel p is 1 where p and p - offset c carry the same nonzero label (waterz
-    convention: the default offsets give the z, y, x affinities that agglomerate reads).
+    convention: the default offsets give the z, y, x affinities that agglomerate reads). The
+    labels are read one offset further (context): the output covers the labels' box (the
+    reader's box) with real affinities up to its border; where the data ends, --pad decides
+    (affinities to padded voxels are masked).
     """
-    from chunkflow.chunk import check_same_grid
-    from chunkflow.training.targets import add_affinities as run
+    from chunkflow.context import affinities_with_context
     from chunkflow.training.targets import neighborhood_from
 
     with _about(input_chunk_name):
         neighborhood = neighborhood_from(neighborhood, neighborhood_sign)
     labels = task.chunk(input_chunk_name)
     labels_mask = task.chunk(labels_mask_name) if labels_mask_name else None
-    if labels_mask is not None:
-        check_same_grid((labels_mask_name, labels_mask), (input_chunk_name, labels))
+    box = _write_box(task, request, output_chunk_name, labels)
     with _about(input_chunk_name):
-        affs, mask = run(labels, neighborhood, labels_mask)
+        affs, mask = affinities_with_context(
+            labels, box, neighborhood, pad_mode, labels_mask, input_chunk_name, labels_mask_name
+        )
     task[output_chunk_name] = affs
     if mask_output_name:
         task[mask_output_name] = mask
 
 
-@operator("grow-boundary", family="training")
+def _boundary_context(input_chunk_name, output_chunk_name, steps, only_xy, **_):
+    from chunkflow.context import Context, boundary_grow
+
+    return Context((input_chunk_name,), (output_chunk_name,), boundary_grow(steps, only_xy))
+
+
+@operator("grow-boundary", family="training", context=_boundary_context)
 @input_option(help="Name of the label chunk.")
 @output_option()
 @click.option(
@@ -136,20 +197,26 @@ def add_affinities(
     help="Voxels to grow the boundary by.",
 )
 @click.option("--only-xy", is_flag=True, help="Grow within each z section only.")
-def grow_boundary(task, input_chunk_name, output_chunk_name, steps, only_xy):
+@pad_option()
+def grow_boundary(task, input_chunk_name, output_chunk_name, steps, only_xy, pad_mode, request):
     """Set to 0 the voxels within --steps voxels of a boundary between labels (GrowBoundary).
 
     A voxel keeps its label only if all voxels within city-block distance --steps have it;
-    label 0 counts as a label; the chunk border is no boundary.
+    label 0 counts as a label. The labels are read --steps voxels further (context), so a
+    boundary just outside the box grows into it; where the data ends, --pad decides (zero:
+    a boundary at the data's edge; edge or reflect: none).
     """
-    from chunkflow.training.targets import grow_boundary as run
+    from chunkflow.context import grow_boundary_with_context
 
     labels = task.chunk(input_chunk_name)
+    box = _write_box(task, request, output_chunk_name, labels)
     with _about(input_chunk_name):
-        task[output_chunk_name] = run(labels, steps, only_xy)
+        task[output_chunk_name] = grow_boundary_with_context(
+            labels, box, steps, only_xy, pad_mode, input_chunk_name
+        )
 
 
-@operator("balance-labels", family="training")
+@operator("balance-labels", family="training", context=_voxelwise)
 @input_option(help="Name of the binary target chunk (e.g. affinities).")
 @output_option()
 @click.option("-m", "--mask", "mask_name", default=None, help="Weights are 0 where this is 0.")
@@ -169,17 +236,20 @@ def balance_labels(task, input_chunk_name, output_chunk_name, mask_name, clip):
     among the masked-in voxels.
     """
     from chunkflow.chunk import check_same_grid
+    from chunkflow.context import align
     from chunkflow.training.targets import balance_labels as run
 
     labels = task.chunk(input_chunk_name)
     mask = task.chunk(mask_name) if mask_name else None
     if mask is not None:
-        check_same_grid((mask_name, mask), (input_chunk_name, labels))
+        check_same_grid((mask_name, mask), (input_chunk_name, labels), boxes=None)
+        pair = align({input_chunk_name: labels, mask_name: mask}, "balance-labels")
+        labels, mask = pair[input_chunk_name], pair[mask_name]
     with _about(input_chunk_name):
         task[output_chunk_name] = run(labels, mask, tuple(clip))
 
 
-@operator("simple-augment", family="training")
+@operator("simple-augment", family="training", context=_joint)
 @input_option(default="image,labels", multiple=True)
 @output_option(default=None, multiple=True, help="Names of the outputs [default: -i].")
 @seed_option()
@@ -199,18 +269,38 @@ def balance_labels(task, input_chunk_name, output_chunk_name, mask_name, clip):
     show_default=True,
     help="Axes randomly permuted among themselves (equal sizes needed); '' for none.",
 )
-def simple_augment(task, input_chunk_name, output_chunk_name, rng, mirror_axes, transpose_axes):
+def simple_augment(
+    task, input_chunk_name, output_chunk_name, rng, mirror_axes, transpose_axes, request
+):
     """Random mirror and transpose, the same for all chunks (raw, labels, masks).
 
-    Affinity maps are refused: compute affinities after augmenting the labels.
+    Chunks with different boxes are cropped to the world region they share. Affinity maps are
+    refused: compute affinities after augmenting the labels.
     """
+    from chunkflow.context import align
     from chunkflow.training.augment import simple_augment as run
 
     outputs = _outputs(input_chunk_name, output_chunk_name)
-    chunks = dict(zip(input_chunk_name, task.chunks(input_chunk_name)))
+    chunks = align(dict(zip(input_chunk_name, task.chunks(input_chunk_name))), "simple-augment")
+    if all(output in task.bases for output in outputs):  # read with context: clipped unequally?
+        chunks = _equal_sizes(
+            chunks, transpose_axes, [request.box(o, task.bases[o]) for o in outputs]
+        )
     result = run(chunks, rng, mirror_axes, transpose_axes)
     for name, output in zip(input_chunk_name, outputs):
         task[output] = result[name]
+
+
+def _equal_sizes(chunks, axes, wanted):
+    """Chunks read with context but clipped by the data's end: the part with equal sizes
+    along the transposed axes, centred on what the operators after need."""
+    from chunkflow.context import equal_sizes
+
+    around = wanted[0]
+    for box in wanted[1:]:
+        around = around.union(box)
+    box = equal_sizes(next(iter(chunks.values())).bbox, axes, around)
+    return {name: chunk if chunk.bbox == box else chunk.crop(box) for name, chunk in chunks.items()}
 
 
 ELASTIC_OPTIONS = (
@@ -300,7 +390,26 @@ def elastic_kwargs(options: dict) -> dict:
     return kwargs
 
 
-@operator("elastic-augment", family="training")
+def _elastic_context(input_chunk_name, output_chunk_name, output_size, **options):
+    from chunkflow.context import Context, centred, elastic_margin, grow_by
+
+    kwargs = elastic_kwargs(dict(options))
+
+    def grow(box):
+        margin = elastic_margin(
+            box.shape,
+            kwargs["jitter_sigma"],
+            kwargs["rotation_interval"],
+            kwargs["max_misalign"],
+            kwargs["prob_slip"] + kwargs["prob_shift"] > 0,
+        )
+        return grow_by(margin, margin)(box)
+
+    outputs = tuple(output_chunk_name or input_chunk_name)
+    return Context(tuple(input_chunk_name), outputs, grow, centred(output_size))
+
+
+@operator("elastic-augment", family="training", context=_elastic_context)
 @input_option(default="image,labels", multiple=True)
 @output_option(default=None, multiple=True, help="Names of the outputs [default: -i].")
 @seed_option()
@@ -308,7 +417,8 @@ def elastic_kwargs(options: dict) -> dict:
 @vec3_option(
     "--output-size",
     positive=True,
-    help="Output size, centred in the input [default: the input size].",
+    help="Output size, centred in the input box (the box the readers were asked for) "
+    "[default: the input size].",
 )
 @click.option(
     "--nearest",
@@ -316,19 +426,39 @@ def elastic_kwargs(options: dict) -> dict:
     default=None,
     help="Chunks to resample with nearest neighbour besides segmentations (e.g. uint8 masks).",
 )
+@pad_option()
 def elastic_augment(
-    task, input_chunk_name, output_chunk_name, rng, output_size, nearest, **options
+    task,
+    input_chunk_name,
+    output_chunk_name,
+    rng,
+    output_size,
+    nearest,
+    pad_mode,
+    request,
+    **options,
 ):
     """Random smooth warp, rotation and section misalignment, the same for all chunks.
 
-    Segmentations are resampled with nearest neighbour, images linearly. The output is centred
-    in the input; voxels the warp needs beyond the input are mirrored in (reflection padding).
+    Segmentations are resampled with nearest neighbour, images linearly. The output covers the
+    box the readers upstream were asked for (or --output-size centred in it), and they read
+    the context the warp needs around it, so it holds real data. Chunks with different boxes
+    are cropped to the world region they share. A draw that needs voxels past the data's end
+    is drawn again (at most 20 draws); then --pad decides.
     """
-    from chunkflow.training.augment import elastic_augment as run
+    from chunkflow.context import elastic_with_context
 
     outputs = _outputs(input_chunk_name, output_chunk_name)
     chunks = dict(zip(input_chunk_name, task.chunks(input_chunk_name)))
-    result = run(chunks, rng, output_size, nearest or (), **elastic_kwargs(options))
+    boxes = None
+    if all(output in task.bases for output in outputs):
+        boxes = {
+            name: request.box(output, task.bases[output])
+            for name, output in zip(input_chunk_name, outputs)
+        }
+    result = elastic_with_context(
+        chunks, rng, boxes, output_size, nearest or (), pad_mode, **elastic_kwargs(options)
+    )
     for name, output in zip(input_chunk_name, outputs):
         task[output] = result[name]
 
@@ -342,7 +472,7 @@ def _clip_option():
     )
 
 
-@operator("intensity-augment", family="training")
+@operator("intensity-augment", family="training", context=_voxelwise)
 @input_option()
 @output_option()
 @seed_option()
@@ -368,7 +498,7 @@ def intensity_augment(
         task[output_chunk_name] = run(image, rng, tuple(scale), tuple(shift), z_section_wise, clip)
 
 
-@operator("noise-augment", family="training")
+@operator("noise-augment", family="training", context=_voxelwise)
 @input_option()
 @output_option()
 @seed_option()
@@ -402,7 +532,7 @@ def noise_augment(task, input_chunk_name, output_chunk_name, rng, mode, var, amo
         task[output_chunk_name] = run(image, rng, mode, var, clip, amount=amount)
 
 
-@operator("defect-augment", family="training")
+@operator("defect-augment", family="training", context=_voxelwise)
 @input_option()
 @output_option()
 @seed_option()
@@ -426,7 +556,7 @@ def defect_augment(
         task[output_chunk_name] = run(image, rng, prob_missing, prob_low_contrast, contrast_scale)
 
 
-@operator("normalize", family="training")
+@operator("normalize", family="training", context=_voxelwise)
 @input_option()
 @output_option()
 def normalize(task, input_chunk_name, output_chunk_name):

@@ -58,11 +58,13 @@ def read_h5(
     voxel_size=None,
     dtype=None,
     layer_type=None,
+    clip: bool = False,
 ) -> Chunk:
     """Read a chunk (or the part inside `bbox`, global voxel coordinates) from an HDF5 file.
 
     `voxel_offset`, `voxel_size` and `layer_type` override what the file stores; `dtype` casts
     after reading (`Chunk.cast`: values are kept or it fails), keeping the stored layer type.
+    With `clip`, `bbox` may reach past the data: the part inside it is read.
     """
     with _open(path) as f:
         if dataset is None:
@@ -99,7 +101,9 @@ def read_h5(
         data_bbox = BoundingBox.from_delta(voxel_offset, dset.shape[-3:])
         if bbox is None:
             bbox = data_bbox
-        elif bbox.is_empty or not data_bbox.contains(bbox):
+        elif clip and not bbox.intersect(data_bbox).is_empty:
+            bbox = bbox.intersect(data_bbox)
+        if bbox.is_empty or not data_bbox.contains(bbox):
             raise ChunkflowError(
                 f"{path}: cutout {bbox} is outside the data, which covers {data_bbox}"
             )

@@ -127,17 +127,21 @@ def read_precomputed(
     mip: int = 0,
     fill_missing: bool = False,
     layer_type=None,
+    clip: bool = False,
 ) -> Chunk:
     """Cut out `bbox` (voxels at `mip`) from a volume.
 
     With `fill_missing`, missing blocks and every voxel outside the volume's bounds read as
     zeros (as chunkflow 1.x's unbounded volumes did), so a cutout grown by a margin works at the
-    volume's border; without it a cutout past the bounds is an error naming them.
+    volume's border; without it a cutout past the bounds is an error naming them, unless
+    `clip`: then the part of `bbox` inside the bounds is read.
     """
     vol = open_volume(path, mip, fill_missing=fill_missing)
     bounds = cv_bounds(vol)
     if bbox.is_empty:
         raise ChunkflowError(f"{path}: cutout {bbox} at mip {mip} is empty")
+    if clip and not fill_missing and not bbox.intersect(bounds).is_empty:
+        bbox = bbox.intersect(bounds)
     inside = bbox.intersect(bounds)
     if inside != bbox and not fill_missing:
         raise ChunkflowError(

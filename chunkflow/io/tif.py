@@ -24,8 +24,10 @@ def read_tif(
     voxel_size=None,
     dtype=None,
     layer_type=None,
+    clip: bool = False,
 ) -> Chunk:
-    """Read a chunk from a TIFF file; `bbox` (global coordinates) cuts out a part."""
+    """Read a chunk from a TIFF file; `bbox` (global coordinates) cuts out a part (with `clip`,
+    the part of `bbox` inside the data)."""
     import tifffile
 
     require_file(path, "a TIFF file")
@@ -55,6 +57,8 @@ def read_tif(
         layer_type = stored_layer_type(path, meta.get("layer_type"))
     chunk = Chunk(array, voxel_offset, voxel_size, layer_type)
     if bbox is not None:
+        if clip and not bbox.intersect(chunk.bbox).is_empty:
+            bbox = bbox.intersect(chunk.bbox)
         if bbox.is_empty or not chunk.bbox.contains(bbox):
             raise ChunkflowError(
                 f"{path}: cutout {bbox} is outside the data, which covers {chunk.bbox}"

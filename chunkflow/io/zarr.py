@@ -247,11 +247,13 @@ def read_zarr(
     level: int | None = None,
     voxel_offset=None,
     voxel_size=None,
+    clip: bool = False,
 ) -> Chunk:
     """Read a chunk (a cutout `bbox` in global voxels, else everything).
 
     `voxel_offset` and `voxel_size` override what the store says; one it does not say must
-    be given. `level` picks an OME-Zarr multiscale level (default 0).
+    be given. `level` picks an OME-Zarr multiscale level (default 0). With `clip`, `bbox` may
+    reach past the data: the part inside it is read.
     """
     source = _open(store, dataset, level)
     where = source.where
@@ -273,7 +275,9 @@ def read_zarr(
     data_bbox = BoundingBox.from_delta(voxel_offset, source.shape[-3:])
     if bbox is None:
         bbox = data_bbox
-    elif bbox.is_empty or not data_bbox.contains(bbox):
+    elif clip and not bbox.intersect(data_bbox).is_empty:
+        bbox = bbox.intersect(data_bbox)
+    if bbox.is_empty or not data_bbox.contains(bbox):
         raise ChunkflowError(
             f"{store}: cutout {bbox} is outside the data, which covers {data_bbox}"
         )

@@ -38,8 +38,10 @@ FAST_TRAIN = (
 # workspace that `workspace` builds.
 CHAINS: dict[str, list[tuple[str, str]]] = {
     "files": [
+        ("random-location", f"-r {BOX} -s 8 32 32 --seed 1"),  # one task, at BOX
         ("create-bbox", f"-b {BOX}"),
         ("read-h5", "-f image.h5 -o image"),
+        ("pad", "-i image -o padded --margin 1 2 2 --mode reflect"),
         ("read-tif", "-f image.tif -o tif"),
         ("load-npy", f"-f {BOX}.npy -o npy"),
         ("load-zarr", "-f image.zarr -d image -o zarr"),
@@ -100,11 +102,11 @@ CHAINS: dict[str, list[tuple[str, str]]] = {
     "training": [
         ("read-h5", "-f image.h5 -o image"),
         ("read-h5", "-f labels.h5 -o labels"),
-        ("add-affinities", "-i labels -o affinities"),
-        ("grow-boundary", "-i labels -o grown"),
+        ("add-affinities", "-i labels -o affinities --pad edge"),
+        ("grow-boundary", "-i labels -o grown --pad edge"),
         ("balance-labels", "-i affinities -o weights"),
         ("simple-augment", "-i image,labels -o image_s,labels_s --seed 1"),
-        ("elastic-augment", "-i image,labels -o image_e,labels_e --seed 1"),
+        ("elastic-augment", "-i image,labels -o image_e,labels_e --seed 1 --pad reflect"),
         ("intensity-augment", "-i image -o image_i --seed 1"),
         ("noise-augment", "-i image_i -o image_n --seed 1"),
         ("defect-augment", "-i image_n -o image_d --seed 1"),

@@ -7,7 +7,9 @@ import pytest
 
 from chunkflow.chunk import Chunk
 from chunkflow.io.h5 import read_h5
-from chunkflow.training.augment import elastic_augment, simple_augment
+from chunkflow.context import elastic_with_context
+from chunkflow.geometry import BoundingBox
+from chunkflow.training.augment import simple_augment
 from chunkflow.training.intensity import (
     defect_augment,
     intensity_augment,
@@ -27,8 +29,10 @@ def gt_block():
 
 
 def test_label_target_chain(run_cli, gala):
+    """Read with the context the targets need: each equals the target of the whole volume,
+    cropped to the box read."""
     run_cli(
-        f"read-h5 -f {gala}/test-gt.lzf.h5 -o labels -t 0 0 0 -s 8 48 48 "
+        f"read-h5 -f {gala}/test-gt.lzf.h5 -o labels -t 2 4 4 -s 8 48 48 "
         "grow-boundary -i labels -o grown --steps 2 --only-xy "
         "add-affinities -i grown -o affs --mask-output-name affs_mask "
         "add-affinities -i labels -o long -n '1,0,0;0,1,0;0,0,1;0,0,-3' "
@@ -37,21 +41,23 @@ def test_label_target_chain(run_cli, gala):
         "write-h5 -i affs_mask -f mask.h5 write-h5 -i long -f long.h5 "
         "write-h5 -i weights -f weights.h5"
     )
-    labels = gt_block()
-    grown = grow_boundary(labels, 2, True)
-    affs, mask = add_affinities(grown)
-    assert read_h5("grown.h5").dtype == labels.dtype
+    volume = Chunk(read_stack(GALA / "test-gt.lzf.h5"))
+    box = BoundingBox.from_delta((2, 4, 4), (8, 48, 48))
+    grown_volume = grow_boundary(volume, 2, True)
+    grown = grown_volume.crop(box)
+    affs, mask = (c.crop(box) for c in add_affinities(grown_volume))
+    assert read_h5("grown.h5").dtype == volume.dtype and read_h5("grown.h5").bbox == box
     np.testing.assert_array_equal(read_h5("grown.h5").array, grown.array)
     np.testing.assert_array_equal(read_h5("affs.h5").array, affs.array)
-    np.testing.assert_array_equal(read_h5("mask.h5").array, mask.array)
+    assert read_h5("mask.h5").array.all()  # every affinity links real voxels
     weights = read_h5("weights.h5")
     assert weights.dtype == np.float32 and weights.shape == (3, 8, 48, 48)
     np.testing.assert_array_equal(weights.array, balance_labels(affs, mask, (0.1, 0.9)).array)
     long = read_h5("long.h5")
     assert long.shape == (4, 8, 48, 48)
+    neighborhood = [(1, 0, 0), (0, 1, 0), (0, 0, 1), (0, 0, -3)]
     np.testing.assert_array_equal(
-        long.array,
-        add_affinities(labels, [(1, 0, 0), (0, 1, 0), (0, 0, 1), (0, 0, -3)])[0].array,
+        long.array, add_affinities(volume, neighborhood)[0].crop(box).array
     )
 
 
@@ -73,10 +79,10 @@ def test_augmentation_chain_equals_the_library(run_cli, gala):
     )
     chunks = {"image": Chunk.create((8, 48, 48)), "labels": gt_block()}
     chunks = simple_augment(chunks, rng(1))
-    out = elastic_augment(
+    out = elastic_with_context(  # no reader asked for context: centred in the input
         chunks,
         rng(2),
-        (6, 32, 32),
+        output_size=(6, 32, 32),
         control_point_spacing=(4, 16, 16),
         jitter_sigma=(0, 1.5, 1.5),
         rotation_interval=(math.radians(10), math.radians(30)),
@@ -128,13 +134,16 @@ def test_seed_repeats_a_run_and_advances_per_task(run_cli, tmp_path):
         ("intensity-augment -i labels", "chunk 'labels': intensity-augment works on image chunks"),
         ("normalize -i labels", "not on a segmentation"),
         ("elastic-augment -i image,affs", "does not transform affinity maps ('affs')"),
-        ("balance-labels -i affs --mask other", "chunk 'other' (voxel size (1, 1, 1), box 0-4_"),
+        ("balance-labels -i affs --mask other", "the chunks do not overlap in world coordin"),
+        ("add-affinities -i labels", "chunk 'labels' must cover -1-4_-1-8_-1-12 for the context"),
+        ("elastic-augment -i image --rotation-interval 45 45", "for the context of elastic-aug"),
     ],
 )
 def test_bad_input_gives_one_line(run_cli, args, message):
     result = run_cli(
         "create-chunk -s 4 8 12 -o image create-chunk -s 4 8 12 -t uint32 -o labels "
-        f"create-chunk -s 4 8 12 -t float32 -c 3 -o affs create-chunk -s 4 8 8 -o other {args}",
+        "create-chunk -s 4 8 12 -t float32 -c 3 -o affs "
+        f"create-chunk -s 4 8 8 --voxel-offset 0 0 12 -o other {args}",
         expect=None,
     )
     assert result.code != 0
