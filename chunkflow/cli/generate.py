@@ -16,9 +16,20 @@ from chunkflow.cli.framework import (
     output_option,
     vec3_option,
 )
-from chunkflow.errors import ChunkflowError
+from chunkflow.errors import flag_names
 
 logger = logging.getLogger("chunkflow")
+
+# the parameters of chunkflow.task_creation.region.task_grid, as generate-tasks spells them
+GENERATE_FLAGS = dict(
+    start="--start",
+    stop="--stop",
+    size="--size",
+    bbox="a bbox string",
+    align_to_shards="--align-to-shards",
+    volume_path="-v",
+    task_file="--file-path",
+)
 
 
 @operator("create-chunk", family="generate")
@@ -90,21 +101,12 @@ def create_chunk(
 )
 def create_bbox(task, start, stop, size, bbox_string):
     """Set the task bounding box from start/stop/size or a bbox string."""
-    task.bbox = _roi(start, stop, size, bbox_string, what="bounding box")
+    from chunkflow.task_creation.region import box_from
 
-
-def _roi(start, stop, size, bbox_string, what):
-    from chunkflow.geometry import BoundingBox
-
-    if bbox_string is not None:
-        roi = bbox_string
-    elif start is not None and (stop is not None) != (size is not None):
-        roi = BoundingBox(start, stop) if stop is not None else BoundingBox.from_delta(start, size)
-    else:
-        raise ChunkflowError(f"the {what} needs --start with --stop or --size, or a bbox string")
-    if roi.is_empty:
-        raise ChunkflowError(f"the {what} {roi} is empty: stop must be larger than start")
-    return roi
+    with flag_names(**GENERATE_FLAGS):
+        task.bbox = box_from(
+            start, stop, size, bbox=bbox_string, what="the bounding box", alternative="`bbox`"
+        )
 
 
 @operator(
@@ -212,65 +214,27 @@ def generate_tasks(
     The grid is never built as a whole: a task index range is index arithmetic into it, and
     tasks are streamed to the chain, a queue or a file one at a time.
     """
-    from chunkflow.geometry import BoundingBox, grid_bboxes
-    from chunkflow.task import Task
+    from chunkflow.task_creation.dispatch import TaskSink, stream
+    from chunkflow.task_creation.region import task_grid
 
     mip = config.mip if mip is None else mip
-    if volume_path is not None:
-        from chunkflow.io.precomputed import volume_bounds
-
-        roi = volume_bounds(volume_path, mip)
-        if roi_start is not None:
-            stop = roi.stop if roi_size is None else roi_start + roi_size
-            roi = BoundingBox(roi_start, stop if roi_stop is None else roi_stop)
-    elif bbox_string is not None:
-        roi = bbox_string
-    elif roi_start is not None and roi_stop is None and roi_size is None and grid_size:
-        roi = BoundingBox.from_delta(
-            roi_start, (stride or chunk_size) * (grid_size - 1) + chunk_size
+    with flag_names(**GENERATE_FLAGS):
+        grid = task_grid(
+            chunk_size, volume_path=volume_path, mip=mip, start=roi_start, stop=roi_stop,
+            size=roi_size, bbox=bbox_string, grid=grid_size, stride=stride,
+            respect_stop=respect_stop, block_size=aligned_block_size,
+            align_to_shards=align_to_shards, index_start=task_index_start,
+            index_stop=task_index_stop,
+        )  # fmt: skip
+        sink = TaskSink(queue_name, file_path, endpoint_url, append)
+        size = " ".join(map(str, chunk_size))
+        logger.info(
+            "generate-tasks: %d tasks of size %s over %s", len(grid.tasks), size, grid.region
         )
-    elif roi_start is None and roi_stop is None and roi_size is None and grid_size:
-        roi = BoundingBox.from_delta(
-            (0, 0, 0), (stride or chunk_size) * (grid_size - 1) + chunk_size
-        )
-    else:
-        roi = _roi(roi_start, roi_stop, roi_size, None, what="region of interest")
-    if aligned_block_size is not None:
-        roi = roi.snap_to_grid(aligned_block_size, mode="grow")
-    if align_to_shards:
-        if volume_path is None:
-            raise ChunkflowError("--align-to-shards needs the sharded volume (-v)")
-        from chunkflow.io.shard_writes import shard_aligned_region
-
-        roi = shard_aligned_region(volume_path, mip, roi, chunk_size, stride)
-        respect_stop = True  # the last tasks end where the volume (and its last shards) end
-    bboxes = grid_bboxes(roi, chunk_size, stride, grid_size, respect_stop)
-    bboxes = bboxes[task_index_start:task_index_stop]  # a range of indices: no box is built
-    logger.info(
-        "generate-tasks: %d tasks of size %s over %s",
-        len(bboxes),
-        " ".join(map(str, chunk_size)),
-        roi,
-    )
-    if queue_name or file_path:
-        if config.dry_run:
-            logger.info("generate-tasks: dry run, %d tasks not sent", len(bboxes))
-            return
-        if queue_name:
-            from chunkflow.queues import open_task_queue
-
-            queue = open_task_queue(queue_name, endpoint_url, append)
-            queue.send((b.string for b in bboxes), total=len(bboxes))
-            logger.info("generate-tasks: sent %d tasks to %s", len(bboxes), queue_name)
-        if file_path:
-            from chunkflow.queues import write_task_file
-
-            write_task_file(file_path, bboxes)
-            logger.info("generate-tasks: wrote %d tasks to %s", len(bboxes), file_path)
-        return
-    from chunkflow.progress import progress
-
-    for bbox in progress(bboxes, desc="tasks", unit="task"):
-        new = Task(bbox=bbox)
-        new.log["mip"] = mip
-        yield new
+        if sink.streams:
+            yield from stream(grid.tasks, mip)
+        elif config.dry_run:
+            logger.info("generate-tasks: dry run, %d tasks not sent", len(grid.tasks))
+        else:
+            for line in sink.send(grid.tasks):
+                logger.info("generate-tasks: %s", line)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 
 import click
 
@@ -96,38 +95,20 @@ def worker_options(fn):
     return fn
 
 
-def _work(queue_name, endpoint_url, config, sqs_only=False, **options):
-    from chunkflow.queues import open_queue, queue_kind
-    from chunkflow.queues.worker import Worker, WorkerOptions
-
-    if sqs_only and queue_kind(queue_name)[0] != "sqs":
-        raise ChunkflowError(f"{queue_name!r} is a local queue folder; use fetch-task")
-    queue = open_queue(queue_name, endpoint_url)
-    if config.dry_run:
-        return _peek(queue, queue_name, options["num"])
+def _work(queue_name, endpoint_url, config, **options):
+    from chunkflow.queues.worker import WorkerOptions
+    from chunkflow.task_creation.leasing import lease_tasks
 
     def report(line, complete):  # printed after the run's timing table
         config.closing.append((line, complete))
 
-    return Worker(queue, queue_name, WorkerOptions(**options), report=report).tasks()
-
-
-def _peek(queue, queue_name, num):
-    """Tasks of the waiting messages, read without leasing them (dry run)."""
-    from chunkflow.queues import parse_body
-    from chunkflow.task import Task
-
-    bodies = queue.peek(num)
-    if bodies is None:
-        logger.info(
-            "fetch-task: dry run, %s holds %s; SQS messages cannot be read without leasing "
-            "them, so no task is fetched",
-            queue_name,
-            queue.counts(),
-        )
-        return []
-    logger.info("fetch-task: dry run, %d tasks read from %s, none leased", len(bodies), queue_name)
-    return [Task(bbox=parse_body(body)) for body in bodies]
+    return lease_tasks(
+        queue_name,
+        endpoint_url,
+        options=WorkerOptions(**options),
+        dry_run=config.dry_run,
+        report=report,
+    )
 
 
 @operator("fetch-task", family="distributed", kind="source", effects=("queue",), dry_run="self")
@@ -156,7 +137,11 @@ def fetch_task(task, queue_name, endpoint_url, config, **options):
 @worker_options
 def fetch_task_from_sqs(task, queue_name, endpoint_url, config, **options):
     """fetch-task from an AWS SQS queue only: a local queue folder is refused."""
-    return _work(queue_name, endpoint_url, config, sqs_only=True, **options)
+    from chunkflow.queues import queue_kind
+
+    if queue_kind(queue_name)[0] != "sqs":
+        raise ChunkflowError(f"{queue_name!r} is a local queue folder; use fetch-task")
+    return _work(queue_name, endpoint_url, config, **options)
 
 
 @operator("delete-task-in-queue", family="distributed", kind="finalizer", effects=("queue",))
@@ -235,23 +220,8 @@ def queue_purge(task, queue_name, endpoint_url):
 )
 def fetch_task_from_file(task, file_path, job_index, num_tasks):
     """Take this job's tasks from a task file (Slurm job arrays, GNU parallel)."""
-    from chunkflow.errors import ChunkflowError
-    from chunkflow.queues import read_task_file
-    from chunkflow.task import Task
+    from chunkflow.errors import flag_names
+    from chunkflow.task_creation.leasing import job_tasks
 
-    if job_index is None:
-        value = os.environ.get("SLURM_ARRAY_TASK_ID")
-        if value is None or not value.isdigit():
-            raise ChunkflowError("--job-index is missing and $SLURM_ARRAY_TASK_ID is not set")
-        job_index = int(value)
-    bboxes = read_task_file(file_path)
-    mine = bboxes[job_index * num_tasks : (job_index + 1) * num_tasks]
-    if not mine:
-        logger.warning(
-            "fetch-task-from-file: job %d has no tasks (%d in %s)",
-            job_index,
-            len(bboxes),
-            file_path,
-        )
-    for bbox in mine:
-        yield Task(bbox=bbox)
+    with flag_names(job_index="--job-index"):
+        yield from job_tasks(file_path, job_index, num_tasks)
