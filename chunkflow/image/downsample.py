@@ -9,9 +9,10 @@ coarser mip exactly. The result has offset / factor and voxel size * factor.
   as tinybrain does.
 - segmentations (and bool chunks) take the most frequent label of each block. Ties go to the
   label that occurs first in the block in (z, y, x) order (0 is a label like any other). Factor
-  2 2 2 runs tinybrain.downsample_segmentation, whose rule is exactly this; every other factor
-  runs numpy (tinybrain's 2x2 COUNTLESS breaks ties by position differently, and other
-  factors fall back to striding there).
+  2 2 2 runs tinybrain.downsample_segmentation, whose rule is exactly this, and so does 1 2 2
+  for integer labels (on the planes doubled in z); every other factor runs numpy (tinybrain's
+  2x2 COUNTLESS breaks ties by position differently, and other factors fall back to striding
+  there).
 
 A pyramid is made by downsampling repeatedly, each mip from the one before.
 """
@@ -125,9 +126,28 @@ def _mode(array: np.ndarray, factor: Cartesian) -> np.ndarray:
 
         result = tinybrain.downsample_segmentation(array.T, (2, 2, 2))[0]
         return np.ascontiguousarray(np.asarray(result).T)
+    if factor == (1, 2, 2) and array.dtype.kind in "iu":
+        return _mode_1x2x2(array)
     if factor == (1, 2, 2):
         return _mode_2x2(array)
     return _block_mode(array, factor)
+
+
+def _mode_1x2x2(array: np.ndarray, slab_voxels: int = 2**19) -> np.ndarray:
+    """Mode of the 2x2 (y, x) blocks by tinybrain's 2x2x2 mode over the planes doubled in z:
+    each 2x2x2 block then holds a, b, c, d twice in the same order, so both its counts and its
+    first-label tie rule are those of the 2x2 block (about 4x faster than numpy). Doubled in z
+    slabs of about `slab_voxels`, to bound the extra memory."""
+    import tinybrain
+
+    depth, height, width = array.shape
+    out = np.empty((depth, height // 2, width // 2), array.dtype)
+    step = max(1, slab_voxels // max(height * width, 1))
+    for z0 in range(0, depth, step):
+        doubled = np.repeat(array[z0 : z0 + step], 2, axis=0)
+        mode = tinybrain.downsample_segmentation(doubled.T, (2, 2, 2))[0]
+        out[z0 : z0 + step] = np.asarray(mode).T
+    return out
 
 
 def _mode_2x2(array: np.ndarray) -> np.ndarray:

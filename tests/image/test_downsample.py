@@ -115,6 +115,17 @@ def test_segmentation_mode_matches_the_documented_rule(factor, dtype):
     np.testing.assert_array_equal(out.array, reference_mode(labels, factor))
 
 
+def test_segmentation_mode_1_2_2_in_slabs_matches_the_documented_rule():
+    # integer labels take tinybrain's 2x2x2 mode over planes doubled in z, slab by slab:
+    # several slabs, a shorter last one, and every kind of tie among five labels
+    from chunkflow.image.downsample import _mode_1x2x2
+
+    labels = np.random.default_rng(3).integers(0, 5, (7, 8, 10)).astype(np.uint16)
+    out = _mode_1x2x2(labels, slab_voxels=2 * 8 * 10)
+    assert out.dtype == np.uint16
+    np.testing.assert_array_equal(out, reference_mode(labels, (1, 2, 2)))
+
+
 def test_bool_chunks_use_the_mode():
     mask = np.array([[[True, True], [False, True]]])
     out = downsample(Chunk(mask), (1, 2, 2))
