@@ -171,8 +171,8 @@ def downsample(task, input_chunk_name, output_chunk_name, factor):
     "--volume-path",
     type=VOLUME_PATH,
     required=True,
-    help="Precomputed volume (missing scales are added to its info), or a local OME-Zarr "
-    "image (missing levels are added).",
+    help="Precomputed volume (missing scales are added to its info), or an OME-Zarr image, "
+    "local or s3:// gs:// (missing levels are added).",
 )
 @factor_option()
 @click.option(

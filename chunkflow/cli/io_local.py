@@ -381,7 +381,9 @@ def load_zarr(task, store, dataset, level, layer_type, voxel_offset, voxel_size,
 
 @operator("save-zarr", family="io", aliases=["write-zarr"], effects=("writes",))
 @input_option()
-@click.option("-f", "--store", required=True, help="zarr store (a folder).")
+@click.option(
+    "-f", "--store", required=True, help="zarr store: a folder, or s3://, gs:// (an object store)."
+)
 @click.option(
     "-d",
     "--dataset",

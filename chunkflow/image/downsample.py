@@ -210,7 +210,8 @@ def downsample_upload(
 ) -> list[int]:
     """Downsample `chunk` (at `chunk_mip`) and write mips start..stop - 1 into the volume.
 
-    A local OME-Zarr image (`path`) gets levels instead of mips, added as needed.
+    An OME-Zarr image (`path`: local, `s3://`, `gs://`) gets levels instead of mips, added as
+    needed (several processes may add them at once).
 
     The chunk must have the volume's voxel size at `chunk_mip` (`name` names it in errors).
     Missing scales are added to the volume's info (each `factor` coarser than the one below);

@@ -16,8 +16,25 @@ zarr 2 `_ARRAY_DIMENSIONS`) on every new array, so that gunpowder and funlib rea
 `ome` the dataset is an OME-Zarr multiscale image (0.4 on zarr 2, 0.5 on zarr 3) whose level 0
 is the array. Writing a chunk into a dataset that exists puts it at its place (the dataset must
 cover the chunk, with the same dtype and channels); otherwise a new dataset is created for the
-chunk. Remote stores (`s3://`, `gs://`, `http(s)://`) are read through zarr's `ObjectStore`;
-writes are local.
+chunk. Remote stores (`s3://`, `gs://`, `http(s)://`) are read through zarr's `ObjectStore`
+(obstore), and `s3://` and `gs://` written through it.
+
+What a failed or concurrent write leaves:
+
+- a new store or dataset appears whole or not at all: locally it is built under a temporary
+  name and renamed; in an object store its chunks go first (every block, zeros too, so that
+  objects a failed run left under the same keys are overwritten), then the metadata of its
+  arrays, and last the one object that makes it visible (`zarr.json`, `.zgroup` or `.zarray`
+  of the new node), put only if absent;
+- a write into an existing array: locally every block of the chunk lands, or none; in an object
+  store each block is one atomic put, so a failed run leaves some blocks new and some as they
+  were (run the task again), and never touches metadata;
+- a level added to an OME-Zarr image is an array whose metadata exists before the multiscale
+  lists it; its blocks read as zeros (the fill value) until tasks write them, like a scale added
+  to a precomputed `info`. The read-modify-write of the multiscale is serialized: locally by an
+  exclusive `flock` on a lock file inside level 0's folder (which zarr never lists), the new
+  document put by rename; in an object store by a put conditional on the ETag it was read with
+  (`If-Match`), retried on conflict. Concurrent processes adding levels lose none.
 """
 
 from __future__ import annotations
@@ -76,38 +93,88 @@ class _Source:
 
 
 def _zarr_store(store: str, mode: str = "r"):
-    """A local path, or zarr's ObjectStore over `s3://`, `gs://`, `http(s)://` (read only)."""
+    """A local path, or zarr's ObjectStore over `s3://`, `gs://` (`http(s)://`: read only)."""
     if not is_remote(store):
         if not os.path.exists(store):
             raise ChunkflowError(f"{store}: no such zarr store")
         return store
+    from zarr.storage import ObjectStore
+
     if mode != "r":
-        raise ChunkflowError(f"{store}: zarr stores are written locally only (copy it up after)")
+        _writable(store)
+    return ObjectStore(object_store(store), read_only=mode == "r")
+
+
+def _writable(store: str) -> None:
+    if store.startswith(("http://", "https://")):
+        raise ChunkflowError(f"{store}: http(s) stores are read only; write to s3:// or gs://")
+
+
+def object_store(store: str):
+    """The obstore store of a remote path: S3 at `AWS_ENDPOINT_URL_S3` (or `AWS_ENDPOINT_URL`)
+    when set, with boto3's credential chain (variables, profiles, SSO, instance roles); GCS
+    with obstore's own configuration (`GOOGLE_SERVICE_ACCOUNT`, application default
+    credentials), or unauthenticated at `STORAGE_EMULATOR_HOST` (an emulator) when set."""
     try:
         from obstore.store import from_url
-        from zarr.storage import ObjectStore
     except ImportError:
-        raise ChunkflowError(
-            f"{store}: reading remote zarr needs obstore (pip install obstore)"
-        ) from None
+        raise ChunkflowError(f"{store}: remote zarr needs obstore (pip install obstore)") from None
+    from chunkflow.aws import s3_endpoint
 
     kwargs, client = {}, {}
     if store.startswith("s3://"):
-        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        endpoint = s3_endpoint()
         if endpoint:
             kwargs["endpoint"] = endpoint
             client["allow_http"] = endpoint.startswith("http://")
-        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-        if region:
-            kwargs["region"] = region
+        kwargs.update(_boto3_credentials())
+    elif store.startswith("gs://") and os.environ.get("STORAGE_EMULATOR_HOST"):
+        # a GCS emulator (fake-gcs-server), named as Google's own clients take it
+        host = os.environ["STORAGE_EMULATOR_HOST"]
+        host = host if "://" in host else f"http://{host}"
+        anonymous = {"gcs_base_url": host.rstrip("/"), "disable_oauth": True}
+        anonymous.update(client_email="", private_key="", private_key_id="")
+        kwargs["service_account_key"] = json.dumps(anonymous)
+        client["allow_http"] = host.startswith("http://")
     elif store.startswith("http://"):
         client["allow_http"] = True
     try:
-        return ObjectStore(
-            from_url(store.rstrip("/"), client_options=client, **kwargs), read_only=True
-        )
+        return from_url(store.rstrip("/"), client_options=client, **kwargs)
     except Exception as err:
-        raise ChunkflowError(f"{store}: cannot open the store ({err})") from None
+        from chunkflow.redact import redact
+
+        raise ChunkflowError(f"{store}: cannot open the store ({redact(str(err))})") from None
+
+
+def _boto3_credentials() -> dict:
+    """Region and credentials from boto3's standard chain (profiles, SSO, roles) when the
+    environment has no keys for obstore to read itself; nothing when boto3 finds none (a public
+    bucket is then read unsigned). The keys are frozen now, fresh for each store opened: a
+    live provider would call Python from obstore's threads, up to interpreter exit."""
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    found = {"region": region} if region else {}
+    if os.environ.get("AWS_ACCESS_KEY_ID") or os.environ.get("AWS_WEB_IDENTITY_TOKEN_FILE"):
+        return found
+    try:
+        import boto3
+    except ImportError:
+        return found
+    os.environ.setdefault("AWS_METADATA_SERVICE_TIMEOUT", "1")
+    os.environ.setdefault("AWS_METADATA_SERVICE_NUM_ATTEMPTS", "1")
+    try:
+        session = boto3.session.Session()
+        credentials = session.get_credentials()
+        keys = credentials.get_frozen_credentials() if credentials is not None else None
+    except Exception:  # a broken profile: let obstore read the environment
+        return found
+    if keys is None:
+        return found
+    if "region" not in found and session.region_name:
+        found["region"] = session.region_name
+    found.update(access_key_id=keys.access_key, secret_access_key=keys.secret_key)
+    if keys.token:
+        found["session_token"] = keys.token
+    return found
 
 
 def _open(store: str, dataset: str | None, level: int | None = None, mode: str = "r") -> _Source:
@@ -308,10 +375,11 @@ def write_zarr(
     """
     import zarr
 
-    if is_remote(store):
-        raise ChunkflowError(f"{store}: zarr stores are written locally only (copy it up after)")
     if zarr_format not in (None, 2, 3):
         raise ChunkflowError(f"{store}: zarr format {zarr_format}; expected 2 or 3")
+    if is_remote(store):
+        _write_remote(chunk, store, dataset, block_size, name, zarr_format, ome)
+        return
     if os.path.exists(store) and is_n5(store):
         raise ChunkflowError(f"{store}: N5 is read only here; write zarr instead")
     if dataset and os.path.exists(store):
@@ -340,6 +408,109 @@ def write_zarr(
         write_zarr(chunk, store, dataset, block_size, name, zarr_format, ome)
 
 
+METADATA = ("zarr.json", ".zarray", ".zgroup", ".zattrs")
+
+
+def _write_remote(chunk, store, dataset, block_size, name, zarr_format, ome) -> None:
+    """`write_zarr` into an object store (see the module's notes for what a failure leaves)."""
+    _writable(store)
+    if store.rstrip("/").endswith(".n5"):
+        raise ChunkflowError(f"{store}: N5 is read only here; write zarr instead")
+    obj = object_store(store)
+    dataset = (dataset or "").strip("/")
+    root = _node_format(store, obj, "")
+    if root is not None and dataset and _node_format(store, obj, dataset) is None:
+        if root[1] != "group":
+            raise ChunkflowError(f"{store}: an array, not a group: it holds no --dataset")
+        _publish(chunk, store, obj, dataset, block_size, zarr_format or root[0], ome)
+    elif root is not None:
+        _write_into(chunk, _open(store, dataset or None, mode="r+"), name)
+    else:
+        _publish(chunk, store, obj, dataset, block_size, zarr_format or 3, ome)
+
+
+def _node_format(store: str, obj, path: str) -> tuple[int, str] | None:
+    """(zarr format, "group" or "array") of the node at `path` of an object store, or None."""
+    import obstore
+
+    for key, found in (
+        ("zarr.json", None),
+        (".zgroup", (2, "group")),
+        (".zarray", (2, "array")),
+    ):
+        try:
+            if found is None:
+                document = json.loads(bytes(obstore.get(obj, _key(path, key)).bytes()))
+                return 3, document.get("node_type", "array")
+            obstore.head(obj, _key(path, key))
+            return found
+        except FileNotFoundError:  # obstore's NotFoundError is one too
+            continue
+        except (ValueError, AttributeError):
+            raise ChunkflowError(f"{store}: {_key(path, key)} is no zarr metadata") from None
+        except Exception as err:
+            raise ChunkflowError(f"{store}: cannot read {_key(path, key)} ({err})") from None
+    return None
+
+
+def _key(path: str, name: str) -> str:
+    return f"{path}/{name}" if path else name
+
+
+def _publish(chunk, store, obj, dataset, block_size, zarr_format, ome) -> None:
+    """Create a new array (or OME image) `dataset` in an object store: built in memory, then its
+    chunks put, its metadata deepest first (groups above it only if missing), and the object
+    that makes it a node last, only if absent."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import obstore
+    import zarr
+    from obstore.exceptions import AlreadyExistsError
+    from zarr.storage import MemoryStore
+
+    objects: dict = {}
+    memory = MemoryStore(store_dict=objects)
+    if dataset or ome:
+        group = zarr.open_group(memory, mode="w", zarr_format=zarr_format)
+        _create(chunk, group, dataset, block_size, zarr_format, ome, every_block=True)
+    else:
+        _create(chunk, None, memory, block_size, zarr_format, ome, every_block=True)
+    last = _key(dataset, "zarr.json" if zarr_format == 3 else ".zgroup" if ome else ".zarray")
+    chunks = [k for k in objects if k.rpartition("/")[2] not in METADATA]
+    metadata = [k for k in objects if k.rpartition("/")[2] in METADATA and k != last]
+    # deepest first; in a folder, .zattrs before the .zarray/.zgroup that makes it a node
+    metadata.sort(key=lambda k: (-k.count("/"), not k.endswith(".zattrs")))
+
+    def put(key, mode="overwrite"):
+        obstore.put(obj, key, objects[key].to_bytes(), mode=mode)
+
+    where = f"{store}/{dataset}" if dataset else store
+    try:
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(put, chunks))
+        for key in metadata:
+            folder = key.rpartition("/")[0]
+            if not dataset or folder == dataset or folder.startswith(f"{dataset}/"):
+                put(key)
+            else:  # a group above the new node: made if missing, else left as it is
+                try:
+                    put(key, "create")
+                except AlreadyExistsError:
+                    pass
+        put(last, "create")
+    except AlreadyExistsError:
+        if bytes(obstore.get(obj, last).bytes()) != objects[last].to_bytes():
+            raise ChunkflowError(
+                f"{where}: another process created it meanwhile, differently; its blocks may "
+                "now hold this chunk's data: write the chunk into it again, or remove it"
+            ) from None
+    except Exception as err:
+        from chunkflow.redact import redact
+
+        reason = redact(" ".join(str(err).split()))[:200]
+        raise ChunkflowError(f"{where}: cannot write ({reason})") from None
+
+
 def ome_multiscale(chunk: Chunk, name: str = "image") -> dict:
     """The OME-Zarr multiscale of one level `0` holding `chunk` (axes c?, z, y, x in nm)."""
     channels = chunk.ndim == 4
@@ -365,7 +536,11 @@ def ome_multiscale(chunk: Chunk, name: str = "image") -> dict:
     }
 
 
-def _create(chunk: Chunk, group, name: str, block_size, zarr_format: int, ome: bool) -> None:
+def _create(
+    chunk: Chunk, group, name: str, block_size, zarr_format: int, ome: bool, every_block=False
+) -> None:
+    """A new array (level 0 of a new OME image with `ome`) holding `chunk`; `every_block`
+    stores blocks of zeros too."""
     import zarr
 
     shape = chunk.shape
@@ -399,6 +574,8 @@ def _create(chunk: Chunk, group, name: str, block_size, zarr_format: int, ome: b
     else:
         del kwargs["zarr_format"]
         array = group.create_array(name, **kwargs)
+    if every_block:
+        array = array.with_config({"write_empty_chunks": True})
     array[...] = np.asarray(chunk)
 
 
@@ -429,21 +606,98 @@ def _write_into(chunk: Chunk, source: _Source, name: str = "chunk") -> None:
 
 
 # OME-Zarr pyramids ---------------------------------------------------------------------------
+def _local(path: str) -> str:
+    return path[len("file://") :] if path.startswith("file://") else path
+
+
 def is_ome_image(path: str) -> bool:
-    """Whether `path` (a folder, or `file://` one) is an OME-Zarr image (multiscales)."""
-    path = path[len("file://") :] if path.startswith("file://") else path
-    if is_remote(path) or not os.path.isdir(path):
+    """Whether `path` (a folder, a `file://` one, or an `s3://`/`gs://` prefix) is an OME-Zarr
+    image (a group with multiscales)."""
+    path = _local(path)
+    if not is_remote(path) and not os.path.isdir(path):
         return False
-    for name in ("zarr.json", ".zattrs"):
+    try:
+        found = _attributes(path, object_store(path) if is_remote(path) else None)
+        return found is not None and _multiscale(path, found[2]) is not None
+    except ChunkflowError:
+        return False
+
+
+def _attributes(path: str, obj=None) -> tuple[str, dict, dict, dict | None] | None:
+    """(key, document, its attributes, version) of a group's attributes: zarr 3 `zarr.json` or
+    zarr 2 `.zattrs`, read now; the version (ETag) only from an object store `obj`."""
+    for key in ("zarr.json", ".zattrs"):
         try:
-            with open(os.path.join(path, name)) as f:
-                attrs = json.load(f)
-        except (OSError, ValueError):
+            if obj is None:
+                with open(os.path.join(path, key), "rb") as f:
+                    raw, version = f.read(), None
+            else:
+                import obstore
+
+                result = obstore.get(obj, key)
+                raw = bytes(result.bytes())
+                version = {k: result.meta[k] for k in ("e_tag", "version") if result.meta[k]}
+        except FileNotFoundError:
             continue
-        attrs = attrs.get("attributes", attrs) if name == "zarr.json" else attrs
-        if _multiscale(path, attrs) is not None:
-            return True
-    return False
+        except Exception as err:
+            raise ChunkflowError(f"{path}: cannot read {key} ({err})") from None
+        try:
+            document = json.loads(raw)
+        except ValueError:
+            raise ChunkflowError(f"{path}: {key} is not JSON") from None
+        if not isinstance(document, dict):
+            raise ChunkflowError(f"{path}: {key} is not a JSON object")
+        attrs = document.setdefault("attributes", {}) if key == "zarr.json" else document
+        return key, document, attrs, version
+    return None
+
+
+def update_group_attributes(path: str, change, lock_folder: str) -> None:
+    """Read-modify-write a group's attributes: `change(attrs)` edits them in place and returns
+    whether it changed anything. Serialized between processes: locally by an exclusive flock
+    on `lock_folder/.chunkflow.lock` (the new document renamed into place), in an object store
+    by a put conditional on the version read (If-Match), tried again on a conflict."""
+    if not is_remote(path):
+        import fcntl
+
+        lock = os.path.join(path, lock_folder, ".chunkflow.lock")
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            key, document, attrs, _ = _attributes(path)
+            if change(attrs):
+                target = os.path.join(path, key)
+                tmp = f"{os.path.dirname(target)}/.{key}.tmp-{os.getpid()}"
+                with open(tmp, "w") as f:
+                    json.dump(document, f, indent=2)
+                os.replace(tmp, target)
+        finally:
+            os.close(fd)  # releases the lock
+        return
+    import random
+    import time
+
+    import obstore
+    from obstore.exceptions import PreconditionError
+
+    obj = object_store(path)
+    for attempt in range(50):
+        key, document, attrs, version = _attributes(path, obj)
+        if not change(attrs):
+            return
+        if not version:
+            raise ChunkflowError(
+                f"{path}: the store gives {key} no ETag or version, so it cannot be updated "
+                "safely while other processes may update it"
+            )
+        try:
+            obstore.put(obj, key, json.dumps(document, indent=2).encode(), mode=version)
+            return
+        except PreconditionError:  # another process changed it since: read it again
+            time.sleep(random.uniform(0, 0.05 * (1 + attempt)))
+        except Exception as err:
+            raise ChunkflowError(f"{path}: cannot write {key} ({err})") from None
+    raise ChunkflowError(f"{path}: its metadata kept changing under 50 tries; try again")
 
 
 def write_ome_levels(path: str, levels: list[tuple[int, Chunk]], name: str = "chunk") -> None:
@@ -451,26 +705,33 @@ def write_ome_levels(path: str, levels: list[tuple[int, Chunk]], name: str = "ch
 
     `levels` pairs a level number with the chunk for it. A level the image lacks is created
     (`"{level}"`, covering the level below, with the chunk's voxel size as its scale) and added
-    to the multiscale, which must already list every level below it.
+    to the multiscale, which must already list every level below it. Several processes may add
+    levels at once (see the module's notes).
     """
-    import zarr
-
-    path = path[len("file://") :] if path.startswith("file://") else path
-    group = zarr.open_group(path, mode="a")
+    path = _local(path)
+    if is_remote(path):
+        _writable(path)
+    obj = object_store(path) if is_remote(path) else None
     for level, chunk in levels:
-        multiscale = _multiscale(path, group.attrs)
-        datasets = multiscale["datasets"]
-        if level > len(datasets):
+        found = _attributes(path, obj)
+        multiscale = _multiscale(path, found[2]) if found else None
+        if multiscale is None:
+            raise ChunkflowError(f"{path}: not an OME-Zarr image (no multiscales)")
+        count = len(multiscale["datasets"])
+        if level > count:
             raise ChunkflowError(
-                f"{path}: cannot add level {level}: the image has levels 0-{len(datasets) - 1}"
+                f"{path}: cannot add level {level}: the image has levels 0-{count - 1}"
             )
-        if level == len(datasets):
-            _add_level(group, multiscale, chunk, path)
+        if level == count:
+            _add_level(path, level, chunk, multiscale["datasets"][0]["path"])
         _write_into(chunk, _open(path, None, level, mode="r+"), name)
 
 
-def _add_level(group, multiscale, chunk: Chunk, path: str) -> None:
-    below = _open(path, None, len(multiscale["datasets"]) - 1)
+def _add_level(path: str, level: int, chunk: Chunk, first: str) -> None:
+    """Create level `level` (array `"{level}"`) for `chunk`'s voxel size and list it."""
+    import zarr
+
+    below = _open(path, None, level - 1)
     factor = chunk.voxel_size // below.voxel_size
     if tuple(factor * below.voxel_size) != tuple(chunk.voxel_size):
         raise ChunkflowError(
@@ -487,19 +748,24 @@ def _add_level(group, multiscale, chunk: Chunk, path: str) -> None:
         chunk.layer_type,
     )
     entry = ome_multiscale(level_chunk)["datasets"][0]
-    entry["path"] = str(len(multiscale["datasets"]))
-    blocks = tuple(below.array.chunks[-3:])
-    try:
-        _create_empty(level_chunk, group, entry["path"], blocks)
+    entry["path"] = str(level)
+    group = zarr.open_group(store=_zarr_store(path, "r+"), mode="r+")
+    try:  # two processes adding the same level make the same array
+        _create_empty(level_chunk, group, entry["path"], tuple(below.array.chunks[-3:]))
     except Exception as err:
         if entry["path"] not in group:
             raise ChunkflowError(f"{path}: cannot add level {entry['path']} ({err})") from None
-    attrs = dict(group.attrs)
-    ome = attrs["ome"] if isinstance(attrs.get("ome"), dict) else attrs
-    datasets = ome["multiscales"][0]["datasets"]
-    if entry["path"] not in [d.get("path") for d in datasets]:  # another writer may have
+
+    def add(attrs) -> bool:
+        datasets = _multiscale(path, attrs)["datasets"]
+        if level < len(datasets):  # another process listed it meanwhile
+            return False
+        if level > len(datasets):
+            raise ChunkflowError(f"{path}: level {level - 1} went missing while adding {level}")
         datasets.append(entry)
-        group.attrs.update(attrs)
+        return True
+
+    update_group_attributes(path, add, first)
 
 
 def _create_empty(chunk: Chunk, group, name: str, blocks) -> None:

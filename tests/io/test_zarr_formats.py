@@ -220,9 +220,6 @@ def test_s3_store(run_cli, monkeypatch, tmp_path, moto_endpoint):
     np.testing.assert_array_equal(read_zarr("s3://zarr-formats/o.zarr", "affs").array, AFFS)
     run_cli("load-zarr -f s3://zarr-formats/two.zarr -d raw -t 3 4 5 -s 2 2 2 save-npy -f cut.npy")
     np.testing.assert_array_equal(np.load(tmp_path / "cut.npy"), IMAGE[1:3, 1:3, 1:3])
-    assert "written locally only" in error_line(
-        run_cli("create-chunk -s 2 2 2 save-zarr -f s3://zarr-formats/new.zarr", expect=1)
-    )
 
 
 def test_cli_refuses_an_ome_version_of_the_other_format(run_cli):
