@@ -270,7 +270,7 @@ def workers():
 def run_concurrently(pool, path: str) -> None:
     """Every worker runs one task, in this test's environment (credentials, endpoint)."""
     tasks = [(path, z0, dict(os.environ)) for z0 in range(0, 8, 8 // WORKERS)]
-    pool.starmap(add_levels, tasks, chunksize=1)
+    pool.starmap_async(add_levels, tasks, chunksize=1).get(timeout=120)  # a dead worker: fail
 
 
 def check_pyramid(group, path: str) -> None:
@@ -313,7 +313,8 @@ def test_updates_of_the_multiscale_are_serialized(tmp_path, s3, monkeypatch, wor
     path = str(tmp_path / "o.zarr") if where == "local" else f"s3://{bucket}/o.zarr"
     write_zarr(Chunk(FLOATS[:2, :2, :2], (0, 0, 0), (40, 8, 8)), path, ome=True, zarr_format=2)
     names = [f"w{i}" for i in range(WORKERS)]
-    workers.starmap(append_entries, [(path, name, dict(os.environ)) for name in names], 1)
+    tasks = [(path, name, dict(os.environ)) for name in names]
+    workers.starmap_async(append_entries, tasks, 1).get(timeout=120)
     datasets = read_multiscale(path)["datasets"]
     paths = [d["path"] for d in datasets]
     assert paths[0] == "0" and len(paths) == 1 + 10 * WORKERS
