@@ -7,10 +7,51 @@ import logging
 import click
 
 from chunkflow.cli.framework import VOLUME_PATH, mip_option, operator, vec3_option
-from chunkflow.errors import ChunkflowError
+from chunkflow.errors import flag_names
 from chunkflow.io import PRECOMPUTED_ENCODINGS
 
 logger = logging.getLogger("chunkflow")
+
+# the options passed on to chunkflow.task_creation.setup.plan_run as they are
+PLANNING = (
+    "input_path",
+    "mip",
+    "max_mip",
+    "input_patch_size",
+    "output_patch_size",
+    "output_patch_overlap",
+    "output_crop_margin",
+    "num_output_channels",
+    "num_input_channels",
+    "dtype",
+    "safety_factor",
+    "block_size",
+    "voxel_size",
+    "sharded",
+    "shard_bytes",
+)
+# the parameters of the library calls, as setup-env spells them
+SETUP_FLAGS = dict(
+    input_path="-i/--input-layer-path",
+    start="--volume-start",
+    stop="--volume-stop",
+    size="--volume-size",
+    max_ram_gb="--max-ram-size",
+    output_patch_size="-z/--output-patch-size",
+    input_patch_size="--input-patch-size",
+    output_crop_margin="--output-crop-margin",
+    dtype="--dtype",
+    mip="--mip",
+    max_mip="--max-mip",
+    thumbnail_mip="--thumbnail-mip",
+    encoding="--encoding",
+    block_size="--block-size",
+    sharded="--sharded",
+    shard_bytes="--shard-bytes",
+    safety_factor="--safety-factor",
+    overwrite="--overwrite-info",
+    task_file="--task-file",
+)
 
 
 @operator(
@@ -251,199 +292,33 @@ def setup_env(
     and print the worker command on stdout. With --sharded the layers are sharded and every
     task writes whole shards at each of its mips.
     """
-    from chunkflow.setup_env import (
-        DEFAULT_VOXEL_SIZE,
-        create_layers,
-        plan_environment,
-        read_input,
-        region_at_mip,
-        thumbnail_path_of,
-        worker_command,
-    )
-    from chunkflow.task import Task
+    from chunkflow.image.thumbnail import thumbnail_path_of
+    from chunkflow.report import setup_report, worker_command
+    from chunkflow.task_creation.dispatch import TaskSink, stream
+    from chunkflow.task_creation.setup import plan_run, set_up
 
     mip = config.mip if mip is None else mip
-    if shard_bytes is not None and not sharded:
-        raise ChunkflowError(f"--shard-bytes {shard_bytes} needs --sharded")
-    if sharded:
-        from chunkflow.io.shards import DEFAULT_SHARD_BYTES
-
-        shard_bytes = shard_bytes or DEFAULT_SHARD_BYTES
-    explicit = volume_start is not None or volume_stop is not None or volume_size is not None
-    grid = _grid(input_patch_size, output_patch_size, output_patch_overlap, output_crop_margin)
-    margin = grid.patch_crop_margin + grid.output_crop_margin
-    itemsize, in_channels = 1, 1
-    if input_path is not None:
-        source = read_input(input_path, mip)
-        itemsize, in_channels = source.itemsize, source.num_channels
-        context = source.bounds.grow(-margin)
-        if context.is_empty:
-            raise ChunkflowError(
-                f"the patch is larger than the region: {input_path} covers {source.bounds} at "
-                f"mip {mip}, too little for the cutout margin {' '.join(map(str, margin))} on "
-                "each side of a task"
-            )
-        region = context
-        if explicit:
-            region = region_at_mip(volume_start, volume_stop, volume_size, mip).intersect(context)
-            if region.is_empty:
-                raise ChunkflowError(
-                    f"the region does not overlap {context}, where {input_path} holds the "
-                    f"cutout margin {' '.join(map(str, margin))} around the output"
-                )
-        if voxel_size is None:
-            voxel_size = source.voxel_size
-    elif explicit:
-        region = region_at_mip(volume_start, volume_stop, volume_size, mip)
-    else:
-        raise ChunkflowError(
-            "missing input volume: give -i/--input-layer-path, or the region with "
-            "--volume-start and --volume-stop or --volume-size"
-        )
-    if voxel_size is None:
-        voxel_size = DEFAULT_VOXEL_SIZE
-    plan = plan_environment(
-        region,
-        mip=mip,
-        max_mip=max_mip,
-        thumbnail_mip=thumbnail_mip if thumbnail else None,
-        input_patch_size=input_patch_size,
-        output_patch_size=output_patch_size,
-        output_patch_overlap=output_patch_overlap,
-        output_crop_margin=output_crop_margin,
-        num_output_channels=num_output_channels,
-        num_input_channels=num_input_channels or in_channels,
-        input_itemsize=itemsize,
-        dtype=dtype,
-        max_ram_gb=max_ram_size,
-        safety_factor=safety_factor,
-        block_size=block_size,
-        voxel_size=voxel_size,
-        shard_bytes=shard_bytes,
-    )
-    if input_path is not None and plan.voxel_size_at_mip != source.voxel_size_at_mip:
-        logger.warning(
-            "setup-env: the output voxel size at mip %d is %s, the input's %s",
-            mip,
-            " ".join(map(str, plan.voxel_size_at_mip)),
-            " ".join(map(str, source.voxel_size_at_mip)),
-        )
     thumbnail_path = thumbnail_path_of(layer_path) if thumbnail else None
-    bboxes = plan.bboxes
-    if task_file and not task_file.endswith((".npy", ".txt")):
-        raise ChunkflowError(f"--task-file {task_file}: expected a .npy or .txt name")
-    if config.dry_run:
-        logger.info("setup-env: dry run, no info written and no task sent")
-    else:
-        queue = None
-        if queue_name:  # first: a queue we cannot reach fails before anything is written
-            from chunkflow.queues import open_task_queue
-
-            queue = open_task_queue(queue_name, endpoint_url, append)
-        for line in create_layers(plan, layer_path, encoding, thumbnail_path, overwrite_info):
-            logger.info("setup-env: %s", line)
-        if queue is not None:
-            queue.send((b.string for b in bboxes), total=len(bboxes))
-            logger.info("setup-env: sent %d tasks to %s", len(bboxes), queue_name)
-        if task_file:
-            from chunkflow.queues import write_task_file
-
-            write_task_file(task_file, bboxes)
-            logger.info("setup-env: wrote %d tasks to %s", len(bboxes), task_file)
+    sink = TaskSink(queue_name, task_file, endpoint_url, append)
+    with flag_names(**SETUP_FLAGS):
+        plan = plan_run(**_planning(locals()))
+        done = set_up(plan, layer_path, sink, encoding=encoding, thumbnail_path=thumbnail_path,
+                      overwrite=overwrite_info, dry_run=config.dry_run)  # fmt: skip
+    for line in done:
+        logger.info("setup-env: %s", line)
     command = worker_command(
-        plan,
-        input_path,
-        layer_path,
-        queue_name=queue_name,
-        task_file=task_file,
-        thumbnail_path=thumbnail_path,
-        framework=framework,
-        convnet_model=convnet_model,
-        convnet_weight_path=convnet_weight_path,
-        visibility_timeout=visibility_timeout,
-        endpoint_url=endpoint_url,
-        s3_endpoint=config.s3_endpoint,
-    )
-    click.echo(report(plan, layer_path, thumbnail_path, encoding, command))
-    if queue_name or task_file:
-        return
-    for bbox in bboxes:
-        new = Task(bbox=bbox)
-        new.log["mip"] = mip
-        yield new
+        plan, input_path, layer_path, queue_name, task_file, thumbnail_path, framework,
+        convnet_model, convnet_weight_path, visibility_timeout, endpoint_url, config.s3_endpoint,
+    )  # fmt: skip
+    click.echo(setup_report(plan, layer_path, thumbnail_path, encoding, command))
+    if sink.streams:
+        yield from stream(plan.bboxes, mip)
 
 
-def _grid(input_patch_size, output_patch_size, output_patch_overlap, output_crop_margin):
-    from chunkflow.inference.grid import PatchGrid
-
-    if input_patch_size is None and output_patch_size is None:
-        raise ChunkflowError("give the patch size: -z/--output-patch-size or --input-patch-size")
-    return PatchGrid.create(
-        input_patch_size if input_patch_size is not None else output_patch_size,
-        output_patch_size,
-        output_patch_overlap,
-        output_crop_margin,
-    )
-
-
-def report(plan, layer_path, thumbnail_path, encoding, command) -> str:
-    """The plan for humans, then the worker command on its own last line."""
-
-    from chunkflow.setup_env import shard_shapes
-
-    def vec(v):
-        return " ".join(str(int(x)) for x in v)
-
-    mips = f"mips 0-{plan.max_mip}"
-    sharded = ", sharded" if plan.sharded else ""
-    lines = [
-        f"output layer:         {layer_path} ({plan.dtype}, {plan.num_output_channels} "
-        f"channel(s), {encoding}{sharded}, {mips}, block {vec(plan.block_size)} at mip "
-        f"{plan.mip})",
-    ]
-    if plan.sharded:
-        shapes = shard_shapes(plan)
-        shape = shapes[plan.mip]
-        lines.append(
-            f"shard shape:          {vec(shape)} at mip {plan.mip} "
-            f"({vec(plan.output_chunk_size // shape)} per task, at most {plan.shard_bytes} bytes)"
-        )
-        if plan.max_mip > plan.mip:
-            lines.append(
-                "shards by mip:        "
-                + "; ".join(
-                    f"{level}: {vec(shapes[level])}"
-                    for level in range(plan.mip + 1, plan.max_mip + 1)
-                )
-                + " (each tiles the task there)"
-            )
-    if thumbnail_path:
-        shards = ""
-        if plan.sharded:
-            shards = f", shards of {vec(shard_shapes(plan, thumbnail=True)[plan.thumbnail_mip])}"
-        lines.append(
-            f"thumbnail layer:      {thumbnail_path} (uint8, mip {plan.thumbnail_mip}{shards})"
-        )
-    lines += [
-        f"region (mip {plan.mip}):       {plan.requested_region} "
-        f"(size {vec(plan.requested_region.shape)})",
-        f"output region:        {plan.output_region} (size {vec(plan.output_region.shape)}, "
-        f"{plan.coverage:.1%} of the region)",
-        f"tasks:                {plan.task_count} = {vec(plan.grid_size)} of "
-        f"{vec(plan.output_chunk_size)}",
-        f"--patch-num           {vec(plan.patch_num)}",
-        f"--input-patch-size    {vec(plan.input_patch_size)}",
-        f"--output-patch-size   {vec(plan.output_patch_size)}",
-        f"--output-patch-overlap {vec(plan.output_patch_overlap)}",
-        f"--output-crop-margin  {vec(plan.output_crop_margin)}",
-        f"--expand-margin-size  {vec(plan.expand_margin_size)} (cutout)",
-        f"input chunk size:     {vec(plan.input_chunk_size)}",
-        f"output chunk size:    {vec(plan.output_chunk_size)} (the task bbox; divisible by "
-        f"{vec(plan.downsample_factor)})",
-        f"memory per task:      {plan.memory_bytes / 1e9:.3g} GB x {plan.safety_factor:g} = "
-        f"{plan.memory_with_safety / 1e9:.3g} GB <= {plan.max_ram_bytes / 1e9:g} GB",
-        f"voxel utilization:    {plan.efficiency:.2f}",
-        "worker command:",
-        command,
-    ]
-    return "\n".join(lines)
+def _planning(options: dict) -> dict:
+    """setup-env's options as the arguments of `plan_run`."""
+    planning = {name: options[name] for name in PLANNING}
+    planning.update(start=options["volume_start"], stop=options["volume_stop"])
+    planning.update(size=options["volume_size"], max_ram_gb=options["max_ram_size"])
+    planning["thumbnail_mip"] = options["thumbnail_mip"] if options["thumbnail"] else None
+    return planning

@@ -28,9 +28,14 @@ class TaskSink:
         """No queue and no file: the tasks go down the chain."""
         return not (self.queue_name or self.task_file)
 
-    def open(self) -> TaskSink:
+    def check(self) -> TaskSink:
+        """Refuse a task file name that says no format."""
         if self.task_file and not self.task_file.endswith(TASK_FILE_SUFFIXES):
             raise ParameterError(f"`task_file` {self.task_file}: expected a .npy or .txt name")
+        return self
+
+    def open(self) -> TaskSink:
+        self.check()
         if self.queue_name and self._queue is None:
             from chunkflow.queues import open_task_queue
 

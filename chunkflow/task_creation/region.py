@@ -8,6 +8,10 @@ from chunkflow.errors import ParameterError
 from chunkflow.geometry import BoundingBox, BoxGrid, Cartesian, grid_bboxes
 
 
+def _vec(v) -> str:
+    return " ".join(str(int(x)) for x in v)
+
+
 def box_from(start=None, stop=None, size=None, *, bbox=None, what="the region", alternative=None):
     """`bbox`, else the box from `start` with exactly one of `stop` or `size`; never empty.
 
@@ -17,12 +21,35 @@ def box_from(start=None, stop=None, size=None, *, bbox=None, what="the region", 
         box = bbox
     elif start is None or (stop is None) == (size is None):
         other = f", or {alternative}" if alternative else ""
-        raise ParameterError(f"{what} needs `start` with `stop` or `size`{other}")
+        raise ParameterError(f"{what} needs `start` with exactly one of `stop` or `size`{other}")
     else:
         box = BoundingBox(start, stop) if stop is not None else BoundingBox.from_delta(start, size)
     if box.is_empty:
         raise ParameterError(f"{what} {box} is empty: stop must be larger than start")
     return box
+
+
+def box_or(default, start=None, stop=None, size=None, *, what="the region"):
+    """The box from `start` with `stop` or `size` when any of them is given, else `default`
+    (which may be None: no box)."""
+    if start is None and stop is None and size is None:
+        return None if default is None else box_from(bbox=default, what=what)
+    return box_from(start, stop, size, what=what)
+
+
+def region_at_mip(start, stop=None, size=None, mip: int = 0) -> BoundingBox:
+    """The region from `start` with `stop` or `size` in mip 0 voxels, at `mip`."""
+    from chunkflow.inference.plan import factor_power
+
+    box = box_from(start, stop, size, alternative="an input volume (`input_path`)")
+    factor = factor_power(mip)
+    for name, vector in (("`start`", box.start), ("the region stop", box.stop)):
+        if any(vector % factor):
+            raise ParameterError(
+                f"{name} {_vec(vector)} (mip 0) is not divisible by {_vec(factor)}, the factor "
+                f"of mip {mip}"
+            )
+    return BoundingBox(box.start // factor, box.stop // factor)
 
 
 def grid_region(
@@ -90,3 +117,64 @@ def task_grid(
         respect_stop = True  # the last tasks end where the volume (and its last shards) end
     tasks = grid_bboxes(region, chunk_size, stride, grid, respect_stop)
     return TaskGrid(region, tasks[index_start:index_stop])  # index arithmetic: no box is built
+
+
+# ---------------------------------------------------------------------------------------------
+# the region of an inference run
+
+
+@dataclass(frozen=True)
+class InputInfo:
+    bounds: BoundingBox  # at the mip
+    voxel_size: Cartesian  # at mip 0
+    voxel_size_at_mip: Cartesian
+    itemsize: int
+    num_channels: int
+
+
+def read_input(path: str, mip: int) -> InputInfo:
+    """What an inference run needs to know of its input volume."""
+    import numpy as np
+
+    from chunkflow.io.precomputed import open_volume
+
+    vol = open_volume(path, mip)
+    bounds = vol.bounds
+    return InputInfo(
+        bounds=BoundingBox(Cartesian.from_xyz(bounds.minpt), Cartesian.from_xyz(bounds.maxpt)),
+        voxel_size=Cartesian.from_xyz([round(v) for v in vol.info["scales"][0]["resolution"]]),
+        voxel_size_at_mip=Cartesian.from_xyz([round(v) for v in vol.resolution]),
+        itemsize=np.dtype(vol.dtype).itemsize,
+        num_channels=int(vol.num_channels),
+    )
+
+
+def inference_region(
+    margin, *, source: InputInfo | None = None, input_path=None, start=None, stop=None, size=None,
+    mip=0,
+) -> BoundingBox:  # fmt: skip
+    """Where an inference run writes output (at `mip`): the input's bounds shrunk by the cutout
+    `margin`, within the region from `start` with `stop` or `size` (mip 0) when given."""
+    explicit = start is not None or stop is not None or size is not None
+    if source is None:
+        if not explicit:
+            raise ParameterError(
+                "missing input volume: give `input_path`, or the region with `start` and "
+                "`stop` or `size`"
+            )
+        return region_at_mip(start, stop, size, mip)
+    context = source.bounds.grow(-Cartesian(margin))
+    if context.is_empty:
+        raise ParameterError(
+            f"the patch is larger than the region: {input_path} covers {source.bounds} at "
+            f"mip {mip}, too little for the cutout margin {_vec(margin)} on each side of a task"
+        )
+    if not explicit:
+        return context
+    region = region_at_mip(start, stop, size, mip).intersect(context)
+    if region.is_empty:
+        raise ParameterError(
+            f"the region does not overlap {context}, where {input_path} holds the cutout "
+            f"margin {_vec(margin)} around the output"
+        )
+    return region

@@ -1,7 +1,6 @@
-"""The setup-env planner: patch number, chunk sizes, memory, blocks and the worker command."""
+"""The inference run planner: patch number, chunk sizes, memory, blocks and shards."""
 
 import dataclasses
-import shlex
 
 import numpy as np
 import pytest
@@ -9,17 +8,10 @@ import pytest
 from chunkflow.errors import ChunkflowError
 from chunkflow.geometry import BoundingBox, Cartesian
 from chunkflow.inference.grid import PatchGrid
+from chunkflow.inference.plan import default_block, factor_power, memory_bytes, plan_environment
 from chunkflow.io.shards import partial_shards, shards_touched
-from chunkflow.setup_env import (
-    default_block,
-    expected_scales,
-    factor_power,
-    memory_bytes,
-    plan_environment,
-    region_at_mip,
-    shard_shapes,
-    worker_command,
-)
+from chunkflow.task_creation.layers import expected_scales, shard_shapes
+from chunkflow.task_creation.region import region_at_mip
 
 REGION = BoundingBox((4, 36, 36), (44, 228, 228))
 
@@ -206,7 +198,7 @@ def test_an_unsharded_plan_has_no_shards_and_a_large_task_large_ones():
     shapes = shard_shapes(plan)
     assert plan.output_chunk_size == (90, 1280, 1280) and shapes[1] == (90, 256, 256)
     assert (shapes[1] // plan.block_sizes[1]).prod == 32
-    with pytest.raises(ChunkflowError, match="--shard-bytes 0 must be positive"):
+    with pytest.raises(ChunkflowError, match="`shard_bytes` 0 must be positive"):
         small_plan(shard_bytes=0)
 
 
@@ -229,50 +221,10 @@ def test_default_block():
     ]
 
 
-def test_worker_command_spellings():
-    plan = small_plan(thumbnail_mip=3, num_output_channels=2, dtype="float16")
-    words = worker_command(
-        plan, "file:///in", "file:///out", task_file="t.txt", thumbnail_path="file:///out/thumbnail"
-    ).split()
-    assert words[:5] == ["chunkflow", "--mip", "0", "fetch-task-from-file", "-f"]
-    assert "delete-task-in-queue" not in words
-    text = " ".join(words)
-    assert "--convnet-model MODEL_PATH --convnet-weight-path WEIGHT_PATH" in text
-    assert "--dtype float16" in text and "quantize --mode mean" in text
-    assert f"--patch-num {' '.join(map(str, plan.patch_num))}" in text
-    assert "downsample-upload -v file:///out --start-mip 1 --stop-mip 3" in text
-    assert "-v file:///out/thumbnail --start-mip 3 --stop-mip 4" in text
-    # no queue and no task file: generate-tasks reproduces the task grid
-    text = worker_command(plan, None, "file:///out", convnet_model="m.pt", framework="pytorch")
-    start = " ".join(map(str, plan.output_region.start))
-    assert f"generate-tasks --roi-start {start}" in text
-    assert "cutout -v INPUT_LAYER_PATH" in text and "WEIGHT_PATH" not in text
-    queue = worker_command(plan, "in dir", "o", queue_name="q/x", visibility_timeout=60)
-    assert shlex.split(queue)[-1] == "delete-task-in-queue" and "'in dir'" in queue
-    assert "fetch-task -q q/x --visibility-timeout 60" in queue
-
-
-def test_worker_command_keeps_the_s3_endpoint():
-    """Workers elsewhere need the S3-compatible server setup-env ran against (--s3-endpoint)."""
-    plan = small_plan()
-    words = shlex.split(
-        worker_command(plan, "s3://b/in", "s3://b/out", s3_endpoint="http://minio:9000")
-    )
-    assert words[:5] == ["chunkflow", "--s3-endpoint", "http://minio:9000", "--mip", "0"]
-
-
-def test_region_in_mip0_voxels():
-    assert region_at_mip((0, 8, 8), (10, 24, 40), mip=2) == BoundingBox((0, 2, 2), (10, 6, 10))
-    with pytest.raises(ChunkflowError, match="not divisible by 1 4 4"):
-        region_at_mip((0, 2, 0), size=(10, 16, 16), mip=2)
-    with pytest.raises(ChunkflowError, match="--volume-stop or --volume-size"):
-        region_at_mip((0, 0, 0))
-
-
 @pytest.mark.parametrize(
     "options, message",
     [
-        (dict(max_ram_gb=0.0001), "--max-ram-size 0.0001 GB is too small: the smallest task"),
+        (dict(max_ram_gb=0.0001), "`max_ram_gb` 0.0001 GB is too small: the smallest task"),
         (dict(max_mip=8), "the region is too small along y for one task"),
         (
             dict(
@@ -282,10 +234,10 @@ def test_region_in_mip0_voxels():
             ),
             "the region is too small along y for one task: the smallest task there is 256",
         ),
-        (dict(output_crop_margin=(4, 33, 32)), "--output-crop-margin 4 33 32: along y"),
+        (dict(output_crop_margin=(4, 33, 32)), "`output_crop_margin` 4 33 32: along y"),
         (dict(input_patch_size=(9, 72, 72)), "must be even"),
-        (dict(mip=2, max_mip=1), "--max-mip 1 is below --mip 2"),
-        (dict(thumbnail_mip=0), "--thumbnail-mip 0 must be above --mip 0"),
+        (dict(mip=2, max_mip=1), "`max_mip` 1 is below `mip` 2"),
+        (dict(thumbnail_mip=0), "`thumbnail_mip` 0 must be above `mip` 0"),
         (dict(output_patch_size=(8, 80, 64)), "is larger than --input-patch-size"),
     ],
 )
