@@ -22,7 +22,7 @@ from chunkflow.cli.framework import (
     reader_context,
     vec3_option,
 )
-from chunkflow.errors import ChunkflowError
+from chunkflow.errors import ChunkflowError, flag_names
 
 H5_SUFFIXES = (".h5", ".hdf5", ".hdf")
 TIF_SUFFIXES = (".tif", ".tiff")
@@ -88,18 +88,10 @@ def reader_options(fn):
 
 
 def _cutout_bbox(task, start, stop, size):
-    from chunkflow.geometry import BoundingBox
+    from chunkflow.task_creation.region import box_or
 
-    if start is None:
-        if stop is not None or size is not None:
-            raise ChunkflowError("--cutout-stop/--cutout-size need --cutout-start")
-        return task.bbox
-    if (stop is None) == (size is None):
-        raise ChunkflowError("--cutout-start needs exactly one of --cutout-stop or --cutout-size")
-    bbox = BoundingBox(start, stop) if stop is not None else BoundingBox.from_delta(start, size)
-    if bbox.is_empty:
-        raise ChunkflowError(f"cutout {bbox} is empty: stop must be larger than start")
-    return bbox
+    with flag_names(start="--cutout-start", stop="--cutout-stop", size="--cutout-size"):
+        return box_or(task.bbox, start, stop, size, what="cutout")
 
 
 def cast_option(chunk, dtype, rescale=False, flag="-t/--dtype"):

@@ -19,7 +19,7 @@ from chunkflow.cli.framework import (
     reader_context,
     vec3_option,
 )
-from chunkflow.errors import ChunkflowError
+from chunkflow.errors import ChunkflowError, flag_names
 from chunkflow.io import PRECOMPUTED_ENCODINGS
 
 logger = logging.getLogger("chunkflow")
@@ -77,23 +77,17 @@ def cutout(
     The region is --start with --stop or --size, else the task bounding box; it grows by the
     context that operators downstream need (past the volume's edge only with --fill-missing).
     """
-    from chunkflow.geometry import BoundingBox
     from chunkflow.io.precomputed import read_precomputed
+    from chunkflow.task_creation.region import box_or
 
     mip = config.mip if mip is None else mip
-    if start is not None:
-        if (stop is None) == (size is None):
-            raise ChunkflowError("--start needs exactly one of --stop or --size")
-        bbox = BoundingBox(start, stop) if stop is not None else BoundingBox.from_delta(start, size)
-    elif task.bbox is not None:
-        bbox = task.bbox
-    else:
+    with flag_names(start="--start", stop="--stop", size="--size"):
+        bbox = box_or(task.bbox, start, stop, size, what="cutout")
+    if bbox is None:
         raise ChunkflowError(
             "no region to cut out: give --start with --stop or --size, or "
             "start the chain with create-bbox or generate-tasks"
         )
-    if bbox.is_empty:
-        raise ChunkflowError(f"cutout {bbox} is empty: stop must be larger than start")
     if expand_margin_size is not None:
         bbox = bbox.grow(expand_margin_size)
     task[output_chunk_name] = read_with_context(
