@@ -12,6 +12,9 @@ What is compared, and why:
 * inference: ConvNet inference of a 64x512x512 chunk with a small 3D net on the CPU, whole CLI
   command against the original (target: ours at most 0.5x), our in-process overhead over the
   bare network (target: at most 10 %), and our peak memory against its budget; see inference.py.
+* scaling: one chunk of 64^3 to 512^3 through cutout -> inference (demo U-Net) -> agglomerate
+  -> save, time per voxel (goal: within +-20 % of 128^3's) and peak memory against a fixed part
+  plus a stated multiple of the chunk's bytes; see scaling.py.
 * segmentation: connected components of a 64x512x512 probability map (target: ours at most 0.5x
   the original) and waterz agglomeration of a 3x64x256x256 affinity map (target: at most 0.7x,
   against the original's waterz plugin), whole CLI commands, with their outputs compared; and
@@ -212,6 +215,12 @@ def bench_inference(ctx: Context) -> list[Row]:
     return [Row(**row) for row in measure(ctx)]
 
 
+def bench_scaling(ctx: Context) -> list[Row]:
+    from scaling import measure  # bench/scaling.py: 64^3 to 512^3 through a whole chain
+
+    return [Row(**row) for row in measure(ctx)]
+
+
 def bench_segmentation(ctx: Context) -> list[Row]:
     from segmentation import measure  # bench/segmentation.py: the workloads and their checks
 
@@ -264,6 +273,7 @@ BENCHMARKS = [
     bench_startup,
     bench_h5_roundtrip,
     bench_inference,
+    bench_scaling,
     bench_segmentation,
     bench_mesh,
     bench_queue,

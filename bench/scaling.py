@@ -1,0 +1,197 @@
+"""Scaling benchmark: time and peak memory of one chunk through cutout -> inference ->
+agglomerate -> save, for chunks of 128^3, 256^3 and 512^3 voxels.
+
+Workload: a 512^3 float32 image in [0, 1] in a precomputed volume (raw, blocks of 64^3): the
+gala FIB-SEM test image (data/gala_fibsem, 50x100x200) mirrored out to 512^3, so the U-Net sees
+EM-like content everywhere. One CLI command per chunk size, as a worker runs it:
+
+    chunkflow cutout -v VOL --start 0 0 0 --size N N N -o image \
+      inference --framework pytorch -m examples/inference/unet.py -w unet.pt (the demo U-Net) \
+        --input-patch-size 16 64 64 --output-patch-overlap 4 16 16 -c 3 -b 4 \
+        --mask-output-chunk --device cpu \
+      agglomerate --threshold 0.7 --aff-threshold-low 0.001 --aff-threshold-high 0.9999 \
+      save -v SEG --block-size 64 64 64
+
+* Time per voxel: the operators' own seconds (the run's timing table, without process start-up
+  and imports) over the chunk's voxels, and the whole command's wall time over them. Goal: the
+  operators' time per voxel within +-20 % of the 128^3 one at every size.
+* Peak memory: maximum resident set size (/usr/bin/time -v), against a fixed part plus a
+  stated multiple of the chunk's bytes (float32): at most 0.75 GiB + 40x. The fixed part
+  (Python, torch, the model, a batch of U-Net activations; about 0.5 GiB) dominates small
+  chunks. The linear part is the largest stage's: inference holds the image, a 3-channel
+  float32 output and the weight sums (about 9x the chunk, 12x with the image cutout), and
+  agglomerate holds the affinities plus waterz's watershed and region graph, about 130 bytes
+  per voxel (33x) on these affinities: the watershed (aff-threshold-low 0.001) makes about
+  one fragment per 8 voxels and 0.6 region-graph edges per voxel. That stage is linear
+  (waterz alone on mirrored affinities: 129, 128, 139 bytes per voxel at 64^3, 128^3, 256^3),
+  but it only peaks above inference from about 256^3 on, so the slope of the peak between
+  sizes (printed) rises from about 17x (inference) to about 35x (agglomerate) and stays there.
+  A 64^3 run gives the first slope's base.
+
+512^3 takes 20 minutes or more on 2 cores and up to 20 GiB; SCALING_SIZES=64,128,256
+leaves it out, and a size whose budget exceeds the available memory is skipped (and said so).
+Standalone: .venv/bin/python bench/scaling.py
+From bench/run.py: measure(ctx) returns the rows as keyword dicts for run.Row.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL = ROOT / "examples" / "inference" / "unet.py"
+WEIGHTS = ROOT / "examples" / "inference" / "unet.pt"
+GALA = ROOT / "data" / "gala_fibsem" / "test-image.h5"
+SIZES = tuple(int(s) for s in os.environ.get("SCALING_SIZES", "64,128,256,512").split(","))
+GiB = 1 << 30
+REFERENCE = 128  # time per voxel is compared with this size's (64^3 only sets the memory base)
+FIXED_BYTES = 3 * GiB // 4  # Python, torch, the model and the U-Net's activations of a batch
+LINEAR = 40  # bytes per byte of the float32 chunk; waterz's region graph is about 33 of them
+FLAT = 0.20  # time per voxel within +-20 % of the REFERENCE chunk's
+TABLE_ROW = re.compile(r"^(\S+)\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)$")
+
+
+def prepare(tmp: Path) -> Path:
+    """The 512^3 float32 image as a .npy file in `tmp` (written to a volume by write_volume)."""
+    import h5py
+
+    side = max(SIZES)
+    with h5py.File(GALA, "r") as f:
+        gala = f["stack"][()]
+    reps = [-(-side // n) for n in gala.shape]
+    image = np.pad(gala, [(0, (r - 1) * n) for r, n in zip(reps, gala.shape)], mode="symmetric")
+    path = tmp / "scaling-image.npy"
+    np.save(path, (image[:side, :side, :side] / np.float32(255)).astype(np.float32))
+    return path
+
+
+def command(ctx, volume: Path, side: int) -> list:
+    argv = [ctx.ours, "cutout", "-v", f"file://{volume}", "--start", 0, 0, 0]
+    argv += ["--size", side, side, side, "-o", "image"]
+    argv += ["inference", "-i", "image", "-o", "affs", "--framework", "pytorch"]
+    argv += ["--convnet-model", MODEL, "--convnet-weight-path", WEIGHTS]
+    argv += ["--input-patch-size", 16, 64, 64, "--output-patch-overlap", 4, 16, 16]
+    argv += ["--num-output-channels", 3, "--batch-size", 4, "--mask-output-chunk"]
+    argv += ["--device", "cpu"]
+    argv += ["agglomerate", "-i", "affs", "-o", "seg", "--threshold", 0.7]
+    argv += ["--aff-threshold-low", 0.001, "--aff-threshold-high", 0.9999]
+    argv += ["save", "-i", "seg", "-v", f"file://{ctx.tmp}/scaling-seg-{side}"]
+    return argv + ["--block-size", 64, 64, 64]
+
+
+def measured(argv: list, cwd: Path) -> tuple[float, int, dict]:
+    """Wall time, maximum RSS (bytes) and the run's operator seconds, by /usr/bin/time -v."""
+    import subprocess
+    import time
+
+    start = time.perf_counter()
+    proc = subprocess.run(
+        ["/usr/bin/time", "-v", *map(str, argv)], cwd=cwd, capture_output=True, text=True
+    )
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(map(str, argv))} failed:\n{proc.stderr[-2000:]}")
+    kib = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
+    operators = {}
+    for line in proc.stderr.splitlines():
+        row = TABLE_ROW.match(line.strip())
+        if row:
+            operators[row.group(1)] = float(row.group(3))
+    return wall, int(kib.group(1)) * 1024, operators
+
+
+def write_volume(ctx, npy: Path, volume: Path) -> None:
+    import subprocess
+
+    argv = [ctx.ours, "read-npy", "-f", npy, "--voxel-size", 10, 10, 10, "-o", "image"]
+    argv += ["save", "-i", "image", "-v", f"file://{volume}", "--block-size", 64, 64, 64]
+    proc = subprocess.run(list(map(str, argv)), cwd=ctx.tmp, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"writing the scaling volume failed:\n{proc.stderr[-2000:]}")
+    npy.unlink()
+
+
+def measure(ctx) -> list[dict]:
+    """The scaling rows, as keyword dicts for run.Row."""
+    volume = ctx.tmp / "scaling-image"
+    write_volume(ctx, prepare(ctx.tmp), volume)
+    from chunkflow.memory import available_memory, format_bytes
+
+    results, skipped = {}, []
+    for side in SIZES:
+        need, free = FIXED_BYTES + LINEAR * 4 * side**3, available_memory()
+        if free is not None and need > free:
+            skipped.append(
+                f"{side}^3 skipped: needs up to {format_bytes(need)}, {format_bytes(free)} free"
+            )
+            continue
+        wall, peak, operators = measured(command(ctx, volume, side), ctx.tmp)
+        voxels = side**3
+        results[side] = {
+            "wall_s": wall,
+            "peak_rss_bytes": peak,
+            "operators_s": operators,
+            "operator_ns_per_voxel": 1e9 * sum(operators.values()) / voxels,
+            "wall_ns_per_voxel": 1e9 * wall / voxels,
+            "chunk_bytes": 4 * voxels,
+        }
+    reference = REFERENCE if REFERENCE in results else SIZES[0]
+    base = results[reference]["operator_ns_per_voxel"]
+    rows = []
+    for side, r in results.items():
+        spread = r["operator_ns_per_voxel"] / base - 1
+        r["peak_multiple"] = r["peak_rss_bytes"] / r["chunk_bytes"]
+        r["peak_budget_bytes"] = FIXED_BYTES + LINEAR * r["chunk_bytes"]
+        per_op = ", ".join(f"{k} {v:.1f}" for k, v in r["operators_s"].items())
+        rows.append(
+            {
+                "name": f"scaling {side}^3 cutout>inference>aggl.>save",
+                "ours_s": r["wall_s"],
+                "target": f"ns/voxel +-{FLAT:.0%}" if side >= reference else "",
+                "passed": abs(spread) <= FLAT if side >= reference else None,
+                "note": (
+                    f"{r['operator_ns_per_voxel']:.0f} ns/voxel in operators ({spread:+.0%} of "
+                    f"{reference}^3), {r['wall_ns_per_voxel']:.0f} wall; peak "
+                    f"{r['peak_rss_bytes'] / GiB:.2f} GiB = {r['peak_multiple']:.1f}x the chunk"
+                ),
+                "detail": r | {"operators": per_op},
+            }
+        )
+    slopes = []
+    sides = list(results)
+    for small, large in zip(sides, sides[1:]):
+        a, b = results[small], results[large]
+        slope = (b["peak_rss_bytes"] - a["peak_rss_bytes"]) / (b["chunk_bytes"] - a["chunk_bytes"])
+        slopes.append(f"{small}->{large}: {slope:.1f}x")
+    rows.append(
+        {
+            "name": "  scaling peak memory",
+            "ours_s": None,
+            "target": f"<= {FIXED_BYTES / GiB:.2f} GiB + {LINEAR}x chunk",
+            "passed": all(r["peak_rss_bytes"] <= r["peak_budget_bytes"] for r in results.values()),
+            "note": "; ".join(
+                ["growth of the peak over the chunk's bytes " + ", ".join(slopes), *skipped]
+            ),
+            "detail": {
+                side: {k: r[k] for k in ("peak_rss_bytes", "peak_budget_bytes", "chunk_bytes")}
+                for side, r in results.items()
+            },
+        }
+    )
+    return rows
+
+
+if __name__ == "__main__":
+    import tempfile
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from run import Context, Row, report
+
+    with tempfile.TemporaryDirectory(prefix="chunkflow-bench-") as tmp:
+        context = Context(Path(sys.executable).parent / "chunkflow", None, Path(tmp))
+        report([Row(**row) for row in measure(context)], context)
