@@ -267,13 +267,14 @@ class Inferencer:
         self._whole_region = tuple(plan.region.shape)
         try:
             y = self._forward(x[None])
-        except torch.OutOfMemoryError:
-            raise ChunkflowError(
-                f"--whole-chunk: the model ran out of memory on {self.device} for the chunk "
-                f"{_vec(chunk.spatial_shape)}; use smaller chunks or patch mode"
-            ) from None
         except RuntimeError as err:
             first = " ".join(str(err).strip().splitlines()[:1])[:200]
+            if isinstance(err, torch.OutOfMemoryError) or "can't allocate memory" in first:
+                raise ChunkflowError(
+                    f"--whole-chunk: the model ran out of memory on {self.device} for the chunk "
+                    f"{_vec(chunk.spatial_shape)} (its activations span the whole chunk); use "
+                    "smaller chunks or patch mode"
+                ) from None
             raise ChunkflowError(
                 f"--whole-chunk: the model cannot take the chunk {_vec(chunk.spatial_shape)} "
                 f"({first}); whole-chunk mode needs a fully convolutional model and a chunk "

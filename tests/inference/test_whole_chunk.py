@@ -136,6 +136,21 @@ def test_whole_chunk_refuses_a_model_that_is_not_fully_convolutional(run_cli, tm
     assert "--whole-chunk: the model cannot take the chunk 16 40 40" in line
 
 
+def test_whole_chunk_out_of_memory_is_one_line_that_says_so():
+    class Hungry:
+        premasked = False
+
+        def __call__(self, batch):
+            raise RuntimeError(
+                "[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't "
+                "allocate memory: you tried to allocate 99999999999 bytes."
+            )
+
+    run = inferencer(Hungry(), (8, 32, 32), channels=1, whole_chunk=True)
+    with pytest.raises(ChunkflowError, match=r"ran out of memory on cpu for the chunk 16 64 72 "):
+        run(chunk())
+
+
 def test_whole_chunk_refuses_patch_options():
     grid = PatchGrid.create((8, 32, 32), patch_num=(2, 2, 2))
     with pytest.raises(ChunkflowError, match="drop --patch-num"):
