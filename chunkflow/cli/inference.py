@@ -8,6 +8,7 @@ import logging
 import click
 
 from chunkflow.cli.framework import LAYER_TYPE, input_option, operator, output_option, vec3_option
+from chunkflow.cli.training import pad_option
 
 logger = logging.getLogger("chunkflow")
 
@@ -91,7 +92,29 @@ def build_inferencer(
     )
 
 
-@operator("inference", family="inference")
+def _inference_context(input_chunk_name, output_chunk_name, read_context=False, **options):
+    """With --read-context: the margin the patches and --output-crop-margin cut away, which
+    the readers before inference read around the box they were asked for."""
+    if not read_context:
+        return None
+    from chunkflow.context import Context, grow_by
+    from chunkflow.geometry import BoundingBox
+    from chunkflow.inference.grid import PatchGrid
+
+    grid = PatchGrid.create(
+        options["input_patch_size"],
+        options["output_patch_size"],
+        options["output_patch_overlap"],
+        options["output_crop_margin"],
+        options["mask_output_chunk"] or options["whole_chunk"],
+    )
+    probe = BoundingBox((0, 0, 0), (1 << 20,) * 3)
+    _, written = grid._regions(probe)
+    grow = grow_by(written.start - probe.start, probe.stop - written.stop)
+    return Context((input_chunk_name,), (output_chunk_name,), grow)
+
+
+@operator("inference", family="inference", context=_inference_context)
 @click.option(
     "-m",
     "--convnet-model",
@@ -219,16 +242,35 @@ def build_inferencer(
     default=None,
     help="[default: affinity_map for 3 channels, else probability_map; identity: image]",
 )
+@click.option(
+    "--read-context/--no-read-context",
+    default=False,
+    show_default=True,
+    help="Have the readers before inference read the margin that the patches and "
+    "--output-crop-margin cut away, so the output covers the box they were asked for (a "
+    "task's block, whole); where the data ends, --pad decides.",
+)
+@pad_option()
 @input_option()
 @output_option()
-def inference(task, input_chunk_name, output_chunk_name, **options):
+def inference(
+    task, input_chunk_name, output_chunk_name, read_context, pad_mode, request, **options
+):
     """ConvNet inference over a chunk of any size, blending overlapping patches.
 
     The chunk is cut into overlapping patches; their outputs are weighted by a bump and
     normalised so that overlapping weights sum to 1. Integer input is scaled to [0, 1] by its
     dtype range; an all-zero input skips the network. With --whole-chunk a fully convolutional
-    model runs once over the whole chunk instead.
+    model runs once over the whole chunk instead. With --read-context the readers before it
+    read the margin the output loses, so the output covers the box they were asked for.
     """
     inferencer = build_inferencer(**options)
-    task[output_chunk_name] = inferencer(task.chunk(input_chunk_name))
+    chunk = task.chunk(input_chunk_name)
+    if read_context and output_chunk_name in task.bases:  # the read box of the write box
+        from chunkflow.context import cover
+
+        context = _inference_context(input_chunk_name, output_chunk_name, True, **options)
+        write_box = request.box(output_chunk_name, task.bases[output_chunk_name])
+        chunk = cover(chunk, context.grow(write_box), pad_mode, input_chunk_name, "inference")
+    task[output_chunk_name] = inferencer(chunk)
     task.log["device"] = str(inferencer.device)

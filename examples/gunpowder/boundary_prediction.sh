@@ -42,15 +42,17 @@ chunkflow \
     --snapshot-interval "${ITERATIONS:-300}" --profile-interval "${ITERATIONS:-300}"
 
 echo "== 2. blockwise prediction into zarr"
-# the output array first, then one task per block: it reads the test image within its box
-# and predicts it patch by patch
+# the output array first, then one task per block (Scan): inference asks for the context its
+# patches need (--read-context: the overlap they crop), so the reader reads each block with a
+# margin (daisy's read box) and the affinities cover the block exactly (its write box); at the
+# volume's edge the image is mirrored in
 chunkflow create-chunk -s $REGION_SIZE -c 3 -t float32 --pattern zero --layer-type affinity_map \
   -o affs save-zarr -i affs -f "$OUT/prediction.zarr" -d affs
 chunkflow generate-tasks --roi-start 0 0 0 --roi-stop $REGION_SIZE -c $BLOCK_SIZE \
   read-h5 -f "$DATA/test-image.h5" -o image \
   inference -i image -o affs --framework pytorch -m examples/inference/unet.py \
     -w "$OUT/train/model.pt" \
-    --patch-size $PATCH_SIZE --patch-overlap 4 8 8 --output-crop-margin 0 0 0 \
+    --patch-size $PATCH_SIZE --patch-overlap 4 8 8 --read-context --pad reflect \
     --num-output-channels 3 --device cpu \
   save-zarr -i affs -f "$OUT/prediction.zarr" -d affs
 

@@ -237,3 +237,24 @@ def test_random_location_rejects_boxes_by_a_mask(run_cli, tmp_path):
     assert "no box of size 4,16,16 in 0-4_0-16_0-16 passed the mask in 3 tries" in error_line(
         result
     )
+
+
+def test_inference_reads_the_margin_its_patches_crop(run_cli):
+    """--read-context: the reader reads the margin (read box), the output covers the box it
+    was asked for (write box); at the data's end --pad, else one line."""
+    common = (
+        "inference -i image -o out --framework identity --patch-size 4 16 16 "
+        "--patch-overlap 2 8 8 --num-output-channels 1 --read-context --device cpu"
+    )
+    run_cli(f"read-h5 -f {IMAGE} -o image -t 10 20 30 -s 8 32 32 {common} write-h5 -i out -f a.h5")
+    out, box = read_h5("a.h5"), BoundingBox.from_delta((10, 20, 30), (8, 32, 32))
+    assert out.bbox == box
+    expected = read_stack(IMAGE)[box.to_slices()] / 255
+    np.testing.assert_allclose(out.array[0], expected, atol=1e-6)
+    at_start = f"read-h5 -f {IMAGE} -o image -t 0 0 0 -s 8 32 32 {common}"
+    line = error_line(run_cli(at_start, expect=1))
+    assert "chunk 'image' must cover -2-10_-8-40_-8-40 for the context of inference" in line
+    run_cli(f"{at_start} --pad reflect write-h5 -i out -f b.h5")
+    out = read_h5("b.h5")
+    assert out.bbox == BoundingBox((0, 0, 0), (8, 32, 32))
+    np.testing.assert_allclose(out.array[0], read_stack(IMAGE)[:8, :32, :32] / 255, atol=1e-6)
