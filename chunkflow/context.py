@@ -507,6 +507,7 @@ def elastic_with_context(
     union = None
     for name in names:
         union = write_boxes[name] if union is None else union.union(write_boxes[name])
+    transform_options.setdefault("voxel_size", first.voxel_size)
     for _ in range(max(1, tries)):
         transform = ElasticTransform.random(union.shape, rng, **transform_options)
         needed = transform.source_bbox.shift(union.start)

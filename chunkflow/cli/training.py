@@ -319,10 +319,11 @@ def elastic_options(fn):
         [
             vec3_option(
                 "--control-point-spacing",
-                default=(4, 40, 40),
+                default=None,
                 positive=True,
-                show_default=True,
-                help="Voxels between control points of the random displacement.",
+                help="Voxels between control points of the random displacement [default: 40 "
+                "in y and x and the same world distance along z: 4 40 40 for 40x4x4 nm "
+                "voxels, 40 40 40 for isotropic ones].",
             ),
             click.option(
                 "--jitter-sigma",
@@ -381,7 +382,8 @@ def elastic_kwargs(options: dict) -> dict:
     (the rotation interval in radians, converted from degrees unless given in radians)."""
     kwargs = {name: options.pop(name) for name in ELASTIC_OPTIONS}
     unit = options.pop("rotation_unit")
-    kwargs["control_point_spacing"] = tuple(kwargs["control_point_spacing"])
+    if kwargs["control_point_spacing"] is not None:  # None: by the data's voxel size
+        kwargs["control_point_spacing"] = tuple(kwargs["control_point_spacing"])
     kwargs["jitter_sigma"] = tuple(kwargs["jitter_sigma"])
     if unit == "degrees":
         kwargs["rotation_interval"] = tuple(math.radians(a) for a in kwargs["rotation_interval"])

@@ -31,7 +31,12 @@ from chunkflow.errors import ChunkflowError
 from chunkflow.geometry import BoundingBox, Cartesian
 from chunkflow.training.intensity import check_interval, check_probability
 
-__all__ = ["ElasticTransform", "elastic_augment", "simple_augment"]
+__all__ = [
+    "ElasticTransform",
+    "default_control_point_spacing",
+    "elastic_augment",
+    "simple_augment",
+]
 
 # ---------------------------------------------------------------------------------------------
 # geometry
@@ -112,6 +117,26 @@ def _upsample_matrix(points: int, size: int) -> np.ndarray:
     return matrix
 
 
+#: Default voxels between control points in y and x; along z the same world distance.
+CONTROL_POINT_SPACING = 40
+
+
+def default_control_point_spacing(voxel_size=(1, 1, 1)) -> tuple[int, int, int]:
+    """Voxels between control points (z, y, x), the same world distance along every axis:
+    `CONTROL_POINT_SPACING` voxels of the finer in-plane axis.
+
+    (4, 40, 40) for 40 x 4 x 4 nm voxels, the values of gunpowder's boundary tutorial, and
+    (40, 40, 40) for isotropic ones. Four sections between control points on isotropic data
+    would move every section by about 0.4 voxels (up to 2) against its neighbour, a section
+    misalignment that such data (FIB-SEM) does not have and the network would learn.
+    """
+    voxel_size = _triple(voxel_size, "voxel size")
+    if min(voxel_size) <= 0:
+        raise ChunkflowError(f"the voxel size {voxel_size} must be positive")
+    world = CONTROL_POINT_SPACING * min(voxel_size[1:])
+    return tuple(max(1, round(world / v)) for v in voxel_size)
+
+
 def _triple(value, what: str) -> tuple[float, float, float]:
     values = tuple(value) if isinstance(value, Sequence) else (value,) * 3
     if len(values) != 3:
@@ -163,19 +188,21 @@ class ElasticTransform:
         cls,
         output_shape,
         rng: np.random.Generator,
-        control_point_spacing=(4, 40, 40),
+        control_point_spacing=None,
         jitter_sigma=(0.0, 2.0, 2.0),
         rotation_interval=(0.0, math.pi / 2),
         prob_slip: float = 0.0,
         prob_shift: float = 0.0,
         max_misalign: int = 0,
         subsample: int = 1,
+        voxel_size=(1, 1, 1),
     ) -> ElasticTransform:
         """A random transform producing `output_shape` (z, y, x) voxels.
 
         Args:
             control_point_spacing: voxels between control points (z, y, x); the control points
-                span the output, the spacing is rounded so that they fit.
+                span the output, the spacing is rounded so that they fit. Default: the same
+                world distance along every axis, `default_control_point_spacing(voxel_size)`.
             jitter_sigma: standard deviation (voxels) of the Gaussian displacement of each
                 control point per axis; displacements are upsampled with cubic splines.
             rotation_interval: the rotation angle (radians) in the yx plane about the output
@@ -185,10 +212,13 @@ class ElasticTransform:
             max_misalign: largest slip or shift, voxels (integer, uniform in [-max, max]).
             subsample: accepted for gunpowder compatibility; the displacement field is computed
                 separably at full resolution, which is already cheap, so it has no effect.
+            voxel_size: of the data warped (z, y, x); only the default spacing depends on it.
         """
         shape = Cartesian(output_shape)
         if min(shape) <= 0:
             raise ChunkflowError(f"the output shape {tuple(shape)} must be positive")
+        if control_point_spacing is None:
+            control_point_spacing = default_control_point_spacing(voxel_size)
         spacing = _triple(control_point_spacing, "control point spacing")
         sigma = _triple(jitter_sigma, "jitter sigma")
         if min(spacing) <= 0 or min(sigma) < 0:
@@ -411,6 +441,7 @@ def elastic_augment(
     if min(size) <= 0:
         raise ChunkflowError(f"the output size {tuple(size)} must be positive")
     output_offset = bbox.start + (bbox.shape - size) // 2
+    transform_options.setdefault("voxel_size", next(iter(chunks.values())).voxel_size)
     transform = ElasticTransform.random(size, rng, **transform_options)
     needed = transform.source_bbox.shift(output_offset)
     result = {}

@@ -5,9 +5,11 @@ optional mask (nonzero = labelled). One training example is made like this:
 
 1. pick a sample, with probability proportional to its voxel count (`sample_weights` "size"),
    the same for all ("uniform") or to given weights;
-2. draw the elastic transform first (if any): it says which region of the sample the
-   `input_size` patch reads (`ElasticTransform.source_bbox`); a transform reading more than
-   the sample holds is redrawn (up to `max_redraws` times, from the same seeded generator).
+2. draw the elastic transform first (if any; its default control points are equally far apart
+   in world units along every axis, by the sample's voxel size): it says which region of the
+   sample the `input_size` patch reads (`ElasticTransform.source_bbox`); a transform reading
+   more than the sample holds is redrawn (up to `max_redraws` times, from the same seeded
+   generator).
    Then draw a location where that whole region lies inside the sample, so the result has
    exactly `input_size` and never reads padding (a location whose output patch is less than
    `min_masked` masked is redrawn);
@@ -271,9 +273,10 @@ class ExampleMaker:
         from chunkflow.training import augment
 
         spec, sample = self.spec, self.samples[which]
+        options = {"voxel_size": sample[IMAGE].voxel_size, **spec.elastic}
         smallest = None
         for _ in range(max(1, spec.max_redraws)):
-            transform = augment.ElasticTransform.random(spec.input_size, rng, **spec.elastic)
+            transform = augment.ElasticTransform.random(spec.input_size, rng, **options)
             if self._fits(sample, transform.source_bbox):
                 return transform
             shape = tuple(transform.source_bbox.shape)

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from chunkflow.chunk import Chunk
-from chunkflow.io.h5 import read_h5
 from chunkflow.context import elastic_with_context
 from chunkflow.geometry import BoundingBox
+from chunkflow.io.h5 import read_h5
 from chunkflow.training.augment import simple_augment
 from chunkflow.training.intensity import (
     defect_augment,
@@ -148,3 +148,25 @@ def test_bad_input_gives_one_line(run_cli, args, message):
     )
     assert result.code != 0
     assert message in error_line(result)
+
+
+def test_default_control_point_spacing_follows_the_voxel_size(run_cli, gala):
+    # the same world distance along every axis: gunpowder's tutorial (4, 40, 40) on 40x4x4 nm
+    # voxels, (40, 40, 40) on isotropic ones
+    labels = gt_block()
+    for voxel_size, spacing in (((40, 4, 4), (4, 40, 40)), ((1, 1, 1), (40, 40, 40))):
+        size = " ".join(map(str, voxel_size))
+        run_cli(
+            f"read-h5 -f {gala}/test-gt.lzf.h5 -o labels -t 0 0 0 -s 8 48 48 -x {size} "
+            "elastic-augment -i labels --seed 2 --output-size 6 32 32 "
+            "--rotation-interval 0 0 --jitter-sigma 0 2 2 write-h5 -i labels -f seg.h5"
+        )
+        chunk = Chunk(labels.array, labels.voxel_offset, voxel_size)
+        expected = elastic_with_context(
+            {"labels": chunk},
+            rng(2),
+            output_size=(6, 32, 32),
+            control_point_spacing=spacing,
+            rotation_interval=(0, 0),
+        )
+        np.testing.assert_array_equal(read_h5("seg.h5").array, expected["labels"].array)

@@ -264,3 +264,46 @@ def test_rotation_interval_is_in_radians():
     rotated = transform.apply(chunks["raw_y"], (0, 0, 0)).array[0]
     # a quarter turn about the centre: output y comes from input x, and vice versa
     np.testing.assert_allclose(rotated, np.rot90(chunks["raw_y"].array[0], k=-1), atol=1e-4)
+
+
+def source_coordinates(transform: ElasticTransform) -> np.ndarray:
+    """(3, z, y, x): where the transform reads each output voxel, found by warping images that
+    hold their own coordinates (linear interpolation reproduces a linear image exactly)."""
+    box = transform.source_bbox
+    grids = np.meshgrid(
+        *(np.arange(a, b, dtype=np.float32) for a, b in zip(box.start, box.stop)), indexing="ij"
+    )
+    return np.stack([transform.apply(Chunk(g, box.start), (0, 0, 0)).array for g in grids])
+
+
+@pytest.mark.parametrize("voxel_size", [(1, 1, 1), (8, 8, 8)])
+def test_default_warp_on_isotropic_voxels_is_as_smooth_along_z_as_in_plane(voxel_size):
+    # control points 4 sections apart (gunpowder's tutorial value for 40 x 4 x 4 nm voxels)
+    # on isotropic data move each section by ~0.4 voxels (up to ~2) against its neighbour:
+    # a section misalignment that FIB-SEM data does not have
+    z_steps, y_steps = [], []
+    for seed in range(6):
+        transform = ElasticTransform.random(
+            (40, 40, 40), rng(seed), rotation_interval=(0, 0), voxel_size=voxel_size
+        )
+        in_plane = source_coordinates(transform)[1:]
+        z_steps.append(np.abs(np.diff(in_plane, axis=1)).mean())
+        y_steps.append(
+            np.abs(np.diff(in_plane, axis=2) - np.array([1, 0]).reshape(2, 1, 1, 1)).mean()
+        )
+    assert max(y_steps) > 0.005  # the warp is not the identity
+    assert np.mean(z_steps) < 2 * np.mean(y_steps), (z_steps, y_steps)
+
+
+def test_default_control_point_spacing_is_the_same_world_distance_along_every_axis():
+    # 40 voxels in y and x, as many nanometres along z: gunpowder's tutorial spacing (4, 40, 40)
+    # for its 40 x 4 x 4 nm data, (40, 40, 40) for isotropic voxels
+    for voxel_size, spacing in (((40, 4, 4), (4, 40, 40)), ((1, 1, 1), (40, 40, 40))):
+        default = ElasticTransform.random((12, 60, 60), rng(5), voxel_size=voxel_size)
+        explicit = ElasticTransform.random((12, 60, 60), rng(5), control_point_spacing=spacing)
+        np.testing.assert_array_equal(source_coordinates(default), source_coordinates(explicit))
+    chunks = position_sample()  # 40 x 4 x 4 nm
+    default = elastic_augment(chunks, rng(2))
+    explicit = elastic_augment(chunks, rng(2), control_point_spacing=(4, 40, 40))
+    for name in chunks:
+        np.testing.assert_array_equal(default[name].array, explicit[name].array)

@@ -120,3 +120,45 @@ def test_context_around_the_output_gives_known_affinities_at_its_border():
         )  # unlike without context, below
     flat = ExampleMaker([cells()], PipelineSpec(input_size=(8, 24, 24), elastic=None), seed=0)
     assert np.all(flat[0]["weight:affinities"][0, 0] == 0)
+
+
+def test_image_and_labels_stay_aligned_voxel_exactly_through_every_augmentation():
+    # a 3-channel image holding each voxel's own z, y, x (linear interpolation reproduces it
+    # exactly) and labels naming each voxel: after elastic, mirror and transpose and the crop to
+    # a smaller output, every label is the voxel nearest to where the image was read
+    shape = (24, 60, 60)
+    coordinates = np.stack(
+        np.meshgrid(*(np.arange(n, dtype=np.float32) for n in shape), indexing="ij")
+    )
+    ids = np.arange(1, np.prod(shape) + 1, dtype=np.uint32).reshape(shape)
+    for voxel_size in ((1, 1, 1), (40, 4, 4)):
+        sample = {
+            "image": Chunk(coordinates, voxel_size=voxel_size, layer_type="image"),
+            "label": Chunk(ids, voxel_size=voxel_size),
+        }
+        spec = PipelineSpec(
+            input_size=(12, 40, 40),
+            output_size=(8, 24, 24),
+            intensity=None,
+            elastic=dict(jitter_sigma=(0.5, 2, 2), control_point_spacing=(4, 20, 20)),
+        )
+        maker = ExampleMaker([sample], spec, seed=2)
+        for k in range(4):
+            example = maker[k]
+            z, y, x = spec.context
+            read = example["image"][:, z : z + 8, y : y + 24, x : x + 24]
+            voxel = np.stack(np.unravel_index(example["label"] - 1, shape))
+            assert np.abs(voxel - read).max() <= 0.5 + 1e-4
+
+
+def test_the_default_elastic_spacing_follows_the_sample_voxel_size():
+    # the same world distance between control points along every axis
+    for voxel_size, spacing in (((1, 1, 1), (40, 40, 40)), ((40, 4, 4), (4, 40, 40))):
+        sample = cells(shape=(12, 64, 64))
+        sample = {key: Chunk(c.array, voxel_size=voxel_size) for key, c in sample.items()}
+        default = ExampleMaker([sample], PipelineSpec(input_size=(8, 32, 32)), seed=4)
+        spec = PipelineSpec(input_size=(8, 32, 32), elastic=dict(control_point_spacing=spacing))
+        explicit = ExampleMaker([sample], spec, seed=4)
+        for k in range(3):
+            np.testing.assert_array_equal(default[k]["image"], explicit[k]["image"])
+            np.testing.assert_array_equal(default[k]["label"], explicit[k]["label"])
