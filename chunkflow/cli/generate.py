@@ -28,6 +28,7 @@ GENERATE_FLAGS = dict(
     bbox="a bbox string",
     align_to_shards="--align-to-shards",
     volume_path="-v",
+    append="--append",
     task_file="--file-path",
 )
 

@@ -50,6 +50,7 @@ SETUP_FLAGS = dict(
     shard_bytes="--shard-bytes",
     safety_factor="--safety-factor",
     overwrite="--overwrite-info",
+    append="--append",
     task_file="--task-file",
 )
 

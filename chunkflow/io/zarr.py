@@ -616,11 +616,26 @@ def is_ome_image(path: str) -> bool:
     path = _local(path)
     if not is_remote(path) and not os.path.isdir(path):
         return False
+    if is_remote(path) and not _has_zarr_attributes(path):
+        return False
     try:
         found = _attributes(path, object_store(path) if is_remote(path) else None)
         return found is not None and _multiscale(path, found[2]) is not None
     except ChunkflowError:
         return False
+
+
+def _has_zarr_attributes(path: str) -> bool:
+    """Whether a remote path may hold group attributes. Asked first through cloudfiles: a
+    precomputed volume (the usual case) is told apart with the credentials its own writes use,
+    without obstore looking for credentials of its own (seconds on a machine outside the
+    cloud); where cloudfiles cannot ask, maybe."""
+    from cloudfiles import CloudFiles
+
+    try:
+        return any(CloudFiles(path).exists(["zarr.json", ".zattrs"]).values())
+    except Exception:
+        return True
 
 
 def _attributes(path: str, obj=None) -> tuple[str, dict, dict, dict | None] | None:

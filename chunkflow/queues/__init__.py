@@ -26,7 +26,7 @@ import os
 import re
 from dataclasses import dataclass
 
-from chunkflow.errors import ChunkflowError
+from chunkflow.errors import ChunkflowError, ParameterError
 
 SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 SQS_NAME = re.compile(r"^[A-Za-z0-9_-]{1,80}(\.fifo)?$")
@@ -92,8 +92,8 @@ def open_task_queue(name: str, endpoint_url: str | None = None, append: bool = F
     queue = open_queue(name, endpoint_url, create=True)
     waiting = queue.count()
     if waiting and not append:
-        raise ChunkflowError(
-            f"queue {name} already holds {waiting} messages; --append adds these tasks to them"
+        raise ParameterError(
+            f"queue {name} already holds {waiting} messages; `append` adds these tasks to them"
         )
     return queue
 

@@ -19,7 +19,7 @@ def test_a_sink_sends_to_a_queue_and_a_file(tmp_path):
     assert read_task_file(str(tmp_path / "tasks.txt")) == list(BOXES)
     assert sorted(open_queue(queue).peek(10)) == sorted(b.string for b in BOXES)
     # a rerun into the same queue is refused unless it appends
-    with pytest.raises(Exception, match="already holds 4 messages"):
+    with pytest.raises(ParameterError, match="already holds 4 messages; `append` adds"):
         TaskSink(queue).open()
     TaskSink(queue, append=True).send(BOXES[:1])
     assert open_queue(queue).count() == 5
