@@ -131,7 +131,8 @@ def _simplified(mesher, settings, processes=None):
 
     Only a single-threaded process forks: a fork copies the locks other threads hold, and a
     child that waits on one hangs for good (in a queue worker, while the lease heartbeat keeps
-    its task from every other worker). With other threads running it simplifies serially."""
+    its task from every other worker). With other threads running it simplifies serially; an
+    idle tqdm monitor is stopped first (see _stop_tqdm_monitors)."""
     import multiprocessing
     import threading
 
@@ -139,6 +140,8 @@ def _simplified(mesher, settings, processes=None):
     if processes is None:
         processes = min(2, os.cpu_count() or 1)
     forkable = "fork" in multiprocessing.get_all_start_methods()
+    if processes > 1 and len(labels) >= 32 and forkable:
+        _stop_tqdm_monitors()
     alone = threading.active_count() == 1
     if processes <= 1 or len(labels) < 32 or not forkable or not alone:
         _MESHER.update(mesher=mesher, settings=settings)
@@ -149,10 +152,38 @@ def _simplified(mesher, settings, processes=None):
     blocks = [labels[k :: processes * 8] for k in range(processes * 8)]
     _MESHER.update(mesher=mesher, settings=settings)
     try:
-        with multiprocessing.get_context("fork").Pool(processes) as pool:
-            return [item for part in pool.imap_unordered(_simplify_block, blocks) for item in part]
+        pool = multiprocessing.get_context("fork").Pool(processes, initializer=_worker_signals)
+        try:
+            items = [item for part in pool.imap_unordered(_simplify_block, blocks) for item in part]
+        except BaseException:
+            pool.terminate()
+            pool.join()
+            raise
+        pool.close()  # the workers exit on their own
+        pool.join()
+        return items
     finally:
         _MESHER.clear()
+
+
+def _worker_signals() -> None:
+    """A forked worker takes SIGTERM the default way: it inherits the handlers of its parent
+    (the CLI turns SIGTERM into an exception, which a pool worker would print)."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _stop_tqdm_monitors() -> None:
+    """Stop tqdm's monitor threads. tqdm starts one with its first progress bar, even a disabled
+    one, and cloudfiles makes such bars on every read: after a cutout that thread alone kept
+    the simplification serial. It only tunes the refresh of slow bars, holds no lock while it
+    waits, and tqdm starts a new one with its next bar."""
+    import threading
+
+    for thread in threading.enumerate():
+        if type(thread).__name__ == "TMonitor" and type(thread).__module__ == "tqdm._monitor":
+            thread.exit()
 
 
 def encode(mesh, fmt: str) -> bytes:

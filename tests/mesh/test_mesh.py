@@ -237,3 +237,26 @@ def test_no_fork_while_other_threads_run(fib25_chunk, monkeypatch):
     if threading.active_count() == 1:  # alone again: the forked path is taken
         mesh_chunk(fib25_chunk, (8, 8, 8), processes=2)
         assert forks == ["fork"]
+
+
+def test_an_idle_tqdm_monitor_does_not_keep_simplification_serial(fib25_chunk, monkeypatch):
+    """tqdm starts a monitor thread with any bar, even a disabled one (cloudfiles makes those on
+    every read): it is stopped, and the simplification forks."""
+    import multiprocessing
+    import threading
+
+    from tqdm import tqdm
+
+    forks = []
+    real = multiprocessing.get_context
+    monkeypatch.setattr(multiprocessing, "get_context", lambda m=None: forks.append(m) or real(m))
+    monkeypatch.setattr(tqdm, "monitor_interval", 10)
+    with tqdm(total=1, disable=True):
+        pass
+    monitors = [t for t in threading.enumerate() if type(t).__name__ == "TMonitor"]
+    assert monitors and all(t.is_alive() for t in monitors)
+    others = [t for t in threading.enumerate() if t not in monitors]
+    meshes = mesh_chunk(fib25_chunk, (8, 8, 8), processes=2)
+    assert len(meshes) >= 32 and not any(t.is_alive() for t in monitors)
+    if others == [threading.main_thread()]:  # nothing else alive: the forked path is taken
+        assert forks == ["fork"]
