@@ -1,5 +1,6 @@
 """N5 containers, read through tensorstore: arrays and their `resolution`/`offset` geometry,
-both stored (x, y, z) as N5 tools write them. Local folders only; N5 is never written."""
+both stored (x, y, z) as N5 tools write them. Local folders, `s3://` (at `--s3-endpoint` /
+`AWS_ENDPOINT_URL_S3` when set), `gs://` and `http(s)://`; N5 is never written."""
 
 from __future__ import annotations
 
@@ -10,9 +11,12 @@ from chunkflow.errors import ChunkflowError
 from chunkflow.geometry import Cartesian
 from chunkflow.io.metadata import stored_vector, voxel_offset_of
 
+REMOTE = ("s3://", "gs://", "http://", "https://")
+
 
 def is_n5(store: str, dataset: str | None = None) -> bool:
-    """An N5 container: named `.n5`, or with N5's `attributes.json` and no zarr metadata."""
+    """An N5 container: named `.n5`, or (local) with N5's `attributes.json` and no zarr
+    metadata."""
     if store.rstrip("/").endswith(".n5"):
         return True
     if "://" in store or any(
@@ -25,6 +29,28 @@ def is_n5(store: str, dataset: str | None = None) -> bool:
     )
 
 
+def kvstore_spec(store: str) -> dict:
+    """tensorstore's key-value store of a local folder or a remote path (its own credential
+    chains: the AWS variables and files, Google's application default credentials)."""
+    store = store.rstrip("/")
+    if not store.startswith(REMOTE):
+        return {"driver": "file", "path": store}
+    if store.startswith(("http://", "https://")):
+        return {"driver": "http", "base_url": store + "/"}
+    scheme, _, rest = store.partition("://")
+    bucket, _, prefix = rest.partition("/")
+    spec = {"driver": "s3" if scheme == "s3" else "gcs", "bucket": bucket}
+    if prefix:
+        spec["path"] = prefix + "/"
+    if scheme == "s3":
+        from chunkflow.aws import s3_endpoint
+
+        endpoint = s3_endpoint()
+        if endpoint:
+            spec["endpoint"] = endpoint
+    return spec
+
+
 def open_n5(store: str, dataset: str | None):
     """(array, where, voxel offset, voxel size) of an N5 dataset, through tensorstore (zarr-python
     3 has no N5); geometry None where the attributes do not say."""
@@ -34,31 +60,22 @@ def open_n5(store: str, dataset: str | None):
         raise ChunkflowError(
             f"{store}: reading N5 needs tensorstore (pip install tensorstore)"
         ) from None
+    store = store.rstrip("/")
     path = (dataset or "").strip("/")
     where = f"{store}/{path}" if path else store
-    if "://" in store:
-        raise ChunkflowError(f"{store}: N5 is read from local folders only")
-    attrs = n5_attributes(where, missing_ok=os.path.isdir(where))
+    attrs = n5_attributes(where, missing_ok=store.startswith(REMOTE) or os.path.isdir(where))
     if "dimensions" not in attrs:  # a group: its only dataset
-        names = sorted(
-            n
-            for n in os.listdir(where)
-            if "dimensions" in n5_attributes(os.path.join(where, n), missing_ok=True)
-        )
-        if len(names) != 1:
-            raise ChunkflowError(
-                f"{store}: which dataset? use --dataset, one of: {', '.join(names) or 'none'}"
-            )
-        path = f"{path}/{names[0]}".strip("/")
+        path = f"{path}/{_only_dataset(store, where)}".strip("/")
         where = f"{store}/{path}"
         attrs = n5_attributes(where)
     try:
         array = ts.open(
-            {"driver": "n5", "kvstore": {"driver": "file", "path": store}, "path": path},
-            read=True,
+            {"driver": "n5", "kvstore": kvstore_spec(store), "path": path}, read=True
         ).result()
     except Exception as err:
-        raise ChunkflowError(f"{where}: cannot open N5 dataset ({err})") from None
+        from chunkflow.redact import redact
+
+        raise ChunkflowError(f"{where}: cannot open N5 dataset ({redact(str(err))})") from None
     size = attrs.get("resolution")
     if size is None and isinstance(attrs.get("pixelResolution"), dict):
         size = attrs["pixelResolution"].get("dimensions")
@@ -75,11 +92,47 @@ def open_n5(store: str, dataset: str | None):
     return array, where, offset, size
 
 
+def _only_dataset(store: str, where: str) -> str:
+    """The name of a group's only dataset; N5 groups do not list their children, so a remote
+    group (whose folders cannot be listed cheaply) needs the dataset named."""
+    if store.startswith(REMOTE):
+        raise ChunkflowError(f"{where}: an N5 group; name the dataset with --dataset")
+    names = sorted(
+        n
+        for n in os.listdir(where)
+        if "dimensions" in n5_attributes(os.path.join(where, n), missing_ok=True)
+    )
+    if len(names) != 1:
+        raise ChunkflowError(
+            f"{where}: which dataset? use --dataset, one of: {', '.join(names) or 'none'}"
+        )
+    return names[0]
+
+
 def n5_attributes(folder: str, missing_ok: bool = False) -> dict:
-    name = os.path.join(folder, "attributes.json")
-    if not os.path.isfile(name):
+    """The `attributes.json` of an N5 group or dataset, local or remote."""
+    if folder.startswith(REMOTE):
+        text = _read_remote(folder, "attributes.json")
+    else:
+        name = os.path.join(folder, "attributes.json")
+        text = open(name).read() if os.path.isfile(name) else None
+    if text is None:
         if missing_ok:
             return {}
         raise ChunkflowError(f"{folder}: no such N5 dataset (no attributes.json)")
-    with open(name) as f:
-        return json.load(f)
+    try:
+        return json.loads(text)
+    except ValueError as err:
+        raise ChunkflowError(f"{folder}/attributes.json: not JSON ({err})") from None
+
+
+def _read_remote(folder: str, key: str) -> str | None:
+    import tensorstore as ts
+
+    try:
+        found = ts.KvStore.open(kvstore_spec(folder)).result().read(key).result()
+    except Exception as err:
+        from chunkflow.redact import redact
+
+        raise ChunkflowError(f"{folder}/{key}: cannot read ({redact(str(err))})") from None
+    return found.value.decode() if found.state == "value" else None

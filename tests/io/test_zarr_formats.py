@@ -168,8 +168,8 @@ def test_unknown_geometry_is_refused_unless_given(run_cli, tmp_path):
     np.testing.assert_array_equal(back.array, IMAGE)
 
 
-def test_n5_written_by_tensorstore(run_cli, tmp_path):
-    """N5 as Java tools lay it out: dimensions, resolution and offset in (x, y, z)."""
+def write_n5(tmp_path):
+    """v.n5/volumes/raw as Java tools lay it out: dimensions, resolution, offset in (x, y, z)."""
     import tensorstore as ts
 
     spec = {
@@ -189,6 +189,10 @@ def test_n5_written_by_tensorstore(run_cli, tmp_path):
     attrs = tmp_path / "v.n5/volumes/raw/attributes.json"
     meta = json.loads(attrs.read_text())
     attrs.write_text(json.dumps(meta | {"resolution": [4, 4, 40], "offset": [16, 12, 80]}))
+
+
+def test_n5_written_by_tensorstore(run_cli, tmp_path):
+    write_n5(tmp_path)
     run_cli("load-zarr -f v.n5 -d volumes/raw -t 2 4 5 -s 3 4 5 save-zarr -f cut.zarr")
     back = read_zarr(str(tmp_path / "cut.zarr"))
     assert (back.voxel_offset, back.voxel_size) == ((2, 4, 5), (40, 4, 4))
@@ -211,8 +215,9 @@ def test_s3_store(run_cli, monkeypatch, tmp_path, moto_endpoint):
     write_zarr(chunk(), str(tmp_path / "o.zarr"), "image", ome=True)
     write_zarr(chunk(AFFS), str(tmp_path / "o.zarr"), "affs")
     write_zarr(chunk(), str(tmp_path / "two.zarr"), "raw", zarr_format=2)
+    write_n5(tmp_path)
     for path in tmp_path.rglob("*"):
-        if path.is_file() and ".zarr" in str(path):
+        if path.is_file() and (".zarr" in str(path) or ".n5" in str(path)):
             s3.upload_file(str(path), "zarr-formats", str(path.relative_to(tmp_path)))
     back = read_zarr("s3://zarr-formats/o.zarr", "image")
     np.testing.assert_array_equal(back.array, IMAGE)
@@ -220,6 +225,11 @@ def test_s3_store(run_cli, monkeypatch, tmp_path, moto_endpoint):
     np.testing.assert_array_equal(read_zarr("s3://zarr-formats/o.zarr", "affs").array, AFFS)
     run_cli("load-zarr -f s3://zarr-formats/two.zarr -d raw -t 3 4 5 -s 2 2 2 save-npy -f cut.npy")
     np.testing.assert_array_equal(np.load(tmp_path / "cut.npy"), IMAGE[1:3, 1:3, 1:3])
+    n5 = read_zarr("s3://zarr-formats/v.n5", "volumes/raw")  # N5 too, through tensorstore
+    assert (n5.voxel_offset, n5.voxel_size) == ((2, 3, 4), (40, 4, 4))
+    np.testing.assert_array_equal(n5.array, IMAGE)
+    message = error_line(run_cli("load-zarr -f s3://zarr-formats/v.n5 -d volumes", expect=1))
+    assert "an N5 group; name the dataset with --dataset" in message
 
 
 def test_cli_refuses_an_ome_version_of_the_other_format(run_cli):
