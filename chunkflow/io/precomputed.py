@@ -153,10 +153,17 @@ def read_precomputed(
     require_memory(
         2 * math.prod(shape) * np.dtype(vol.dtype).itemsize, f"{path}: cutout {bbox} at mip {mip}"
     )
-    array = np.zeros(shape, dtype=np.dtype(vol.dtype))
-    if not inside.is_empty:
-        local = inside.shift(-bbox.start).to_slices()
-        array[(slice(None), *local)] = _read_inside(vol, path, inside, mip)
+    if inside == bbox:
+        # cloud-volume's x, y, z, c cutout is Fortran-ordered: its transpose is the C-ordered
+        # chunk itself, without the copy (slow for a transpose) into an array of zeros
+        array = _read_inside(vol, path, inside, mip)
+        if not (array.flags.c_contiguous and array.flags.writeable):
+            array = np.array(array, order="C")
+    else:
+        array = np.zeros(shape, dtype=np.dtype(vol.dtype))
+        if not inside.is_empty:
+            local = inside.shift(-bbox.start).to_slices()
+            array[(slice(None), *local)] = _read_inside(vol, path, inside, mip)
     if array.shape[0] == 1:
         array = array[0]
     voxel_size = _voxel_size(vol, path, mip)
