@@ -33,6 +33,13 @@ What is compared, and why:
   memory, and an index range of a 10^12-task grid at once; see generate.py.
 * sharding: files on disk and write time of the 512^3 pinky40 segmentation as uint64, written
   by 8 tasks unsharded and sharded (`create-info --sharded`); see sharding.py.
+* igneous-pipeline (bench/.venv-igneous) on the same volumes, whole pipelines side by side:
+  image and segmentation downsampling to mips 1-3 (outputs compared voxel by voxel), meshing
+  multi-resolution sharded (mesh + mesh-merge-sharded against mesh forge + merge-sharded) and
+  legacy unsharded (mesh + mesh-manifest against mesh forge + merge), the mesh dirs' file
+  counts, and skeletonizing (skeletonize + skeleton-merge against skeleton forge + merge, the
+  same kimimaro parameters), each with objects, vertices or cable length compared. Target:
+  ours at most 1.0x igneous on each; see igneous.py.
 
 The "anchor" column is chunkflow 1.2.0 unless a row's name or detail names another anchor
 (gunpowder, igneous, the whole volume in one process).
@@ -263,6 +270,12 @@ def bench_sharding(ctx: Context) -> list[Row]:
     return [Row(**row) for row in measure(ctx)]
 
 
+def bench_igneous(ctx: Context) -> list[Row]:
+    from igneous import measure  # bench/igneous.py: downsampling, meshes, skeletons
+
+    return [Row(**row) for row in measure(ctx)]
+
+
 def bench_train_gala(ctx: Context) -> list[Row]:
     from train_gala import measure  # bench/train_gala.py: the real-data training goal
 
@@ -279,6 +292,7 @@ BENCHMARKS = [
     bench_queue,
     bench_generate,
     bench_sharding,
+    bench_igneous,
     bench_training,
     bench_train_gala,
     bench_blockwise,
