@@ -3,11 +3,25 @@
 `import chunkflow` stays light; the core types load on first use::
 
     from chunkflow import Chunk, BoundingBox, Cartesian
+
+and a chain of operators runs from Python as from the command line (`chunkflow.pipeline`)::
+
+    from chunkflow import Pipeline, op
 """
 
 __version__ = "2.0.0"
 
-__all__ = ["BoundingBox", "Cartesian", "Chunk", "ChunkflowError", "LayerType", "Task"]
+__all__ = [
+    "BoundingBox",
+    "Cartesian",
+    "Chunk",
+    "ChunkflowError",
+    "LayerType",
+    "Operator",
+    "Pipeline",
+    "Task",
+    "op",
+]
 
 _LAZY = {
     "BoundingBox": "chunkflow.geometry",
@@ -16,6 +30,9 @@ _LAZY = {
     "LayerType": "chunkflow.chunk",
     "ChunkflowError": "chunkflow.errors",
     "Task": "chunkflow.task",
+    "Operator": "chunkflow.pipeline",
+    "Pipeline": "chunkflow.pipeline",
+    "op": "chunkflow.pipeline",
 }
 
 

@@ -150,6 +150,35 @@ class Chunk(NDArrayOperatorsMixin):
             raise ChunkflowError(f"unknown pattern {pattern!r}: expected sin, zero or random")
         return cls(array, voxel_offset, voxel_size, layer_type)
 
+    @classmethod
+    def from_array(
+        cls, value, voxel_offset=None, voxel_size=None, layer_type=None, name: str = "array"
+    ) -> Chunk:
+        """`value` as a chunk: an array at `voxel_offset` (default 0, 0, 0) with `voxel_size`
+        (default 1, 1, 1); a chunk as it is, if the geometry given is its own (else refused:
+        a chunk is not moved or rescaled silently)."""
+        if not isinstance(value, Chunk):
+            return cls(
+                value,
+                (0, 0, 0) if voxel_offset is None else voxel_offset,
+                (1, 1, 1) if voxel_size is None else voxel_size,
+                layer_type,
+            )
+        for what, given, own in (
+            ("voxel_offset", voxel_offset, value.voxel_offset),
+            ("voxel_size", voxel_size, value.voxel_size),
+        ):
+            if given is not None and Cartesian(given) != own:
+                raise ChunkflowError(
+                    f"{name}: {what} {tuple(Cartesian(given))} differs from the chunk's own "
+                    f"{tuple(own)}"
+                )
+        if layer_type is not None and LayerType.parse(layer_type) != value.layer_type:
+            raise ChunkflowError(
+                f"{name}: layer_type {layer_type} differs from the chunk's {value.layer_type.value}"
+            )
+        return value
+
     def with_array(self, array, layer_type=None) -> Chunk:
         """A new chunk at the same place holding `array` (same spatial shape)."""
         array = np.asarray(array)

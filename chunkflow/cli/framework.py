@@ -1,30 +1,12 @@
-"""The operator framework: how a click command becomes a lazy stage of the chain.
+"""The operator framework: how a click command becomes an operator of the chain.
 
 Each operator is a plain function over a `Task`, declared with `@operator(...)` and click
-options. When the command line is parsed, every operator turns into a `Stage`; the stages are
-chained as generators over a stream of tasks, so one task at a time flows through the chain.
-
-Kinds of operators:
-
-- ``map``: `fn(task)` changes the task in place. Skipped tasks pass untouched.
-- ``source``: `fn(task)` returns an iterable of new tasks (a task generator, e.g. a grid of
-  bounding boxes or a queue). Skipped tasks pass untouched.
-- ``finalizer``: like map, but also runs for skipped tasks (delete the queue message, upload
-  the log, mark the task complete).
-- ``stream``: `fn(stream)` returns a new stream (full control, e.g. a sink that trains on all
-  tasks at once).
-
-Side effects are declared: ``effects=("writes",)`` and the like (see `EFFECTS`). Under
-`--dry-run` an operator with effects does nothing but log, unless it declares
-``dry_run="self"``: then it runs and honours `config.dry_run` itself (a task source that reads
-a queue without leasing, a planner that prints what it would write). tests/cli/test_dry_run.py
-runs every operator under `--dry-run` and checks that nothing changed.
-
-Failed tasks: when a task's source can retry it (`task.contain_errors`, set by queue workers),
-an error in an operator fails only that task (`task.fail`); a failed task passes every later
-operator untouched, finalizers included, and its source settles it. Otherwise the error stops
-the run. Whatever the code an operator runs raises (a plugin's `sys.exit(0)` or own
-`BaseException` included) is such an error; only Ctrl-C and SIGTERM end the run as themselves.
+options. When the command line is parsed, every operator turns into a
+`chunkflow.pipeline.Operator`; the command line runs them as a `chunkflow.pipeline.Pipeline`,
+the engine that also runs pipelines built in Python. The kinds of operators, their side
+effects (`EFFECTS`) and the rules of skipped, failed and dry-run tasks are the engine's: see
+`chunkflow.pipeline`. tests/cli/test_dry_run.py runs every operator under `--dry-run` and
+checks that nothing changed.
 
 This module imports nothing heavy: `chunkflow --help` must start fast.
 """
@@ -32,28 +14,21 @@ This module imports nothing heavy: `chunkflow --help` must start fast.
 from __future__ import annotations
 
 import inspect
-import logging
 import os
-import time
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
 
 import click
 
-from chunkflow.errors import STOPS, ChunkflowError
-
-logger = logging.getLogger("chunkflow")
-
-KINDS = ("map", "source", "finalizer", "stream")
-
-# Side effects an operator may declare.
-EFFECTS = {
-    "writes": "writes files or volumes",
-    "queue": "changes a task queue (sends, leases, deletes)",
-    "checkpoints": "writes model checkpoints",
-    "metrics": "sends metrics (CloudWatch)",
-    "logs": "writes task logs",
-}
+from chunkflow.errors import ChunkflowError
+from chunkflow.pipeline import (  # noqa: F401  (the engine's names, for the operator modules)
+    EFFECTS,
+    KINDS,
+    Operator,
+    OperatorError,
+    RunConfig,
+    Stage,
+    check_declaration,
+)
 
 # Families in the order `chunkflow --help` lists them.
 FAMILIES = {
@@ -76,151 +51,6 @@ FAMILY_OF: dict[str, str] = {}
 EFFECTS_OF: dict[str, tuple[tuple[str, ...], str]] = {}
 
 
-@dataclass
-class RunConfig:
-    """Global options of one command line, read by operator wrappers at parse time."""
-
-    mip: int = 0
-    dry_run: bool = False
-    verbose: bool = False
-    s3_endpoint: str | None = None  # --s3-endpoint, for the commands we print to run elsewhere
-    extras: dict = field(default_factory=dict)
-    # (line, complete) from operators that report on the whole run (a queue worker's counts):
-    # printed after the timing table; an incomplete one fails the run with its line
-    closing: list = field(default_factory=list)
-
-
-class OperatorError(Exception):
-    """An error raised inside an operator, prefixed with the operator name and task bbox.
-
-    Its message goes to the error line, the task log and dead letters: URL credentials in it
-    (of an unexpected library error, say) are redacted here."""
-
-    def __init__(self, message: str):
-        from chunkflow.redact import redact
-
-        super().__init__(redact(message))
-
-
-@dataclass
-class Stage:
-    """One operator instance in the chain.
-
-    `context` (a `chunkflow.context.Context`) declares the chunks it reads and writes and the
-    context it needs; `request` is what the chain's plan asks of it (`plan_context`). A stage
-    without a context that reads chunks by name (`inputs`) sees them over their base box: the
-    context grown for operators further down is not its to see.
-    """
-
-    name: str
-    kind: str
-    fn: Callable
-    effects: tuple[str, ...] = ()
-    dry_run: bool = False  # this run is a dry run and this operator must not act
-    context: object = None
-    request: object = None
-    inputs: tuple[str, ...] = ()
-
-    def __call__(self, stream: Iterable) -> Iterator:
-        if self.dry_run and self.kind == "stream":
-            logger.info("%s: dry run, not run (%s)", self.name, ", ".join(self.effects))
-            yield from stream
-            return
-        if self.kind == "stream":
-            iterator = iter(self.fn(stream))
-            while True:
-                try:
-                    task = self._call(next, iterator)
-                except StopIteration:
-                    return
-                yield task
-        for task in stream:
-            if task.failed:
-                yield task
-                continue
-            if task.skipped and task.skip_to == self.name:
-                logger.debug("%s: resuming skipped task %s", self.name, task.bbox)
-                task.resume()
-            if task.skipped and self.kind != "finalizer":
-                yield task
-                continue
-            if self.dry_run:
-                logger.info("%s: dry run, nothing done for task %s", self.name, task.bbox)
-                yield task
-                continue
-            if self.kind == "source":
-                yield from self._generate(task)
-                continue
-            try:
-                with task.timer(self.name):
-                    self._run(task)
-            except OperatorError as err:
-                if not task.contain_errors:
-                    raise
-                logger.error("%s", err, exc_info=logger.isEnabledFor(logging.DEBUG))
-                task.fail(str(err))
-            yield task
-
-    def _run(self, task) -> None:
-        """Run the operator on a task, keeping the base boxes of its chunks (see Stage)."""
-        if self.context is not None:
-            from chunkflow.context import output_bases
-
-            output_bases(self.context, task.bases)
-            self._call(self.fn, task)
-            return
-        grown = {}
-        for name in self.inputs:
-            base, chunk = task.bases.get(name), task.get(name)
-            if base is not None and hasattr(chunk, "bbox") and chunk.bbox != base:
-                if chunk.bbox.contains(base):
-                    view = chunk.crop(base)
-                    grown[name] = (chunk, view)
-                    task[name] = view
-        try:
-            self._call(self.fn, task)
-        finally:
-            for name, (chunk, view) in grown.items():
-                if task.get(name) is view:
-                    task[name] = chunk  # untouched: downstream gets the context back
-
-    def _generate(self, task) -> Iterator:
-        iterator = iter(self._call(self.fn, task))
-        while True:
-            start = time.perf_counter()
-            try:
-                new_task = self._call(next, iterator)
-            except StopIteration:
-                return
-            new_task.log["timer"][self.name] = time.perf_counter() - start
-            yield new_task
-
-    def _call(self, fn, arg):
-        try:
-            return fn(arg)
-        except StopIteration:
-            raise
-        except OperatorError:
-            raise
-        except ChunkflowError as err:
-            raise OperatorError(f"{self._where(arg)}: {err}") from err
-        except Exception as err:  # an unexpected failure: keep the cause for --verbose
-            raise OperatorError(f"{self._where(arg)}: {type(err).__name__}: {err}") from err
-        except STOPS:
-            raise
-        except SystemExit as err:  # user code (a plugin, a model) may not end the run, even 0
-            raise OperatorError(
-                f"{self._where(arg)}: sys.exit({err.code!r}) was called; the code an operator "
-                "runs must return or raise an exception"
-            ) from err
-        except BaseException as err:  # e.g. a plugin's own BaseException subclass
-            raise OperatorError(f"{self._where(arg)}: {type(err).__name__}: {err}") from err
-
-    def _where(self, task) -> str:
-        bbox = getattr(task, "bbox", None)
-        return f"{self.name} (task {bbox})" if bbox is not None else self.name
-
-
 def operator(
     name: str,
     *,
@@ -240,13 +70,11 @@ def operator(
     `--dry-run` it is not run) or "self" (it runs and honours `config.dry_run`). `context`
     maps the parsed options to the operator's `chunkflow.context.Context` (the chunks it reads
     and writes, the context it needs); without one, the chunks named by `-i` are its inputs.
+    Parsing a command line turns each of its operators into a `chunkflow.pipeline.Operator`.
     """
     effects = tuple(effects)
-    assert kind in KINDS, kind
+    check_declaration(name, kind, effects, dry_run)
     assert family in FAMILIES, family
-    assert all(e in EFFECTS for e in effects), effects
-    assert dry_run in ("skip", "self"), dry_run
-    assert dry_run == "skip" or effects, f"{name}: dry_run='self' without effects"
 
     def decorate(fn: Callable) -> Callable:
         params = list(reversed(getattr(fn, "__click_params__", [])))
@@ -258,42 +86,11 @@ def operator(
                 help="Name of this operator in logs and for --skip-to.",
             )
         )
-        signature = inspect.signature(fn).parameters
-        wants_config = "config" in signature
-        wants_request = "request" in signature
-
-        def callback(**kwargs):
-            from chunkflow.context import Request
-
-            stage_name = kwargs.pop("name")
-            config = _run_config()
-            declared = context(**kwargs) if context is not None else None
-            inputs = kwargs.get("input_chunk_name") or ()
-            request = Request()
-            if wants_config:
-                kwargs["config"] = config
-            if wants_request:
-                kwargs["request"] = request
-
-            def bound(task):
-                return fn(task, **kwargs)
-
-            skip = config.dry_run and bool(effects) and dry_run == "skip"
-            return Stage(
-                stage_name,
-                kind,
-                bound,
-                effects=effects,
-                dry_run=skip,
-                context=declared,
-                request=request,
-                inputs=(inputs,) if isinstance(inputs, str) else tuple(inputs),
-            )
-
+        declaration = dict(kind=kind, effects=effects, dry_run=dry_run)
         doc = inspect.getdoc(fn) or ""
         command = click.Command(
             name,
-            callback=callback,
+            callback=_builder(fn, declaration, context),
             params=params,
             help=doc,
             short_help=doc.split("\n", 1)[0].rstrip("."),
@@ -310,13 +107,37 @@ def operator(
     return decorate
 
 
-def plan_context(stages: list[Stage]) -> None:
-    """Give every stage what the stages after it need (`chunkflow.context.plan`)."""
-    from chunkflow.context import plan
+def _builder(fn: Callable, declaration: dict, context: Callable | None) -> Callable:
+    """The click callback of an operator: its parsed options bound into an `Operator`."""
+    signature = inspect.signature(fn).parameters
+    wants_config, wants_request = "config" in signature, "request" in signature
 
-    for stage, planned in zip(stages, plan([stage.context for stage in stages])):
-        if stage.request is not None:
-            stage.request.needs, stage.request.reads = planned.needs, planned.reads
+    def build(**kwargs) -> Operator:
+        from chunkflow.context import Request
+
+        name = kwargs.pop("name")
+        declared = context(**kwargs) if context is not None else None
+        inputs = kwargs.get("input_chunk_name") or ()
+        request = Request()
+        if wants_config:
+            kwargs["config"] = _run_config()
+        if wants_request:
+            kwargs["request"] = request
+
+        def bound(task):
+            return fn(task, **kwargs)
+
+        return Operator(
+            name,
+            bound,
+            inputs=inputs,
+            outputs=declared.outputs if declared is not None else (),
+            context=declared,
+            request=request,
+            **declaration,
+        )
+
+    return build
 
 
 def reader_context(output_chunk_name, **_):

@@ -2,8 +2,9 @@
 
     chunkflow [GLOBAL OPTIONS] OPERATOR [OPTIONS] OPERATOR [OPTIONS] ...
 
-The chain starts with one empty task; task generators (create-bbox, generate-tasks) turn it into
-many. Errors in user input print one line and exit non-zero; `--verbose` adds the traceback.
+The command line is parsed into a `chunkflow.pipeline.Pipeline`, which runs it: the chain
+starts with one empty task; task generators (create-bbox, generate-tasks) turn it into many.
+Errors in user input print one line and exit non-zero; `--verbose` adds the traceback.
 """
 
 from __future__ import annotations
@@ -36,17 +37,9 @@ from chunkflow.cli import (  # noqa: F401  (importing registers the operators)
     training,
     viewer,
 )
-from chunkflow.cli.framework import (
-    ALIASES,
-    FAMILIES,
-    FAMILY_OF,
-    OPERATORS,
-    OperatorError,
-    RunConfig,
-    Stage,
-    plan_context,
-)
+from chunkflow.cli.framework import ALIASES, FAMILIES, FAMILY_OF, OPERATORS
 from chunkflow.errors import ChunkflowError, Terminated
+from chunkflow.pipeline import Operator, OperatorError, Pipeline, RunConfig
 
 logger = logging.getLogger("chunkflow")
 
@@ -149,69 +142,11 @@ def cli(ctx, mip, dry_run, verbose, quiet, log_level, log_file, s3_endpoint):
 
 
 @cli.result_callback()
-def run_chain(stages: list[Stage], **_):
-    """Connect the stages and pull every task through them; then the operators' closing
-    lines, the last one an error when the run is not complete."""
-    if not stages:
+def run_chain(operators: list[Operator], **_):
+    """Run the operators of the command line as a `Pipeline` under the run's options."""
+    if not operators:
         return
-    pull(stages)
-    closing = click.get_current_context().obj.closing
-    for line, complete in closing:
-        if complete:
-            logger.info("%s", line)
-    failed = [line for line, complete in closing if not complete]
-    if failed:
-        raise ChunkflowError("; ".join(failed))
-
-
-def pull(stages: list[Stage]) -> None:
-    """Pull every task through the chained stages and log their timers."""
-    unique_names(stages)
-    plan_context(stages)
-    from chunkflow.task import Task
-
-    start = time.perf_counter()
-    stream = iter([Task()])
-    for stage in stages:
-        stream = stage(stream)
-    totals: dict[str, list] = {}
-    count = failed = 0
-    for task in stream:
-        count += 1
-        timers = task.log["timer"]
-        for name, seconds in timers.items():
-            entry = totals.setdefault(name, [0, 0.0])
-            entry[0] += 1
-            entry[1] += seconds
-        if task.failed:
-            failed += 1
-            logger.info("task %s failed, left to its source to retry", task.bbox)
-            continue
-        state = f" skipped ({task.skip_reason})" if task.skipped else ""
-        logger.info(
-            "task%s%s: %s",
-            f" {task.bbox}" if task.bbox else "",
-            state,
-            ", ".join(f"{k} {v:.3f}s" for k, v in timers.items()),
-        )
-    if totals:
-        from chunkflow.logs import run_timing_table
-
-        table = run_timing_table(totals, time.perf_counter() - start)
-        failures = f" ({failed} failed)" if failed else ""
-        logger.info(
-            "%d task%s%s; time per operator:\n%s", count, "s"[: count != 1], failures, table
-        )
-
-
-def unique_names(stages: list[Stage]) -> None:
-    """Give repeated operators distinct names (`save-h5`, `save-h5#2`) so logs do not collide."""
-    seen: dict[str, int] = {}
-    for stage in stages:
-        count = seen.get(stage.name, 0) + 1
-        seen[stage.name] = count
-        if count > 1:
-            stage.name = f"{stage.name}#{count}"
+    Pipeline(operators).run(config=click.get_current_context().obj)
 
 
 class _Formatter(logging.Formatter):

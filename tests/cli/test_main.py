@@ -149,6 +149,28 @@ def test_finalizer_is_a_property_of_the_stage():
     assert len(out) == 2 and out[0].skipped
 
 
+def test_the_command_line_is_parsed_into_a_pipeline_and_run(run_cli, tmp_path, monkeypatch):
+    from chunkflow.pipeline import Pipeline
+
+    parsed = []
+    run = Pipeline.run
+
+    def recording(pipeline, tasks=None, config=None):
+        parsed.append([(o.name, o.kind, o.effects, o.inputs) for o in pipeline.operators])
+        return run(pipeline, tasks, config)
+
+    monkeypatch.setattr(Pipeline, "run", recording)
+    run_cli("create-chunk -s 2 2 2 -o img write-h5 -i img -f a.h5 mark-complete -p done-")
+    assert parsed == [
+        [
+            ("create-chunk", "map", (), ()),
+            ("write-h5", "map", ("writes",), ("img",)),
+            ("mark-complete", "finalizer", ("writes",), ()),
+        ]
+    ]
+    assert (tmp_path / "a.h5").exists()
+
+
 def test_repeated_operators_keep_separate_timers(run_cli, tmp_path):
     run_cli("--log-file run.log create-chunk -s 2 2 2 write-h5 -f a.h5 write-h5 -f b.h5")
     log = (tmp_path / "run.log").read_text()
