@@ -7,7 +7,9 @@ ground truth. Goal: VOI split + merge below 1.35, what gala's published boundary
 agglomeration reaches on the same test volume (0.187 + 1.161), within 30 minutes of training on
 2 CPU cores. This is a report, not a test.
 
-Standalone: .venv/bin/python bench/train_gala.py [ITERATIONS]
+Standalone: .venv/bin/python bench/train_gala.py [ITERATIONS [TRAIN OPTION ...]]; the options
+go to `train` after the bench's own, e.g. `600 --no-elastic-augment` for the run without elastic
+augmentation that the default one is compared with.
 From bench/run.py: measure(ctx) returns the rows as keyword dicts for run.Row.
 """
 
@@ -28,7 +30,7 @@ GOAL_SECONDS = 30 * 60
 ITERATIONS = 1500
 
 
-def train_command(chunkflow: Path, ckpt: Path, iterations: int) -> list[str]:
+def train_command(chunkflow: Path, ckpt: Path, iterations: int, options=()) -> list[str]:
     return [
         str(chunkflow),
         *("read-h5", "-f", DATA / "train-image.h5", "-o", "image"),
@@ -36,6 +38,7 @@ def train_command(chunkflow: Path, ckpt: Path, iterations: int) -> list[str]:
         *("train", "-m", MODEL, "-c", ckpt, "--iterations", iterations),
         *("--patch-size", 16, 48, 48, "-b", 4, "--num-workers", 2, "--num-threads", 2),
         *("--checkpoint-interval", 500, "--profile-interval", 500, "--seed", 0),
+        *options,
     ]
 
 
@@ -54,11 +57,11 @@ def evaluate_command(chunkflow: Path, weights: Path, scores: Path) -> list[str]:
     ]
 
 
-def measure(ctx=None, iterations: int = ITERATIONS) -> list[dict]:
+def measure(ctx=None, iterations: int = ITERATIONS, options=()) -> list[dict]:
     chunkflow = ctx.ours if ctx else Path(sys.executable).parent / "chunkflow"
     with tempfile.TemporaryDirectory(prefix="chunkflow-train-") as tmp:
         ckpt, scores = Path(tmp) / "ckpt", Path(tmp) / "scores.json"
-        train_s, _ = measured(train_command(chunkflow, ckpt, iterations), ROOT)
+        train_s, _ = measured(train_command(chunkflow, ckpt, iterations, options), ROOT)
         evaluate_s, _ = measured(evaluate_command(chunkflow, ckpt / "model.pt", scores), ROOT)
         result = json.loads(scores.read_text())
     split, merge = result["voi_split"], result["voi_merge"]
@@ -66,7 +69,7 @@ def measure(ctx=None, iterations: int = ITERATIONS) -> list[dict]:
     passed = voi < GOAL_VOI and train_s < GOAL_SECONDS
     return [
         {
-            "name": f"train on gala, {iterations} iterations",
+            "name": f"train on gala, {iterations} iterations {' '.join(options)}".strip(),
             "ours_s": train_s,
             "target": "VOI < 1.35, < 30 min",
             "passed": passed,
@@ -78,5 +81,6 @@ def measure(ctx=None, iterations: int = ITERATIONS) -> list[dict]:
 
 
 if __name__ == "__main__":
-    for row in measure(iterations=int(sys.argv[1]) if len(sys.argv) > 1 else ITERATIONS):
+    count = int(sys.argv[1]) if len(sys.argv) > 1 else ITERATIONS
+    for row in measure(iterations=count, options=sys.argv[2:]):
         print(json.dumps(row, indent=2))
