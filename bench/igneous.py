@@ -456,7 +456,7 @@ def bench_skeleton(ctx) -> list[dict]:
 
 
 def measure(ctx) -> list[dict]:
-    """The rows, as keyword dicts for run.Row; none when igneous is not available."""
+    """The rows, as keyword dicts for run.Row (one saying so when igneous is not available)."""
     from igneous_ccl import ensure_igneous  # bench/igneous_ccl.py: installs the venv
 
     if ensure_igneous() is None:
