@@ -41,6 +41,7 @@ This module imports neither click nor anything heavy: `chunkflow --help` must st
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -259,12 +260,13 @@ class Stage:
 class Operator:
     """An operator: `fn` over a task (a stream for ``stream``) with its declarations.
 
-    Calling an operator calls `fn`. `inputs` and `outputs` name the chunks it reads and writes;
+    `inputs` and `outputs` name the chunks it reads and writes;
     `effects` its side effects (keys of `EFFECTS`); `dry_run` is "skip" (a dry run does not run
     it) or "self" (it runs and honours `RunConfig.dry_run` itself). `context` is its
     `chunkflow.context.Context` (the chunks it reads and writes, the context it needs); without
     one, its inputs are cropped back to their base box while it runs (see `Stage`). `request`,
-    a `chunkflow.context.Request` that `fn` may read, is filled in by every run's plan.
+    a `chunkflow.context.Request` that `fn` may read, is filled in by every run's plan; with
+    `takes_config`, `fn` is called with the run's `RunConfig` as `config` (its mip, dry run).
     """
 
     name: str
@@ -276,21 +278,27 @@ class Operator:
     dry_run: str = "skip"
     context: object = None
     request: object = None
+    takes_config: bool = False  # fn(task, config=RunConfig of the run)
 
     def __post_init__(self):
         self.inputs, self.outputs = _names(self.inputs), _names(self.outputs)
         self.effects = tuple(self.effects)
         check_declaration(self.name, self.kind, self.effects, self.dry_run)
 
-    def __call__(self, task_or_stream):
+    def __call__(self, task_or_stream, config: RunConfig | None = None):
+        """`fn` on one task (a stream), as it is: the rules of a run (dry run, skipped and
+        failed tasks, errors named by operator) are a `Pipeline`'s."""
+        if self.takes_config:
+            return self.fn(task_or_stream, config=config or RunConfig())
         return self.fn(task_or_stream)
 
     def stage(self, config: RunConfig) -> Stage:
         """This operator as a stage of one run under `config`."""
+        fn = functools.partial(self.fn, config=config) if self.takes_config else self.fn
         return Stage(
             self.name,
             self.kind,
-            self.fn,
+            fn,
             effects=self.effects,
             dry_run=holds_back(self.effects, self.dry_run, config),
             context=self.context,

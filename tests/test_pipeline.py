@@ -135,3 +135,11 @@ def test_repeated_operators_get_distinct_names():
     pipeline = Pipeline([op(threshold, value=0.5), op(threshold, value=0.7)])
     stages = pipeline.stages(RunConfig())
     assert [s.name for s in stages] == ["threshold", "threshold#2"]
+
+
+def test_the_run_gives_its_options_to_the_operators_that_take_them():
+    seen = []
+    mip = Operator("mip", lambda task, config: seen.append(config.mip), takes_config=True)
+    mip(Task())  # called directly: fn on the task, under default options
+    Pipeline([mip]).run(config=RunConfig(mip=3))
+    assert seen == [0, 3]

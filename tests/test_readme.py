@@ -48,3 +48,4 @@ def test_python_library_examples_run(tmp_path):
     assert seg.voxel_size == (10, 10, 10) and seg.shape == (50, 100, 200)
     assert f"{int(seg.array.max())} objects in 0-50_0-100_0-200" in run.stdout
     assert (tmp_path / "half.h5").exists()
+    assert read_h5(str(tmp_path / "sin.h5")).voxel_size == (40, 4, 4)

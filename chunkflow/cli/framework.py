@@ -119,13 +119,11 @@ def _builder(fn: Callable, declaration: dict, context: Callable | None) -> Calla
         declared = context(**kwargs) if context is not None else None
         inputs = kwargs.get("input_chunk_name") or ()
         request = Request()
-        if wants_config:
-            kwargs["config"] = _run_config()
         if wants_request:
             kwargs["request"] = request
 
-        def bound(task):
-            return fn(task, **kwargs)
+        def bound(task, **config):  # the engine gives the run's config where it is wanted
+            return fn(task, **kwargs, **config)
 
         return Operator(
             name,
@@ -134,6 +132,7 @@ def _builder(fn: Callable, declaration: dict, context: Callable | None) -> Calla
             outputs=declared.outputs if declared is not None else (),
             context=declared,
             request=request,
+            takes_config=wants_config,
             **declaration,
         )
 
@@ -162,13 +161,6 @@ def read_with_context(read, base, grown):
             f"cutout {base} is outside the data, which covers only {chunk.bbox} of {grown}"
         )
     return chunk
-
-
-def _run_config() -> RunConfig:
-    ctx = click.get_current_context(silent=True)
-    root = ctx.find_root() if ctx else None
-    obj = getattr(root, "obj", None)
-    return obj if isinstance(obj, RunConfig) else RunConfig()
 
 
 # ---------------------------------------------------------------------------------------------

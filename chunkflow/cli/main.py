@@ -149,6 +149,31 @@ def run_chain(operators: list[Operator], **_):
     Pipeline(operators).run(config=click.get_current_context().obj)
 
 
+def command_operator(name: str, /, **options) -> Operator:
+    """The command-line operator `name` (or an alias) as a `chunkflow.pipeline.Operator`.
+
+    Its options are given by parameter name (`file_name="a.h5"` for `--file-name a.h5`,
+    `size=(8, 64, 64)` for `--size 8 64 64`), parsed and checked as on the command line;
+    options not given take their defaults. The run's options (mip, dry run) are those of the
+    `Pipeline` run it is part of.
+    """
+    command = OPERATORS.get(ALIASES.get(name, name))
+    if command is None:
+        raise ChunkflowError(f"no operator named {name!r} (see `chunkflow --help`)")
+    known = {param.name for param in command.params}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ChunkflowError(
+            f"{name}: no option {', '.join(unknown)}; it takes {', '.join(sorted(known))}"
+        )
+    with click.Context(cli, obj=RunConfig()) as root:
+        try:
+            ctx = command.make_context(name, [], parent=root, default_map=options)
+            return command.invoke(ctx)
+        except click.ClickException as err:
+            raise ChunkflowError(f"{name}: {err.format_message()}") from None
+
+
 class _Formatter(logging.Formatter):
     """The log line, tracebacks included, without the credentials of URLs in it."""
 

@@ -1,6 +1,7 @@
 """The chain itself: help, version, streaming, skip/finalizer rule, dry run, errors."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +10,7 @@ import pytest
 
 from chunkflow import __version__
 from chunkflow.cli.framework import Stage
+from chunkflow.pipeline import RunConfig
 from chunkflow.task import Task
 from tests.conftest import error_line
 
@@ -171,6 +173,69 @@ def test_the_command_line_is_parsed_into_a_pipeline_and_run(run_cli, tmp_path, m
     assert (tmp_path / "a.h5").exists()
 
 
+def test_command_line_operators_run_from_python(run_cli, tmp_path, monkeypatch):
+    from chunkflow.cli.main import command_operator
+    from chunkflow.io.h5 import read_h5
+    from chunkflow.pipeline import Pipeline
+
+    monkeypatch.chdir(tmp_path)
+    pipeline = Pipeline(
+        [
+            command_operator(
+                "generate-tasks", roi_start=(0, 0, 0), roi_stop=(2, 4, 8), chunk_size=(2, 4, 4)
+            ),
+            command_operator("create-chunk", voxel_size=(4, 2, 2), output_chunk_name="img"),
+            command_operator("threshold", input_chunk_name="img", output_chunk_name="fg"),
+            command_operator("save-h5", input_chunk_name="fg", file_name="py/", name="save"),
+        ]
+    )
+    plan = Pipeline(
+        [
+            command_operator(
+                "generate-tasks",
+                roi_start=(0, 0, 0),
+                roi_stop=(2, 4, 8),
+                chunk_size=(2, 4, 4),
+                file_path="tasks.npy",
+            )
+        ]
+    )
+    for chain in (pipeline, plan):  # the run's options reach every operator
+        chain.run(config=RunConfig(dry_run=True))
+    assert os.listdir(tmp_path) == []
+    (tmp_path / "py").mkdir()
+    (tmp_path / "cli").mkdir()
+    assert pipeline.run().count == 2 and plan.run().count == 0  # a sink: no task out
+    assert (tmp_path / "tasks.npy").exists()
+    run_cli(
+        "generate-tasks -s 0 0 0 -r 2 4 8 -c 2 4 4 create-chunk --voxel-size 4 2 2 -o img "
+        "threshold -i img -o fg write-h5 -i fg -f cli/"
+    )
+    files = sorted(os.listdir(tmp_path / "cli"))
+    assert files == sorted(os.listdir(tmp_path / "py")) == ["0-2_0-4_0-4.h5", "0-2_0-4_4-8.h5"]
+    for name in files:
+        python, line = read_h5(str(tmp_path / "py" / name)), read_h5(str(tmp_path / "cli" / name))
+        assert python.voxel_size == line.voxel_size == (4, 2, 2)
+        assert (python.array == line.array).all() and python.bbox == line.bbox
+
+
+@pytest.mark.parametrize(
+    "name, options, message",
+    [
+        ("read-hdf5", {}, "no operator named 'read-hdf5'"),
+        ("create-chunk", {"sise": 1}, "create-chunk: no option sise; it takes dtype, "),
+        ("create-chunk", {"size": (0, 1, 1)}, "expected three positive integers, got 0 1 1"),
+        ("write-h5", {}, "write-h5: Missing option '-f' / '--file-name'"),
+    ],
+)
+def test_command_line_operators_from_python_check_their_options(name, options, message):
+    from chunkflow.cli.main import command_operator
+    from chunkflow.errors import ChunkflowError
+
+    with pytest.raises(ChunkflowError, match=re.escape(message)):
+        command_operator(name, **options)
+
+
 def test_repeated_operators_keep_separate_timers(run_cli, tmp_path):
     run_cli("--log-file run.log create-chunk -s 2 2 2 write-h5 -f a.h5 write-h5 -f b.h5")
     log = (tmp_path / "run.log").read_text()
@@ -184,6 +249,16 @@ def test_dry_run_writes_nothing(run_cli, tmp_path):
         "create-info -v info --volume-size 4 4 4 mark-complete -p m_"
     )
     assert os.listdir(tmp_path) == []
+
+
+def test_dry_run_holds_back_finalizers_of_skipped_tasks(run_cli, tmp_path):
+    (tmp_path / "done").mkdir()
+    line = "create-chunk -s 2 2 2 --pattern zero skip-all-zero mark-complete -p done/"
+    err = run_cli(f"--dry-run {line}").err
+    assert "skipped (chunk is all zero)" in err and "mark-complete: dry run" in err
+    assert os.listdir(tmp_path / "done") == []
+    run_cli(line)  # without --dry-run the finalizer runs for the skipped task
+    assert os.listdir(tmp_path / "done") == ["0-2_0-2_0-2"]
 
 
 def test_log_levels(run_cli, tmp_path):
