@@ -42,6 +42,7 @@ __all__ = [
     "grow_by",
     "elastic_margin",
     "random_box",
+    "read_with_context",
 ]
 
 PAD_MODES = ("zero", "reflect", "edge")
@@ -160,6 +161,23 @@ def _composed(wanted: list[Grow], grow: Grow, base: Grow) -> Grow:
 
 def _union(a: Grow, b: Grow) -> Grow:
     return lambda box: a(box).union(b(box))
+
+
+def read_with_context(read, base, grown):
+    """`read(box, clip)` of the base box grown by the context operators downstream need.
+
+    The grown box is read clipped to the data (where it ends, those operators pad or refuse);
+    the base box itself must lie inside the data, as a plain cutout must.
+    """
+    if grown is None or base.contains(grown):
+        return read(base, False)
+    grown = grown.union(base)  # what the user asked for, whatever the operators after need
+    chunk = read(grown, True)
+    if not chunk.bbox.contains(base):
+        raise ChunkflowError(
+            f"cutout {base} is outside the data, which covers only {chunk.bbox} of {grown}"
+        )
+    return chunk
 
 
 # ---------------------------------------------------------------------------------------------

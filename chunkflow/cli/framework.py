@@ -146,23 +146,6 @@ def reader_context(output_chunk_name, **_):
     return Context((), (output_chunk_name,))
 
 
-def read_with_context(read, base, grown):
-    """`read(box, clip)` of the base box grown by the context operators downstream need.
-
-    The grown box is read clipped to the data (where it ends, those operators pad or refuse);
-    the base box itself must lie inside the data, as a plain cutout must.
-    """
-    if grown is None or base.contains(grown):
-        return read(base, False)
-    grown = grown.union(base)  # what the user asked for, whatever the operators after need
-    chunk = read(grown, True)
-    if not chunk.bbox.contains(base):
-        raise ChunkflowError(
-            f"cutout {base} is outside the data, which covers only {chunk.bbox} of {grown}"
-        )
-    return chunk
-
-
 # ---------------------------------------------------------------------------------------------
 # Parameter types: parse once, at the edge.
 

@@ -18,7 +18,6 @@ from chunkflow.cli.framework import (
     input_option,
     operator,
     output_option,
-    read_with_context,
     reader_context,
     vec3_option,
 )
@@ -71,6 +70,8 @@ def reader_options(fn):
         request,
         **kwargs,
     ):
+        from chunkflow.context import read_with_context
+
         bbox = _cutout_bbox(task, cutout_start, cutout_stop, cutout_size)
         chunk = read_with_context(
             lambda box, clip: fn(task, bbox=box, clip=clip, **kwargs),

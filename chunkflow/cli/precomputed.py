@@ -15,7 +15,6 @@ from chunkflow.cli.framework import (
     mip_option,
     operator,
     output_option,
-    read_with_context,
     reader_context,
     vec3_option,
 )
@@ -90,6 +89,8 @@ def cutout(
         )
     if expand_margin_size is not None:
         bbox = bbox.grow(expand_margin_size)
+    from chunkflow.context import read_with_context
+
     task[output_chunk_name] = read_with_context(
         lambda box, clip: read_precomputed(
             volume_path, box, mip, fill_missing, layer_type, clip=clip
