@@ -156,8 +156,9 @@ def downsample(task, input_chunk_name, output_chunk_name, factor):
     """Downsample a chunk: average images and maps, block mode for segmentation.
 
     Voxel offset and size must be divisible by the factor; the result has offset / factor and
-    voxel size * factor. Integer means are truncated; mode ties go to the label that comes
-    first in the block in z, y, x order.
+    voxel size * factor. Integer means are truncated. Mode ties are broken as igneous does
+    (tinybrain: for 2x2 blocks [[a, b], [c, d]] a if a == b or a == c, else b if b == c, else d;
+    for larger blocks the label that comes first in z, y, x order).
     """
     from chunkflow.image.downsample import downsample as run
 

@@ -7,14 +7,17 @@ coarser mip exactly. The result has offset / factor and voxel size * factor.
 - images and maps (every layer type but segmentation) are averaged, with
   tinybrain.downsample_with_averaging; integer means are truncated (the mean 2.5 becomes 2),
   as tinybrain does.
-- segmentations (and bool chunks) take the most frequent label of each block. Ties go to the
-  label that occurs first in the block in (z, y, x) order (0 is a label like any other). Factor
-  2 2 2 runs tinybrain.downsample_segmentation, whose rule is exactly this, and so does 1 2 2
-  for integer labels (on the planes doubled in z); every other factor runs numpy (tinybrain's
-  2x2 COUNTLESS breaks ties by position differently, and other factors fall back to striding
-  there).
+- segmentations (and bool chunks) take the most frequent label of each block, with
+  igneous's rule for ties: factors 1 2 2 and 2 2 2 run tinybrain.downsample_segmentation, as
+  igneous does, so the mips are the same voxel for voxel. In a 2x2 (y, x) block [[a, b], [c, d]]
+  that is COUNTLESS: a if a == b or a == c, else b if b == c, else d (so a 2-2 tie [[1, 2],
+  [2, 1]] gives 2, and four different labels give d); in a 2x2x2 block the label met first in
+  (z, y, x) order among the most frequent. 0 is a label like any other. Other factors, where
+  tinybrain strides or repeats 2x2 steps instead of taking the block's mode, take the block's
+  mode with ties to the label met first in (z, y, x) order.
 
-A pyramid is made by downsampling repeatedly, each mip from the one before.
+A pyramid is made by downsampling repeatedly, each mip from the one before (images: each from
+the full-resolution voxels, as tinybrain does).
 """
 
 from __future__ import annotations
@@ -86,6 +89,8 @@ def pyramid(chunk: Chunk, factor=DEFAULT_FACTOR, num_mips: int = 1) -> list[Chun
     factor = as_factor(factor)
     if not (chunk.is_segmentation or chunk.dtype == np.bool_) and factor != (1, 1, 1):
         return _average_pyramid(chunk, factor, num_mips)
+    if tuple(factor) in _TINYBRAIN_MODE and _tinybrain_labels(chunk.dtype):
+        return _wrap_levels(chunk, factor, _tinybrain_mode(chunk.array, factor, num_mips))
     levels = []
     for _ in range(num_mips):
         chunk = downsample(chunk, factor)
@@ -100,11 +105,15 @@ def _average_pyramid(chunk: Chunk, factor: Cartesian, num_mips: int) -> list[Chu
 
     array = np.ascontiguousarray(chunk.array)
     levels = tinybrain.downsample_with_averaging(array.T, factor.xyz, num_mips=num_mips)
+    return _wrap_levels(chunk, factor, [np.asarray(level, dtype=array.dtype).T for level in levels])
+
+
+def _wrap_levels(chunk: Chunk, factor: Cartesian, levels) -> list[Chunk]:
+    """Chunks of the (z, y, x) arrays `levels`, each `factor` coarser than the one before."""
     chunks, offset, voxel_size = [], chunk.voxel_offset, chunk.voxel_size
     for level in levels:
         offset, voxel_size = offset // factor, voxel_size * factor
-        level = np.ascontiguousarray(np.asarray(level, dtype=array.dtype).T)
-        chunks.append(Chunk(level, offset, voxel_size, chunk.layer_type))
+        chunks.append(Chunk(np.ascontiguousarray(level), offset, voxel_size, chunk.layer_type))
     return chunks
 
 
@@ -116,47 +125,49 @@ def _average(array: np.ndarray, factor: Cartesian) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(result, dtype=array.dtype).T)
 
 
+# factors (z, y, x) that tinybrain.downsample_segmentation pools by the mode, and the factor
+# (x, y, z) igneous hands it for them
+_TINYBRAIN_MODE = {(1, 2, 2): (2, 2, 1), (2, 2, 2): (2, 2, 2)}
+
+
+def _tinybrain_labels(dtype) -> bool:
+    """Whether tinybrain's mode pooling takes labels of `dtype` as they are (or as uint8)."""
+    return np.dtype(dtype).kind in "iub"
+
+
+def _tinybrain_mode(array: np.ndarray, factor: Cartesian, num_mips: int) -> list[np.ndarray]:
+    """`num_mips` successive modes by tinybrain.downsample_segmentation, as igneous calls it;
+    (z, y, x[, channels first]) arrays in and out."""
+    import tinybrain
+
+    array = np.asarray(array)
+    if array.dtype == np.bool_:
+        levels = _tinybrain_mode(array.view(np.uint8), factor, num_mips)
+        return [level.view(np.bool_) for level in levels]
+    if array.ndim == 4:  # channels first here, last for tinybrain: (x, y, z, c)
+        array = np.ascontiguousarray(array)
+    levels = tinybrain.downsample_segmentation(
+        array.T, _TINYBRAIN_MODE[tuple(factor)], num_mips=num_mips
+    )
+    return [np.asarray(level).T for level in levels]
+
+
 def _mode(array: np.ndarray, factor: Cartesian) -> np.ndarray:
+    if tuple(factor) in _TINYBRAIN_MODE and _tinybrain_labels(array.dtype):
+        return np.ascontiguousarray(_tinybrain_mode(array, factor, 1)[0])
     if array.ndim == 4:
         return np.stack([_mode(np.ascontiguousarray(channel), factor) for channel in array])
-    if array.dtype == np.bool_:
-        return _mode(array.view(np.uint8), factor).view(np.bool_)
-    if factor == (2, 2, 2) and array.dtype.kind in "iu":
-        import tinybrain
-
-        result = tinybrain.downsample_segmentation(array.T, (2, 2, 2))[0]
-        return np.ascontiguousarray(np.asarray(result).T)
-    if factor == (1, 2, 2) and array.dtype.kind in "iu":
-        return _mode_1x2x2(array)
-    if factor == (1, 2, 2):
-        return _mode_2x2(array)
+    if factor == (1, 2, 2):  # labels tinybrain does not take: the same rule in numpy
+        return _countless_2x2(array)
     return _block_mode(array, factor)
 
 
-def _mode_1x2x2(array: np.ndarray, slab_voxels: int = 2**19) -> np.ndarray:
-    """Mode of the 2x2 (y, x) blocks by tinybrain's 2x2x2 mode over the planes doubled in z:
-    each 2x2x2 block then holds a, b, c, d twice in the same order, so both its counts and its
-    first-label tie rule are those of the 2x2 block (about 4x faster than numpy). Doubled in z
-    slabs of about `slab_voxels`, to bound the extra memory."""
-    import tinybrain
-
-    depth, height, width = array.shape
-    out = np.empty((depth, height // 2, width // 2), array.dtype)
-    step = max(1, slab_voxels // max(height * width, 1))
-    for z0 in range(0, depth, step):
-        doubled = np.repeat(array[z0 : z0 + step], 2, axis=0)
-        mode = tinybrain.downsample_segmentation(doubled.T, (2, 2, 2))[0]
-        out[z0 : z0 + step] = np.asarray(mode).T
-    return out
-
-
-def _mode_2x2(array: np.ndarray) -> np.ndarray:
-    """Mode of the 2x2 (y, x) blocks, ties to the first of a, b, c, d (C order)."""
+def _countless_2x2(array: np.ndarray) -> np.ndarray:
+    """Mode of the 2x2 (y, x) blocks [[a, b], [c, d]] by tinybrain's COUNTLESS rule: a if a == b
+    or a == c, else b if b == c, else d."""
     a, b = array[:, 0::2, 0::2], array[:, 0::2, 1::2]
     c, d = array[:, 1::2, 0::2], array[:, 1::2, 1::2]
-    return np.where(
-        (a == b) | (a == c) | (a == d), a, np.where((b == c) | (b == d), b, np.where(c == d, c, a))
-    )
+    return np.where((a == b) | (a == c), a, np.where(b == c, b, d))
 
 
 def _block_mode(array: np.ndarray, factor: Cartesian) -> np.ndarray:

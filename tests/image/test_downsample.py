@@ -23,7 +23,8 @@ def reference_mean(array: np.ndarray, factor) -> np.ndarray:
 
 
 def reference_mode(array: np.ndarray, factor) -> np.ndarray:
-    """Most frequent label per block; ties to the label met first in z, y, x order."""
+    """Most frequent label per block; ties to the label met first in z, y, x order (igneous's
+    rule for 2x2x2 blocks, ours for factors other than 1 2 2)."""
     fz, fy, fx = factor
     out = np.zeros(tuple(s // f for s, f in zip(array.shape, factor)), dtype=array.dtype)
     for z, y, x in np.ndindex(out.shape):
@@ -33,6 +34,29 @@ def reference_mode(array: np.ndarray, factor) -> np.ndarray:
         top = max(counts.values())
         out[z, y, x] = next(label for label in labels if counts[label] == top)
     return out
+
+
+def reference_countless(array: np.ndarray) -> np.ndarray:
+    """The 2x2 (y, x) mode of igneous (tinybrain's COUNTLESS), block by block: in [[a, b], [c, d]]
+    a if a == b or a == c, else b if b == c, else d."""
+    out = np.zeros((array.shape[0], array.shape[1] // 2, array.shape[2] // 2), array.dtype)
+    for z, y, x in np.ndindex(out.shape):
+        (a, b), (c, d) = array[z, 2 * y : 2 * y + 2, 2 * x : 2 * x + 2].tolist()
+        out[z, y, x] = a if a in (b, c) else b if b == c else d
+    return out
+
+
+def reference(array: np.ndarray, factor) -> np.ndarray:
+    if tuple(factor) == (1, 2, 2):
+        return reference_countless(array)
+    return reference_mode(array, factor)
+
+
+def tie_heavy_labels(shape, dtype, seed=7) -> np.ndarray:
+    """Four labels (0 and the dtype's largest among them): many 2-2 ties and all-different
+    2x2 blocks."""
+    palette = np.array([0, 1, np.iinfo(dtype).max, 5], dtype=dtype)
+    return palette[np.random.default_rng(seed).integers(0, 4, shape)]
 
 
 def test_image_exact_averages_1_2_2():
@@ -77,19 +101,23 @@ def test_affinity_map_channels_averaged_separately():
 
 
 def test_segmentation_mode_handmade_blocks_and_ties():
-    # one z section of five 2x2 blocks, each written [[a, b], [c, d]]
+    # one z section of 2x2 blocks, each written [[a, b], [c, d]]: igneous's (COUNTLESS) ties
     blocks = [
         [[7, 7], [7, 3]],  # majority -> 7
         [[5, 9], [9, 9]],  # majority even though the first voxel differs -> 9
-        [[1, 2], [2, 1]],  # 2-2 tie on the diagonals -> 1, the first voxel's label
-        [[4, 3], [3, 4]],  # 2-2 tie -> 4 (first), not the smallest
-        [[8, 6], [5, 0]],  # all different -> 8, the first voxel
-        [[0, 0], [6, 6]],  # 2-2 tie with background -> 0 comes first
+        [[1, 2], [2, 1]],  # 2-2 tie on the diagonals -> 2 (b == c)
+        [[4, 3], [3, 4]],  # 2-2 tie -> 3, not the first voxel's 4
+        [[8, 6], [5, 0]],  # all different -> 0, the last voxel (d)
+        [[0, 0], [6, 6]],  # 2-2 tie in rows -> 0 (a == b)
+        [[6, 0], [6, 0]],  # 2-2 tie in columns -> 6 (a == c)
+        [[3, 1], [2, 1]],  # pair b == d, the rest single -> 1 (d)
     ]
     array = np.concatenate([np.array(b, dtype=np.uint64) for b in blocks], axis=1)[None]
     out = downsample(Chunk(array, (0, 0, 0), (1, 1, 1), "segmentation"), (1, 2, 2))
     assert out.dtype == np.uint64 and out.is_segmentation
-    assert out.array.tolist() == [[[7, 9, 1, 4, 8, 0]]]
+    assert out.array.tolist() == [[[7, 9, 2, 3, 0, 0, 6, 1]]]
+    as_float = downsample(Chunk(array.astype(np.float32), layer_type="segmentation"), (1, 2, 2))
+    assert as_float.array.tolist() == [[[7, 9, 2, 3, 0, 0, 6, 1]]]
 
 
 def test_segmentation_mode_2_2_2_and_1_3_3_ties():
@@ -112,18 +140,48 @@ def test_segmentation_mode_matches_the_documented_rule(factor, dtype):
     labels = np.random.default_rng(7).integers(0, 3, (6, 6, 12)).astype(dtype)
     out = downsample(Chunk(labels, layer_type="segmentation"), factor)
     assert out.dtype == dtype
-    np.testing.assert_array_equal(out.array, reference_mode(labels, factor))
+    np.testing.assert_array_equal(out.array, reference(labels, factor))
 
 
-def test_segmentation_mode_1_2_2_in_slabs_matches_the_documented_rule():
-    # integer labels take tinybrain's 2x2x2 mode over planes doubled in z, slab by slab:
-    # several slabs, a shorter last one, and every kind of tie among five labels
-    from chunkflow.image.downsample import _mode_1x2x2
+@pytest.mark.parametrize("factor, tinybrain_factor", [((1, 2, 2), (2, 2, 1)), ((2, 2, 2),) * 2])
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.uint32, np.uint64, np.int32, np.int64])
+@pytest.mark.parametrize("kind", ["random", "ties"])
+def test_segmentation_pyramid_is_igneous_s(factor, tinybrain_factor, dtype, kind):
+    # igneous downsamples a task's labels by tinybrain.downsample_segmentation(labels in x, y,
+    # z order, factor, num_mips=...): our pyramid must be the same, voxel for voxel
+    import tinybrain
 
-    labels = np.random.default_rng(3).integers(0, 5, (7, 8, 10)).astype(np.uint16)
-    out = _mode_1x2x2(labels, slab_voxels=2 * 8 * 10)
-    assert out.dtype == np.uint16
-    np.testing.assert_array_equal(out, reference_mode(labels, (1, 2, 2)))
+    rng = np.random.default_rng(11)
+    shape = (8, 16, 24)
+    if kind == "random":  # mostly distinct labels, spread over the whole dtype
+        info = np.iinfo(dtype)
+        labels = rng.integers(info.min, info.max, shape, dtype=dtype, endpoint=True)
+        labels[:, 0::4] = labels[:, 1::4]  # and some vertical pairs
+    else:
+        labels = tie_heavy_labels(shape, dtype)
+    chunk = Chunk(labels, (8, 16, 24), (40, 8, 8), "segmentation")
+    levels = pyramid(chunk, factor, 3)
+    theirs = tinybrain.downsample_segmentation(labels.T, tinybrain_factor, num_mips=3)
+    assert len(levels) == 3
+    for level, expected in zip(levels, theirs):
+        assert level.dtype == dtype and level.array.flags.c_contiguous
+        np.testing.assert_array_equal(level.array, expected.T)
+    np.testing.assert_array_equal(levels[0].array, reference(labels, factor))
+    np.testing.assert_array_equal(downsample(chunk, factor).array, levels[0].array)
+
+
+def test_segmentation_mode_of_channels_and_other_factors():
+    labels = tie_heavy_labels((2, 4, 4, 8), np.uint32)
+    out = downsample(Chunk(labels, layer_type="segmentation"), (1, 2, 2))
+    assert out.shape == (2, 4, 2, 4)
+    for channel in range(2):
+        np.testing.assert_array_equal(out.array[channel], reference_countless(labels[channel]))
+    # factors where igneous strides or repeats 2x2 steps: the block's mode, first label on ties
+    for factor in [(1, 4, 4), (2, 1, 1)]:
+        chunk = Chunk(labels[0], layer_type="segmentation")
+        np.testing.assert_array_equal(
+            downsample(chunk, factor).array, reference_mode(labels[0], factor)
+        )
 
 
 def test_bool_chunks_use_the_mode():
