@@ -195,7 +195,7 @@ def _read_inside(vol, path: str, bbox: BoundingBox, mip: int) -> np.ndarray:
 def _check_local_blocks(vol, path: str, bbox: BoundingBox, mip: int) -> None:
     """Damaged block files of a local volume in `bbox`: an empty file, or a raw block of the
     wrong size, is one line naming it (cloud-volume would read an empty one as a missing block,
-    zeros under --fill-missing). A missing block is not damage. One stat per block."""
+    zeros under --fill-missing). A missing block is not damage. A stat per block and suffix."""
     import itertools
     import os
 
@@ -206,15 +206,18 @@ def _check_local_blocks(vol, path: str, bbox: BoundingBox, mip: int) -> None:
     bounds = cv_bounds(vol)
     raw = vol.meta.encoding(mip) == "raw"
     voxel_bytes = np.dtype(vol.dtype).itemsize * vol.num_channels
-    first = (bbox.start - bounds.start) // block
-    last = (bbox.stop - bounds.start - 1) // block
-    for index in itertools.product(*(range(a, b + 1) for a, b in zip(first, last))):
-        start = bounds.start + Cartesian(index) * block
-        piece = BoundingBox(start, start + block).intersect(bounds)
-        name = "_".join(f"{a}-{b}" for a, b in zip(piece.start.xyz, piece.stop.xyz))
-        expected = int(np.prod(tuple(piece.shape))) * voxel_bytes
+    # plain ints per block (x, y, z, as the file names): thousands of blocks per read
+    spans = []
+    for a0, a1, b0, b1, n in zip(
+        bbox.start.xyz, bbox.stop.xyz, bounds.start.xyz, bounds.stop.xyz, block.xyz
+    ):
+        starts = range(b0 + (a0 - b0) // n * n, b0 + ((a1 - b0 - 1) // n + 1) * n, n)
+        spans.append([(f"{s}-{min(s + n, b1)}", min(s + n, b1) - s) for s in starts])
+    for (nz, sz), (ny, sy), (nx, sx) in itertools.product(*spans[::-1]):  # z, y, x order
+        base = os.path.join(root, f"{nx}_{ny}_{nz}")
+        expected = sx * sy * sz * voxel_bytes
         for suffix in COMPRESSION_SUFFIXES:
-            file = os.path.join(root, name + suffix)
+            file = base + suffix
             try:
                 size = os.stat(file).st_size
             except FileNotFoundError:
