@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 TORCH  := torch==2.13.0
 
-.PHONY: install browser demo test screenshots bench lint clean
+.PHONY: install browser demo test docs screenshots bench lint clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -28,6 +28,11 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed browser
 	$(PY) -m pytest
 
+# The API reference from the docstrings (the test extra holds the docs extra); warnings fail it.
+docs: $(VENV)/.installed
+	$(PY) -m sphinx -b html -W --keep-going -q docs docs/_build/html
+	@echo "API reference: docs/_build/html/index.html"
+
 # The README's viewer screenshots, taken by the browser tests.
 screenshots: $(VENV)/.installed browser
 	command -v chromium >/dev/null && command -v chromedriver >/dev/null
@@ -41,4 +46,4 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff format --check chunkflow tests bench examples
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache docs/_build
