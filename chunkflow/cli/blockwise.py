@@ -20,7 +20,7 @@ import click
 from chunkflow.cli.framework import VOLUME_PATH, mip_option, operator, vec3_option
 from chunkflow.errors import ChunkflowError
 
-logger = logging.getLogger("chunkflow")
+logger = logging.getLogger(__name__)
 
 
 def _job_options(fn):

@@ -15,7 +15,7 @@ import click
 from chunkflow.cli.framework import NameListType, input_option, operator, output_option, vec3_option
 from chunkflow.errors import ChunkflowError
 
-logger = logging.getLogger("chunkflow")
+logger = logging.getLogger(__name__)
 
 
 def skip_to_option(fn):

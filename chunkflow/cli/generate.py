@@ -18,7 +18,7 @@ from chunkflow.cli.framework import (
 )
 from chunkflow.errors import flag_names
 
-logger = logging.getLogger("chunkflow")
+logger = logging.getLogger(__name__)
 
 # the parameters of chunkflow.task_creation.region.task_grid, as generate-tasks spells them
 GENERATE_FLAGS = dict(

@@ -10,7 +10,7 @@ import click
 from chunkflow.cli.framework import LAYER_TYPE, input_option, operator, output_option, vec3_option
 from chunkflow.cli.training import pad_option
 
-logger = logging.getLogger("chunkflow")
+logger = logging.getLogger(__name__)
 
 
 @functools.lru_cache(maxsize=4)

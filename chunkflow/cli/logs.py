@@ -12,7 +12,7 @@ import click
 from chunkflow.cli.framework import operator, vec3_option
 from chunkflow.errors import ChunkflowError
 
-logger = logging.getLogger("chunkflow")
+logger = logging.getLogger(__name__)
 
 LOG_DIR_HELP = "Folder of the task logs {bbox}.json: a local path, file://, gs:// or s3://."
 

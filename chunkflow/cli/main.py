@@ -41,7 +41,7 @@ from chunkflow.cli.framework import ALIASES, FAMILIES, FAMILY_OF, OPERATORS
 from chunkflow.errors import ChunkflowError, Terminated
 from chunkflow.pipeline import Operator, OperatorError, Pipeline, RunConfig
 
-logger = logging.getLogger("chunkflow")
+logger = logging.getLogger(__name__)
 
 LOG_LEVELS = ["debug", "info", "warning", "error"]
 
@@ -199,6 +199,7 @@ class _StderrHandler(logging.StreamHandler):
 
 
 def setup_logging(level: str, log_file: str | None) -> None:
+    """Configure the package logger: every module's `getLogger(__name__)` propagates to it."""
     root = logging.getLogger("chunkflow")
     for handler in list(root.handlers):
         root.removeHandler(handler)

@@ -21,7 +21,7 @@ from chunkflow.cli.framework import (
 from chunkflow.errors import ChunkflowError, flag_names
 from chunkflow.io import PRECOMPUTED_ENCODINGS
 
-logger = logging.getLogger("chunkflow")
+logger = logging.getLogger(__name__)
 
 
 @operator("cutout", family="io", aliases=["load-precomputed"], context=reader_context)

@@ -9,7 +9,7 @@ import click
 from chunkflow.cli.framework import operator
 from chunkflow.errors import ChunkflowError
 
-logger = logging.getLogger("chunkflow")
+logger = logging.getLogger(__name__)
 
 QUEUE_HELP = (
     "Queue: NAME or sqs://NAME (AWS SQS), or a local queue folder (file://PATH, or a path "

@@ -18,7 +18,7 @@ from chunkflow.cli.framework import (
 )
 from chunkflow.errors import ChunkflowError
 
-logger = logging.getLogger("chunkflow")
+logger = logging.getLogger(__name__)
 
 
 class ScoringFunctionType(click.ParamType):

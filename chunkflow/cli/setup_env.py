@@ -10,7 +10,7 @@ from chunkflow.cli.framework import VOLUME_PATH, mip_option, operator, vec3_opti
 from chunkflow.errors import flag_names
 from chunkflow.io import PRECOMPUTED_ENCODINGS
 
-logger = logging.getLogger("chunkflow")
+logger = logging.getLogger(__name__)
 
 # the options passed on to chunkflow.task_creation.setup.plan_run as they are
 PLANNING = (

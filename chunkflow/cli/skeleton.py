@@ -17,7 +17,7 @@ from chunkflow.cli.framework import (
 )
 from chunkflow.errors import ChunkflowError
 
-logger = logging.getLogger("chunkflow")
+logger = logging.getLogger(__name__)
 
 
 @operator("skeletonize", family="mesh", effects=("writes",), dry_run="self")

@@ -12,7 +12,7 @@ from chunkflow.cli.framework import AXES, NEIGHBORHOOD, operator, vec3_option
 from chunkflow.cli.training import elastic_kwargs, elastic_options
 from chunkflow.errors import ChunkflowError
 
-logger = logging.getLogger("chunkflow")
+logger = logging.getLogger(__name__)
 
 
 def _range_option(*decls, default, help):

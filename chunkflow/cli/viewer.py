@@ -14,7 +14,7 @@ import click
 from chunkflow.cli.framework import NAMES, VOLUME_PATH, operator, vec3_option
 from chunkflow.viewer import LAYOUTS
 
-logger = logging.getLogger("chunkflow")
+logger = logging.getLogger(__name__)
 ZARR_PREFIXES = ("zarr://", "zarr2://", "zarr3://")  # neuroglancer's data source names
 
 

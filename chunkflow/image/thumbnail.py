@@ -28,7 +28,7 @@ from chunkflow.chunk import Chunk, LayerType
 from chunkflow.errors import ChunkflowError
 from chunkflow.geometry import Cartesian
 
-logger = logging.getLogger("chunkflow")
+logger = logging.getLogger(__name__)
 
 DEFAULT_THUMBNAIL_MIP = 6  # chunkflow 1.x's max_mip of the thumbnail layer
 FACTOR = Cartesian(1, 2, 2)

@@ -24,7 +24,7 @@ import zipfile
 from chunkflow.errors import ChunkflowError
 from chunkflow.plugins import load_source
 
-logger = logging.getLogger("chunkflow")
+logger = logging.getLogger(__name__)
 
 FRAMEWORKS = ("identity", "pytorch", "universal", "general")
 

@@ -37,7 +37,7 @@ from chunkflow.inference.bump import bump as make_bump
 from chunkflow.inference.grid import PatchGrid, Plan
 from chunkflow.progress import progress
 
-logger = logging.getLogger("chunkflow")
+logger = logging.getLogger(__name__)
 
 
 def _vec(v) -> str:

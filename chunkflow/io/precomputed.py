@@ -328,7 +328,7 @@ def check_encoding(encoding: str, dtype, num_channels: int, layer_type) -> None:
     if encoding != "jpeg" and not np.array_equal(np.asarray(back).reshape(sample.shape), sample):
         raise ChunkflowError(f"{what} does not give the data back unchanged")
     if encoding in UNVIEWABLE_ENCODINGS:
-        logging.getLogger("chunkflow").warning(
+        logging.getLogger(__name__).warning(
             "%s: readable by cloud-volume and igneous, not by neuroglancer or tensorstore", what
         )
 

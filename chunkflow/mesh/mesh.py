@@ -33,7 +33,7 @@ from chunkflow.geometry import BoundingBox, Cartesian
 from chunkflow.io.files import put_files
 from chunkflow.progress import progress
 
-logger = logging.getLogger("chunkflow")
+logger = logging.getLogger(__name__)
 
 FORMATS = ("precomputed", "ply", "obj", "multires")
 FRAGMENT = re.compile(r"^(\d+):0:(.+)$")

@@ -38,7 +38,7 @@ from chunkflow.mesh.sharding import (
     wanted_shards,
 )
 
-logger = logging.getLogger("chunkflow")
+logger = logging.getLogger(__name__)
 
 FRAGS = re.compile(r"^(\d+-\d+_\d+-\d+_\d+-\d+)\.frags$")
 MAGIC = b"CFMFRAG1"

@@ -35,7 +35,7 @@ from chunkflow.errors import ChunkflowError
 from chunkflow.geometry import BoundingBox, Cartesian
 from chunkflow.io.files import put_files
 
-logger = logging.getLogger("chunkflow")
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "SKELETON_INFO",

@@ -7,7 +7,7 @@ import threading
 
 from chunkflow.errors import ChunkflowError
 
-logger = logging.getLogger("chunkflow")
+logger = logging.getLogger(__name__)
 
 # Leases held by this process and not yet settled: released at once when the process is told
 # to stop (SIGTERM, Ctrl-C), so another worker takes the task without waiting for it to expire.

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from chunkflow.errors import ChunkflowError
 
-logger = logging.getLogger("chunkflow")
+logger = logging.getLogger(__name__)
 
 
 @dataclass

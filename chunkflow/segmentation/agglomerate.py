@@ -16,7 +16,7 @@ import numpy as np
 from chunkflow.chunk import Chunk, LayerType, check_same_grid
 from chunkflow.errors import ChunkflowError
 
-logger = logging.getLogger("chunkflow")
+logger = logging.getLogger(__name__)
 
 MEAN_AFFINITY = "OneMinus<MeanAffinity<RegionGraphType, ScoreValue>>"
 

@@ -50,7 +50,7 @@ from chunkflow.io.files import atomic_output
 from chunkflow.progress import progress
 from chunkflow.training.data import STAGES, ExampleMaker, PipelineSpec, make_loader
 
-logger = logging.getLogger("chunkflow")
+logger = logging.getLogger(__name__)
 
 __all__ = ["TrainOptions", "train", "newest_checkpoint"]
 

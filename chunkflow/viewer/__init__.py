@@ -15,7 +15,7 @@ import time
 
 __all__ = ["LAYOUTS", "log_failure", "one_line_logs", "serve_for", "segment_ids"]
 
-logger = logging.getLogger("chunkflow")
+logger = logging.getLogger(__name__)
 
 # Neuroglancer panel layouts.
 LAYOUTS = ("4panel", "xy", "xz", "yz", "3d", "xy-3d", "xz-3d", "yz-3d")

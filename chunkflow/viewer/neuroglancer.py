@@ -57,7 +57,7 @@ __all__ = [
     "zarr_layer",
 ]
 
-logger = logging.getLogger("chunkflow")
+logger = logging.getLogger(__name__)
 
 UNITS = "nm"
 REMOTE_SCHEMES = ("gs://", "s3://", "http://", "https://")

@@ -267,6 +267,28 @@ def test_log_levels(run_cli, tmp_path):
     assert "DEBUG" in run_cli("--log-level debug create-chunk -s 2 2 2").err
 
 
+def test_module_loggers_follow_the_command_line_level(run_cli, tmp_path):
+    """Each module logs under its own name; the CLI configures their parent, `chunkflow`."""
+    import logging
+
+    from chunkflow.image import thumbnail
+
+    assert thumbnail.logger.name == "chunkflow.image.thumbnail"
+    caught = []
+    handler = logging.Handler()
+    handler.emit = caught.append
+    logging.getLogger().addHandler(handler)  # nothing passes the `chunkflow` logger upwards
+    line = "create-chunk -s 4 32 32 -t float32 save -v {} --create-thumbnail --thumbnail-mip 1"
+    try:
+        err = run_cli(f"--log-file {tmp_path / 'log'} " + line.format(tmp_path / "a")).err
+        quiet = run_cli("-q " + line.format(tmp_path / "b")).err
+    finally:
+        logging.getLogger().removeHandler(handler)
+    said = "INFO    thumbnail: created the layer"
+    assert said in err and said in (tmp_path / "log").read_text()
+    assert quiet == "" and caught == []
+
+
 def test_unexpected_failure_is_one_line_with_hint(run_cli, tmp_path):
     (tmp_path / "boom.py").write_text("def execute(chunk):\n    raise RuntimeError('kaboom')\n")
     result = run_cli("create-chunk -s 2 2 2 plugin -f boom.py -i chunk", expect=1)

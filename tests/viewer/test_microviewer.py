@@ -76,7 +76,7 @@ def test_what_the_view_lacks_is_a_404_and_failures_one_log_line(capfd, caplog):
             raise ConnectionResetError("the peer went away")
         except ConnectionResetError:
             viewer.server.handle_error(None, ("127.0.0.1", 5555))
-    (record,) = [r for r in caplog.records if r.name == "chunkflow"]
+    (record,) = [r for r in caplog.records if r.name.startswith("chunkflow.")]
     assert record.getMessage() == (
         "viewer: request from 127.0.0.1: ConnectionResetError: the peer went away"
     )

@@ -17,7 +17,7 @@ from chunkflow.segmentation.blockwise.plan import (
     unfinished,
 )
 
-logger = logging.getLogger("chunkflow")
+logger = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------------------------
 # phase 3: the global merge

@@ -14,7 +14,7 @@ from chunkflow.chunk import LayerType
 from chunkflow.errors import ChunkflowError
 from chunkflow.geometry import BoundingBox, Cartesian
 
-logger = logging.getLogger("chunkflow")
+logger = logging.getLogger(__name__)
 
 MODES = ("agglomerate", "cc")
 PLAN_FORMAT = "chunkflow-blockwise-segmentation"
