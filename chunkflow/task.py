@@ -4,7 +4,8 @@ A `Task` is a dict of named items (chunks, bounding boxes, numbers; the default 
 `chunk`) with three pieces of state beside the items:
 
 - `bbox`: the region this task covers (set by a task generator or by the first reader),
-- `log`: per-operator timers and other facts, ready to be dumped as JSON,
+- `log`: per-operator timers and other facts; `chunkflow.logs.task_log_record` turns it, with
+  the bbox and skip state, into the one log file schema,
 - skip state: a skipped task passes compute operators untouched and still reaches finalizers
   (operators that must always run, like deleting the queue message). `skip_to` names an operator
   at which processing resumes; while that operator runs, `resumed_from` holds the skip's
@@ -106,14 +107,6 @@ class Task(dict):
             timers = self.log["timer"]
             timers[name] = timers.get(name, 0.0) + time.perf_counter() - start
             self.resumed_from = None  # the operator that resumed the task is done
-
-    def log_record(self) -> dict:
-        """The task log as a JSON-ready dict."""
-        record = dict(self.log)
-        record["bbox"] = None if self.bbox is None else self.bbox.string
-        if self.skipped:
-            record["skipped"] = self.skip_reason
-        return record
 
     def __repr__(self) -> str:
         items = ", ".join(f"{k}={v!r}" for k, v in self.items())

@@ -6,6 +6,7 @@ import pytest
 from chunkflow.chunk import Chunk
 from chunkflow.errors import ChunkflowError
 from chunkflow.geometry import BoundingBox
+from chunkflow.logs import task_log_record
 from chunkflow.task import Task
 
 
@@ -36,7 +37,7 @@ def test_skip_and_resume():
     assert not task.skipped
     task.skip("all zero", to="save")
     assert task.skipped and task.skip_to == "save"
-    record = task.log_record()
+    record = task_log_record(task)  # the one log schema, chunkflow.logs
     assert record["skipped"] == "all zero" and record["bbox"] == "0-1_0-1_0-1"
     task.resume()
     assert not task.skipped and task.skip_to is None
