@@ -42,6 +42,7 @@ __all__ = [
     "task_log_record",
     "write_task_log",
     "write_log_record",
+    "volume_log_dir",
     "read_logs",
     "parse_log",
     "summarize",
@@ -108,6 +109,11 @@ def write_task_log(task, log_dir: str, bbox: BoundingBox | None = None) -> str:
     """Write the log of `task` to `{log_dir}/{bbox}.json` (see `write_log_record`)."""
     record = task_log_record(task, bbox)
     return write_log_record(log_dir, record)
+
+
+def volume_log_dir(volume_path: str) -> str:
+    """The folder of a volume's task logs (`save --upload-log`): `{volume}/log`."""
+    return f"{volume_path.rstrip('/')}/log"
 
 
 # ---------------------------------------------------------------------------------------------

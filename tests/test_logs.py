@@ -1,8 +1,10 @@
 """chunkflow.logs: the task log record, reading and checking log files, the summary."""
 
+import ast
 import json
 import math
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +18,7 @@ from chunkflow.logs import (
     summarize,
     task_log_record,
     timer_metrics,
+    volume_log_dir,
     write_log_record,
     write_task_log,
 )
@@ -76,6 +79,22 @@ def test_write_and_read_cloud():
     records = read_logs(log_dir + "/")
     assert [r["bbox"] for r in records] == ["0-2_0-4_0-8", "0-2_0-4_8-16"]
     assert records[0]["device"] == "cpu"
+
+
+def test_a_volume_keeps_its_task_logs_in_its_log_folder():
+    assert volume_log_dir("gs://bucket/seg/") == "gs://bucket/seg/log"
+    assert volume_log_dir("/data/seg") == "/data/seg/log"
+
+
+def test_the_io_layer_does_not_import_logs():
+    """Logs are written through chunkflow.io.files; no reader or writer depends on logs."""
+    io = Path(__file__).resolve().parent.parent / "chunkflow" / "io"
+    for path in io.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                assert node.module != "chunkflow.logs", path
+            elif isinstance(node, ast.Import):
+                assert all(a.name != "chunkflow.logs" for a in node.names), path
 
 
 def test_read_missing_folder(tmp_path):

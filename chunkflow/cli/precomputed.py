@@ -226,12 +226,11 @@ def save(
             )
             logger.debug("save: thumbnail of %s written to %s at mip %d", chunk.bbox, path, level)
     if upload_log:
-        from chunkflow.io.precomputed import write_log
-        from chunkflow.logs import task_log_record
+        from chunkflow.logs import volume_log_dir, write_task_log
 
         bbox = chunk.bbox if chunk is not None else _task_bbox(task, input_chunk_name)
         if bbox is not None:
-            write_log(volume_path, bbox, task_log_record(task, bbox))
+            write_task_log(task, volume_log_dir(volume_path), bbox)
 
 
 def _task_bbox(task, input_chunk_name):

@@ -415,14 +415,3 @@ def volume_exists(path: str) -> bool:
     from cloudfiles import CloudFiles
 
     return CloudFiles(path).exists("info")
-
-
-def write_log(path: str, bbox: BoundingBox, record: dict) -> None:
-    """Store a task log as `{path}/log/{bbox}.json`.
-
-    `record` is a `chunkflow.logs.task_log_record`; the file is written by the same function
-    as save-log's, so log-summary reads both.
-    """
-    from chunkflow.logs import write_log_record
-
-    write_log_record(f"{path.rstrip('/')}/log", record, name=bbox.string)
