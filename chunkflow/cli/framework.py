@@ -16,6 +16,7 @@ from __future__ import annotations
 import inspect
 import os
 from collections.abc import Callable, Iterable
+from contextlib import contextmanager
 
 import click
 
@@ -400,3 +401,66 @@ def output_option(default: str = "chunk", multiple: bool = False, help: str | No
             else "Name of the output chunk."
         ),
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Options and helpers shared by operator modules (regions, inference, targets, augment).
+
+PROBABILITY = click.FloatRange(0.0, 1.0)
+PAD_MODES = ("zero", "reflect", "edge")  # chunkflow.context.PAD_MODES, without importing numpy
+
+
+def pad_option():
+    """`--pad`: what to do where the data ends before the context an operator needs."""
+    return click.option(
+        "--pad",
+        "pad_mode",
+        type=click.Choice(PAD_MODES),
+        default=None,
+        help="Where the data ends before the context this operator needs, pad it with zeros, "
+        "its mirror image or its edge voxels  [default: refuse, naming the box needed]",
+    )
+
+
+def seed_option():
+    """`--seed`, delivered as a `numpy.random.Generator` made once per command line."""
+
+    def to_rng(ctx, param, value):
+        import numpy as np
+
+        return np.random.default_rng(value)
+
+    return click.option(
+        "--seed",
+        "rng",
+        type=click.IntRange(min=0),
+        default=None,
+        callback=to_rng,
+        help="Seed of the random generator [default: random]; a fixed seed repeats the run.",
+    )
+
+
+def voxelwise_context(input_chunk_name, output_chunk_name, mask_name=None, **_):
+    """The context of an operator voxel by voxel: what its output needs, its input needs."""
+    from chunkflow.context import Context
+
+    inputs = (input_chunk_name,) + ((mask_name,) if mask_name else ())
+    return Context(inputs, (output_chunk_name,))
+
+
+def output_box(task, request, output, chunk):
+    """The box an operator's output covers: its base box grown by what the operators after it
+    need, when a reader upstream read with context; else the input chunk's box."""
+    base = task.bases.get(output)
+    return chunk.bbox if base is None else request.box(output, base)
+
+
+@contextmanager
+def about_chunk(name: str):
+    """Prefix library errors with the chunk they concern."""
+    try:
+        yield
+    except ChunkflowError as err:
+        if str(err).startswith(f"chunk {name!r}"):
+            raise
+        raise ChunkflowError(f"chunk {name!r}: {err}") from err

@@ -7,8 +7,14 @@ import logging
 
 import click
 
-from chunkflow.cli.framework import LAYER_TYPE, input_option, operator, output_option, vec3_option
-from chunkflow.cli.training import pad_option
+from chunkflow.cli.framework import (
+    LAYER_TYPE,
+    input_option,
+    operator,
+    output_option,
+    pad_option,
+    vec3_option,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -33,10 +33,16 @@ from chunkflow.cli import (  # noqa: F401  (importing registers the operators)
     segmentation,
     setup_env,
     skeleton,
-    train,
-    training,
     viewer,
 )
+
+# isort: off
+# The training family in `chunkflow --help`, in this order: targets, augmentations, train.
+from chunkflow.cli import targets  # noqa: F401
+from chunkflow.cli import augment  # noqa: F401
+from chunkflow.cli import train  # noqa: F401
+
+# isort: on
 from chunkflow.cli.framework import ALIASES, FAMILIES, FAMILY_OF, OPERATORS
 from chunkflow.errors import ChunkflowError, Terminated
 from chunkflow.pipeline import Operator, OperatorError, Pipeline, RunConfig

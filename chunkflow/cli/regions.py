@@ -10,8 +10,15 @@ from __future__ import annotations
 
 import click
 
-from chunkflow.cli.framework import BBOX, input_option, operator, output_option, vec3_option
-from chunkflow.cli.training import PAD_MODES, seed_option
+from chunkflow.cli.framework import (
+    BBOX,
+    PAD_MODES,
+    input_option,
+    operator,
+    output_option,
+    seed_option,
+    vec3_option,
+)
 from chunkflow.errors import ChunkflowError
 
 

@@ -8,8 +8,8 @@ import time
 
 import click
 
+from chunkflow.cli.augment import elastic_kwargs, elastic_options
 from chunkflow.cli.framework import AXES, NEIGHBORHOOD, operator, vec3_option
-from chunkflow.cli.training import elastic_kwargs, elastic_options
 from chunkflow.errors import ChunkflowError
 
 logger = logging.getLogger(__name__)

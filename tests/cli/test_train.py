@@ -132,7 +132,7 @@ def test_bad_target_options_are_one_line(run_cli, volumes, options, message):
 
 
 def test_rotation_interval_unit():
-    from chunkflow.cli.training import elastic_kwargs
+    from chunkflow.cli.augment import elastic_kwargs
 
     def interval(unit, low, high):
         options = dict(

@@ -1,6 +1,7 @@
-"""Training operators: affinity targets, grown boundaries, loss weights and augmentations.
+"""Augmentations: mirror, transpose and elastic warps (`chunkflow.training.augment`);
+intensity, noise, section defects and normalisation (`chunkflow.training.intensity`).
 
-The wrappers parse options and call `chunkflow.training`. A random operator builds its random
+The wrappers parse options and call the library. A random operator builds its random
 generator once per command line from `--seed` (default: a fresh random seed) and draws from
 it task after task, so a run with a fixed seed is repeatable.
 """
@@ -8,43 +9,23 @@ it task after task, so a run with a fixed seed is repeatable.
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 
 import click
 
 from chunkflow.cli.framework import (
     AXES,
     NAMES,
-    NEIGHBORHOOD,
+    PROBABILITY,
+    about_chunk,
     input_option,
     operator,
     output_option,
+    pad_option,
+    seed_option,
     vec3_option,
+    voxelwise_context,
 )
 from chunkflow.errors import ChunkflowError
-
-PROBABILITY = click.FloatRange(0.0, 1.0)
-PAD_MODES = ("zero", "reflect", "edge")  # chunkflow.context.PAD_MODES, without importing numpy
-
-
-def pad_option():
-    """`--pad`: what to do where the data ends before the context an operator needs."""
-    return click.option(
-        "--pad",
-        "pad_mode",
-        type=click.Choice(PAD_MODES),
-        default=None,
-        help="Where the data ends before the context this operator needs, pad it with zeros, "
-        "its mirror image or its edge voxels  [default: refuse, naming the box needed]",
-    )
-
-
-def _voxelwise(input_chunk_name, output_chunk_name, mask_name=None, **_):
-    """The context of an operator voxel by voxel: what its output needs, its input needs."""
-    from chunkflow.context import Context
-
-    inputs = (input_chunk_name,) + ((mask_name,) if mask_name else ())
-    return Context(inputs, (output_chunk_name,))
 
 
 def _joint(input_chunk_name, output_chunk_name, **_):
@@ -52,42 +33,6 @@ def _joint(input_chunk_name, output_chunk_name, **_):
     from chunkflow.context import Context
 
     return Context(tuple(input_chunk_name), tuple(output_chunk_name or input_chunk_name))
-
-
-def _write_box(task, request, output, chunk):
-    """The box an operator's output covers: its base box grown by what the operators after it
-    need, when a reader upstream read with context; else the input chunk's box."""
-    base = task.bases.get(output)
-    return chunk.bbox if base is None else request.box(output, base)
-
-
-def seed_option():
-    """`--seed`, delivered as a `numpy.random.Generator` made once per command line."""
-
-    def to_rng(ctx, param, value):
-        import numpy as np
-
-        return np.random.default_rng(value)
-
-    return click.option(
-        "--seed",
-        "rng",
-        type=click.IntRange(min=0),
-        default=None,
-        callback=to_rng,
-        help="Seed of the random generator [default: random]; a fixed seed repeats the run.",
-    )
-
-
-@contextmanager
-def _about(name: str):
-    """Prefix library errors with the chunk they concern."""
-    try:
-        yield
-    except ChunkflowError as err:
-        if str(err).startswith(f"chunk {name!r}"):
-            raise
-        raise ChunkflowError(f"chunk {name!r}: {err}") from err
 
 
 def _outputs(inputs, outputs):
@@ -98,155 +43,6 @@ def _outputs(inputs, outputs):
             f"{len(inputs)} ({','.join(inputs)})"
         )
     return outputs
-
-
-def _affinity_context(
-    input_chunk_name, output_chunk_name, neighborhood, mask_output_name, labels_mask_name, **more
-):
-    from chunkflow.context import Context, affinity_grow
-
-    if more.get("neighborhood_sign") == "gunpowder":  # p and p + offset: the other way
-        neighborhood = [tuple(-v for v in offset) for offset in neighborhood]
-    inputs = (input_chunk_name,) + ((labels_mask_name,) if labels_mask_name else ())
-    outputs = (output_chunk_name,) + ((mask_output_name,) if mask_output_name else ())
-    return Context(inputs, outputs, affinity_grow(neighborhood))
-
-
-@operator("add-affinities", family="training", context=_affinity_context)
-@input_option(help="Name of the label chunk.")
-@output_option()
-@click.option(
-    "-n",
-    "--neighborhood",
-    type=NEIGHBORHOOD,
-    default="1,0,0;0,1,0;0,0,1",
-    show_default=True,
-    help="Offsets z,y,x separated by ';', in the sign of --neighborhood-sign.",
-)
-@click.option(
-    "--neighborhood-sign",
-    type=click.Choice(["chunkflow", "gunpowder"]),
-    default="chunkflow",
-    show_default=True,
-    help="chunkflow: channel c of voxel p links p and p - offset c (waterz); gunpowder: p and "
-    "p + offset c.",
-)
-@click.option(
-    "--mask-output-name",
-    default=None,
-    help="Also store the affinity mask (1 where p - offset is inside the chunk and known).",
-)
-@click.option(
-    "--labels-mask",
-    "labels_mask_name",
-    default=None,
-    help="Chunk whose nonzero voxels have known labels; affinities touching others are masked.",
-)
-@pad_option()
-def add_affinities(
-    task,
-    input_chunk_name,
-    output_chunk_name,
-    neighborhood,
-    neighborhood_sign,
-    mask_output_name,
-    labels_mask_name,
-    pad_mode,
-    request,
-):
-    """Affinity targets (float32, one channel per offset) from a label chunk.
-
-    Channel c of voxel p is 1 where p and p - offset c carry the same nonzero label (waterz
-    convention: the default offsets give the z, y, x affinities that agglomerate reads). The
-    labels are read one offset further (context): the output covers the labels' box (the
-    reader's box) with real affinities up to its border; where the data ends, --pad decides
-    (affinities to padded voxels are masked).
-    """
-    from chunkflow.context import affinities_with_context
-    from chunkflow.training.targets import neighborhood_from
-
-    with _about(input_chunk_name):
-        neighborhood = neighborhood_from(neighborhood, neighborhood_sign)
-    labels = task.chunk(input_chunk_name)
-    labels_mask = task.chunk(labels_mask_name) if labels_mask_name else None
-    box = _write_box(task, request, output_chunk_name, labels)
-    with _about(input_chunk_name):
-        affs, mask = affinities_with_context(
-            labels, box, neighborhood, pad_mode, labels_mask, input_chunk_name, labels_mask_name
-        )
-    task[output_chunk_name] = affs
-    if mask_output_name:
-        task[mask_output_name] = mask
-
-
-def _boundary_context(input_chunk_name, output_chunk_name, steps, only_xy, **_):
-    from chunkflow.context import Context, boundary_grow
-
-    return Context((input_chunk_name,), (output_chunk_name,), boundary_grow(steps, only_xy))
-
-
-@operator("grow-boundary", family="training", context=_boundary_context)
-@input_option(help="Name of the label chunk.")
-@output_option()
-@click.option(
-    "-s",
-    "--steps",
-    type=click.IntRange(min=0),
-    default=1,
-    show_default=True,
-    help="Voxels to grow the boundary by.",
-)
-@click.option("--only-xy", is_flag=True, help="Grow within each z section only.")
-@pad_option()
-def grow_boundary(task, input_chunk_name, output_chunk_name, steps, only_xy, pad_mode, request):
-    """Set to 0 the voxels within --steps voxels of a boundary between labels (GrowBoundary).
-
-    A voxel keeps its label only if all voxels within city-block distance --steps have it;
-    label 0 counts as a label. The labels are read --steps voxels further (context), so a
-    boundary just outside the box grows into it; where the data ends, --pad decides (zero:
-    a boundary at the data's edge; edge or reflect: none).
-    """
-    from chunkflow.context import grow_boundary_with_context
-
-    labels = task.chunk(input_chunk_name)
-    box = _write_box(task, request, output_chunk_name, labels)
-    with _about(input_chunk_name):
-        task[output_chunk_name] = grow_boundary_with_context(
-            labels, box, steps, only_xy, pad_mode, input_chunk_name
-        )
-
-
-@operator("balance-labels", family="training", context=_voxelwise)
-@input_option(help="Name of the binary target chunk (e.g. affinities).")
-@output_option()
-@click.option("-m", "--mask", "mask_name", default=None, help="Weights are 0 where this is 0.")
-@click.option(
-    "--clip",
-    nargs=2,
-    type=float,
-    default=(0.05, 0.95),
-    show_default=True,
-    metavar="LOW HIGH",
-    help="Clip the fraction of positives to this range.",
-)
-def balance_labels(task, input_chunk_name, output_chunk_name, mask_name, clip):
-    """Loss weights (float32) balancing positives (> 0.5) and negatives per channel.
-
-    Positives weigh 0.5 / f and negatives 0.5 / (1 - f), f the clipped fraction of positives
-    among the masked-in voxels.
-    """
-    from chunkflow.chunk import check_same_grid
-    from chunkflow.context import align
-    from chunkflow.training.targets import balance_labels as run
-
-    labels = task.chunk(input_chunk_name)
-    mask = task.chunk(mask_name) if mask_name else None
-    if mask is not None:
-        check_same_grid((mask_name, mask), (input_chunk_name, labels), boxes=None)
-        pair = align({input_chunk_name: labels, mask_name: mask}, "balance-labels")
-        labels, mask = pair[input_chunk_name], pair[mask_name]
-    with _about(input_chunk_name):
-        task[output_chunk_name] = run(labels, mask, tuple(clip))
 
 
 @operator("simple-augment", family="training", context=_joint)
@@ -474,7 +270,7 @@ def _clip_option():
     )
 
 
-@operator("intensity-augment", family="training", context=_voxelwise)
+@operator("intensity-augment", family="training", context=voxelwise_context)
 @input_option()
 @output_option()
 @seed_option()
@@ -496,11 +292,11 @@ def intensity_augment(
     from chunkflow.training.intensity import intensity_augment as run
 
     image = task.chunk(input_chunk_name)
-    with _about(input_chunk_name):
+    with about_chunk(input_chunk_name):
         task[output_chunk_name] = run(image, rng, tuple(scale), tuple(shift), z_section_wise, clip)
 
 
-@operator("noise-augment", family="training", context=_voxelwise)
+@operator("noise-augment", family="training", context=voxelwise_context)
 @input_option()
 @output_option()
 @seed_option()
@@ -530,11 +326,11 @@ def noise_augment(task, input_chunk_name, output_chunk_name, rng, mode, var, amo
     from chunkflow.training.intensity import noise_augment as run
 
     image = task.chunk(input_chunk_name)
-    with _about(input_chunk_name):
+    with about_chunk(input_chunk_name):
         task[output_chunk_name] = run(image, rng, mode, var, clip, amount=amount)
 
 
-@operator("defect-augment", family="training", context=_voxelwise)
+@operator("defect-augment", family="training", context=voxelwise_context)
 @input_option()
 @output_option()
 @seed_option()
@@ -554,11 +350,11 @@ def defect_augment(
     from chunkflow.training.intensity import defect_augment as run
 
     image = task.chunk(input_chunk_name)
-    with _about(input_chunk_name):
+    with about_chunk(input_chunk_name):
         task[output_chunk_name] = run(image, rng, prob_missing, prob_low_contrast, contrast_scale)
 
 
-@operator("normalize", family="training", context=_voxelwise)
+@operator("normalize", family="training", context=voxelwise_context)
 @input_option()
 @output_option()
 def normalize(task, input_chunk_name, output_chunk_name):
@@ -566,5 +362,5 @@ def normalize(task, input_chunk_name, output_chunk_name):
     from chunkflow.training.intensity import normalize as run
 
     image = task.chunk(input_chunk_name)
-    with _about(input_chunk_name):
+    with about_chunk(input_chunk_name):
         task[output_chunk_name] = run(image)
