@@ -104,7 +104,7 @@ def train(
     """
     import torch
 
-    from chunkflow.inference.backends import PytorchBackend, choose_device, describe_device
+    from chunkflow.inference.backends import PytorchBackend, choose_device
 
     _check_options(options)
     _check_writable(options.checkpoint_dir)
@@ -113,36 +113,18 @@ def train(
     torch.manual_seed(options.seed)  # the model file builds its network when it is loaded
     device = choose_device(options.device)
     backend = PytorchBackend(options.model_path, options.weight_path, device)
-    model = backend.model
     channels = samples[0]["image"].num_channels if samples else 1
     _check_model_output(backend, spec, options.model_path, device, channels)
     model_loss = _model_loss(options.model_path, spec)
-    optimizer = _optimizer(model, options)
+    run = _Run(backend, _optimizer(backend.model, options), model_loss, spec, options, device)
 
-    start = 0
-    resumed = newest_checkpoint(options.checkpoint_dir)
-    if resumed is not None:
-        path, start = resumed
-        state = _load(path)
-        model.load_state_dict(state["state_dict"])
-        optimizer.load_state_dict(state["optimizer"])
-        logger.info("train: resumed from %s (iteration %d)", path, start)
+    start = _resume(run)
     final = os.path.join(options.checkpoint_dir, "model.pt")
     if start >= options.iterations:
         logger.info("train: %s is already at iteration %d", options.checkpoint_dir, start)
-        _save_model(model, start, final)
+        _save_model(backend.model, start, final)
         return final
-
-    logger.info(
-        "train: %d samples, iterations %d..%d, batch %d, %d workers, %s, targets %s",
-        len(samples),
-        start + 1,
-        options.iterations,
-        options.batch_size,
-        options.num_workers,
-        describe_device(device),
-        ", ".join(f"{t.kind} -> {t.output} ({t.loss})" for t in spec.targets),
-    )
+    _log_start(run, samples, start)
     loader = make_loader(
         samples,
         spec,
@@ -154,7 +136,56 @@ def train(
         names=names,
     )
     ExampleMaker(samples, spec, options.seed, names)[start * options.batch_size]  # fail here
-    voxel_size = samples[0]["image"].voxel_size if samples else (1, 1, 1)
+    _log_short_context(spec, samples[0]["image"].voxel_size if samples else (1, 1, 1))
+    iteration, loss_value = _loop(run, loader, start)
+    _save_model(backend.model, iteration, final)
+    logger.info("train: iteration %d, loss %.4f, model %s", iteration, loss_value, final)
+    return final
+
+
+@dataclass
+class _Run:
+    """What every iteration of a training run uses."""
+
+    backend: object  # chunkflow.inference.backends.PytorchBackend
+    optimizer: object
+    model_loss: object  # the model file's loss (see _model_loss), or None
+    spec: PipelineSpec
+    options: TrainOptions
+    device: object
+
+
+def _resume(run: _Run) -> int:
+    """Load the newest checkpoint of the run's folder, if any; the iteration it reached."""
+    resumed = newest_checkpoint(run.options.checkpoint_dir)
+    if resumed is None:
+        return 0
+    path, start = resumed
+    state = _load(path)
+    run.backend.model.load_state_dict(state["state_dict"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    logger.info("train: resumed from %s (iteration %d)", path, start)
+    return start
+
+
+def _log_start(run: _Run, samples: list[dict], start: int) -> None:
+    from chunkflow.inference.backends import describe_device
+
+    options = run.options
+    logger.info(
+        "train: %d samples, iterations %d..%d, batch %d, %d workers, %s, targets %s",
+        len(samples),
+        start + 1,
+        options.iterations,
+        options.batch_size,
+        options.num_workers,
+        describe_device(run.device),
+        ", ".join(f"{t.kind} -> {t.output} ({t.loss})" for t in run.spec.targets),
+    )
+
+
+def _log_short_context(spec: PipelineSpec, voxel_size) -> None:
+    """Say which targets look further around an output voxel than the input patch reaches."""
     for target in spec.targets:
         needed = target.context(voxel_size)
         if any(c < n for c, n in zip(spec.context, needed)):
@@ -165,9 +196,14 @@ def train(
                 tuple(needed),
                 tuple(spec.context),
             )
+
+
+def _loop(run: _Run, loader, start: int) -> tuple[int, float]:
+    """Iterations start + 1 .. options.iterations; (the last iteration, its loss)."""
+    options = run.options
     writer = _tensorboard(options)
     profile = _Profile()
-    model.train()
+    run.backend.model.train()
     iteration, loss_value = start, float("nan")
     bar = progress(desc="train", total=options.iterations, unit="it")
     bar.update(start)
@@ -177,52 +213,20 @@ def train(
             profile.add("waiting for data", time.perf_counter() - wait_start)
             for stage, seconds in zip(STAGES, batch["seconds"].sum(0).tolist()):
                 profile.add(f"{stage} (workers)", seconds)
-
-            tic = time.perf_counter()
             learning_rate = _learning_rate(options, iteration)
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate
-            tensors = {k: v.to(device) for k, v in batch.items() if k not in ("seconds", "offset")}
-            predictions = forward(backend, tensors["image"], spec)
-            if model_loss is None:
-                losses = {
-                    t.output: _loss(
-                        t.loss,
-                        predictions[t.output],
-                        tensors[f"target:{t.output}"],
-                        tensors[f"weight:{t.output}"],
-                    )
-                    for t in spec.targets
-                }
-                loss = sum(losses.values())
-            else:
-                loss, losses = model_loss(predictions, tensors), {}
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            profile.add("forward + backward", time.perf_counter() - tic)
-            tic = time.perf_counter()
-            optimizer.step()
-            loss_value = float(loss.detach())
-            if not math.isfinite(loss_value):
-                raise ChunkflowError(
-                    f"the loss became {loss_value} at iteration {iteration}; lower --learning-rate"
-                )
-            profile.add("optimizer step", time.perf_counter() - tic)
-            profile.loss(loss_value)
+            predictions, loss_value, losses = _step(run, batch, iteration, learning_rate, profile)
 
             tic = time.perf_counter()
             if iteration % options.checkpoint_interval == 0 or iteration == options.iterations:
-                _save_checkpoint(model, optimizer, iteration, loss_value, options.checkpoint_dir)
+                _save_checkpoint(
+                    run.backend.model, run.optimizer, iteration, loss_value, options.checkpoint_dir
+                )
             if options.snapshot_interval and iteration % options.snapshot_interval == 0:
-                _save_snapshot(batch, predictions, spec, iteration, options.checkpoint_dir)
+                _save_snapshot(batch, predictions, run.spec, iteration, options.checkpoint_dir)
             now = time.perf_counter()
             if writer is not None:
-                writer.add_scalar("loss", loss_value, iteration)
-                if len(losses) > 1:
-                    for name, value in losses.items():
-                        writer.add_scalar(f"loss/{name}", float(value.detach()), iteration)
-                writer.add_scalar("learning_rate", learning_rate, iteration)
-                writer.add_scalar("batches_per_second", 1.0 / max(now - last_step, 1e-9), iteration)
+                rate = 1.0 / max(now - last_step, 1e-9)
+                _write_scalars(writer, iteration, loss_value, losses, learning_rate, rate)
             last_step = now
             profile.add("checkpoints + snapshots", time.perf_counter() - tic)
             bar.update()
@@ -234,9 +238,53 @@ def train(
         if writer is not None:
             writer.close()
     bar.close()
-    _save_model(model, iteration, final)
-    logger.info("train: iteration %d, loss %.4f, model %s", iteration, loss_value, final)
-    return final
+    return iteration, loss_value
+
+
+def _step(run: _Run, batch: dict, iteration: int, learning_rate: float, profile) -> tuple:
+    """One optimizer step on `batch`: (predictions, the loss, {output: loss} per target)."""
+    tic = time.perf_counter()
+    for group in run.optimizer.param_groups:
+        group["lr"] = learning_rate
+    tensors = {k: v.to(run.device) for k, v in batch.items() if k not in ("seconds", "offset")}
+    predictions = forward(run.backend, tensors["image"], run.spec)
+    if run.model_loss is None:
+        losses = {
+            t.output: _loss(
+                t.loss,
+                predictions[t.output],
+                tensors[f"target:{t.output}"],
+                tensors[f"weight:{t.output}"],
+            )
+            for t in run.spec.targets
+        }
+        loss = sum(losses.values())
+    else:
+        loss, losses = run.model_loss(predictions, tensors), {}
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    profile.add("forward + backward", time.perf_counter() - tic)
+    tic = time.perf_counter()
+    run.optimizer.step()
+    loss_value = float(loss.detach())
+    if not math.isfinite(loss_value):
+        raise ChunkflowError(
+            f"the loss became {loss_value} at iteration {iteration}; lower --learning-rate"
+        )
+    profile.add("optimizer step", time.perf_counter() - tic)
+    profile.loss(loss_value)
+    return predictions, loss_value, losses
+
+
+def _write_scalars(writer, iteration, loss_value, losses, learning_rate, batches_per_second):
+    """TensorBoard: the loss (and one per target when there are several), the learning rate
+    and the batch rate of this iteration."""
+    writer.add_scalar("loss", loss_value, iteration)
+    if len(losses) > 1:
+        for name, value in losses.items():
+            writer.add_scalar(f"loss/{name}", float(value.detach()), iteration)
+    writer.add_scalar("learning_rate", learning_rate, iteration)
+    writer.add_scalar("batches_per_second", batches_per_second, iteration)
 
 
 def forward(backend, image, spec: PipelineSpec) -> dict:
