@@ -22,7 +22,7 @@ What is compared, and why:
   segmentation.py.
 * training data pipeline: batches/s of chunkflow.training.data against gunpowder 1.5.0 (its own
   venv, bench/.venv-gp), same augmentations, in the original's column (target: ours at least
-  twice the rate); see training_pipeline.py.
+  three times the rate); see training_pipeline.py.
 * training on real data: train the example U-Net on the gala training volume with `train`,
   segment the test volume and evaluate (goal: VOI split + merge below 1.35 within 30 minutes of
   training on 2 cores); see train_gala.py.

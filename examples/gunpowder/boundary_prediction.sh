@@ -26,13 +26,17 @@ rm -rf "$OUT"
 mkdir -p "$OUT"
 
 echo "== 1. training (${ITERATIONS:-300} iterations)"
-# the neighbourhood is gunpowder's, [[-1,0,0],[0,-1,0],[0,0,-1]], with its sign
+# the neighbourhood is gunpowder's, [[-1,0,0],[0,-1,0],[0,0,-1]], with its sign. The
+# tutorial's elastic control points [4,40,40] and jitter [0,2,2] are for CREMI's 40x4x4 nm
+# voxels; on these isotropic voxels they would slide every section against the next, so the
+# spacing is left to its default (40 in-plane voxels, the same distance in world units along
+# z: 4 40 40 on CREMI, 40 40 40 here) and the jitter is the same along every axis.
 chunkflow \
   read-h5 -f "$DATA/train-image.h5" -o image \
   read-h5 -f "$DATA/train-gt.lzf.h5" -e uint32 -o labels \
   train -m examples/inference/unet.py -c "$OUT/train" --patch-size $PATCH_SIZE --batch-size 2 \
     --iterations "${ITERATIONS:-300}" --num-workers 0 --seed 0 \
-    --elastic-augment --control-point-spacing 4 40 40 --jitter-sigma 0 2 2 \
+    --elastic-augment --jitter-sigma 2 2 2 \
     --rotation-interval 0 1.5708 --rotation-unit radians \
     --prob-slip 0.05 --prob-shift 0.05 --max-misalign 5 \
     --transpose-only 1,2 \
