@@ -17,11 +17,9 @@ timed row: ours at most 1.0x igneous.
   `generate-tasks -c 64 1024 1024 cutout downsample-upload --start-mip 1 --stop-mip 4` (file://
   writes are uncompressed by default). Both average with tinybrain; compared voxel by voxel.
 * segmentation downsample: the 512^3 pinky40 segmentation (data/cc3d_pinky40, uint32, 64^3
-  blocks, voxel size 40 32 32), the same way (tasks of 64x512x512). Mode pooling in both, but
-  ties break differently: igneous runs tinybrain's 2x2 COUNTLESS, ours takes the label that
-  comes first in the block (chunkflow/image/downsample.py). Reported: the fraction of voxels that
-  differ per mip, and whether every difference at mip 1 is a tie (both labels equally frequent
-  in the 2x2 block); later mips inherit them.
+  blocks, voxel size 40 32 32), the same way (tasks of 64x512x512). Mode pooling in both with
+  the same rule (tinybrain's COUNTLESS, chunkflow/image/downsample.py), so every mip must be
+  identical voxel for voxel.
 * mesh, multi-resolution sharded: a 256^3 crop of pinky40 (the corner 0:256 in z, y, x) in 8
   tasks of 128^3 (each read with one voxel of overlap, as both tools mesh). igneous `mesh forge
   --shape 128,128,128 --sharded --open-edge` + `mesh merge-sharded --nlod 2 --min-chunk-size
@@ -174,20 +172,6 @@ def igneous_task_shape(path: Path) -> list | None:
     return shapes[-1][::-1] if shapes else None
 
 
-def ties_explain(base: np.ndarray, ours: np.ndarray, theirs: np.ndarray) -> bool:
-    """Whether at every voxel where the mip-1 results differ both labels are equally frequent
-    in the 2x2 (y, x) block of `base` below it (a tie that the two rules break differently)."""
-    z, y, x = np.nonzero(ours != theirs)
-    if len(z) == 0:
-        return True
-    blocks = np.stack(
-        [base[z, 2 * y + dy, 2 * x + dx] for dy in (0, 1) for dx in (0, 1)], axis=1
-    )  # (n, 4)
-    count_ours = (blocks == ours[z, y, x][:, None]).sum(axis=1)
-    count_theirs = (blocks == theirs[z, y, x][:, None]).sum(axis=1)
-    return bool(np.all((count_ours == count_theirs) & (count_ours > 0)))
-
-
 def downsample_row(ctx, name: str, source: Path, task, segmentation: bool) -> dict:
     ours = cutout_chain(ctx, task)[:-1]  # whole tasks, aligned: no --fill-missing needed
     ours += ["downsample-upload", "-v", VOL, "--start-mip", 1, "--stop-mip", NUM_MIPS + 1]
@@ -207,32 +191,19 @@ def downsample_row(ctx, name: str, source: Path, task, segmentation: bool) -> di
         differ = x != y
         mips[mip] = {
             "differing_fraction": float(differ.mean()),
-            "max_abs_diff": int(np.abs(x.astype(np.int64) - y.astype(np.int64)).max())
-            if not segmentation
-            else None,
+            "max_abs_diff": None
+            if segmentation
+            else int(np.abs(x.astype(np.int64) - y.astype(np.int64)).max()),
         }
-        if mip == 1 and segmentation:
-            mips[mip]["all_ties"] = ties_explain(read_mip(a, 0), x, y)
-            ok &= mips[mip]["all_ties"]
-        elif not segmentation:
-            ok &= not differ.any()
+        ok &= not differ.any()
     shape = igneous_task_shape(res["igneous"]["path"])
     ok &= shape is None or list(shape[:1]) == [task[0]]
-    if segmentation:
-        note = "differ " + ", ".join(f"{m['differing_fraction']:.2%}" for m in mips.values())
-        note += f" (mips 1-{NUM_MIPS}); mip 1 " + (
-            "only at 2x2 ties" if mips[1].get("all_ties") else "NOT only at ties"
-        )
-    else:
-        same = all(m["differing_fraction"] == 0 for m in mips.values())
-        note = f"mips 1-{NUM_MIPS} " + (
-            "identical"
-            if same
-            else "differ: "
-            + ", ".join(
-                f"{m['differing_fraction']:.2%} max {m['max_abs_diff']}" for m in mips.values()
-            )
-        )
+    same = all(m.get("differing_fraction") == 0 for m in mips.values())
+    note = f"mips 1-{NUM_MIPS} " + (
+        "identical"
+        if same
+        else "differ: " + ", ".join(f"{m.get('differing_fraction', 1):.2%}" for m in mips.values())
+    )
     detail = {"mips": mips, "task_shape_zyx": list(task), "igneous_task_shape_xyz": shape}
     return row(name, res, ok, note, detail)
 
