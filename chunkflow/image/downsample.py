@@ -33,7 +33,7 @@ from chunkflow.errors import ChunkflowError
 from chunkflow.geometry import Cartesian
 from chunkflow.progress import progress
 
-logger = logging.getLogger("chunkflow")
+logger = logging.getLogger(__name__)
 
 DEFAULT_FACTOR = (1, 2, 2)
 DEFAULT_NUM_UPLOAD_MIPS = 4

@@ -105,6 +105,77 @@ def simple_augment(
 
 
 @functools.lru_cache(maxsize=64)
+def _check_random(shape, spacing, sigma, rotation_interval, prob_slip, prob_shift) -> None:
+    if min(shape) <= 0:
+        raise ChunkflowError(f"the output shape {tuple(shape)} must be positive")
+    if min(spacing) <= 0 or min(sigma) < 0:
+        raise ChunkflowError(
+            f"control point spacing {spacing} must be positive and jitter sigma {sigma} >= 0"
+        )
+    check_interval(rotation_interval, "rotation")
+    check_probability(prob_slip, "prob_slip")
+    check_probability(prob_shift, "prob_shift")
+    if prob_slip + prob_shift > 1.0:
+        raise ChunkflowError(f"prob_slip {prob_slip} + prob_shift {prob_shift} must be at most 1")
+
+
+def _rotated_grid(shape: Cartesian, angle: float) -> np.ndarray:
+    """Source coordinates (z, 3, y, x) of a rotation by `angle` in the yx plane about the
+    output centre."""
+    nz, ny, nx = shape
+    z = np.arange(nz, dtype=np.float32).reshape(nz, 1, 1)
+    y = np.arange(ny, dtype=np.float32).reshape(1, ny, 1)
+    x = np.arange(nx, dtype=np.float32).reshape(1, 1, nx)
+    grid = np.empty((nz, 3, ny, nx), np.float32)
+    grid[:, 0] = z
+    if angle:
+        cy, cx = np.float32((ny - 1) / 2), np.float32((nx - 1) / 2)
+        # exact quarter turns: cos(pi / 2) is 6e-17, not 0, and would widen the source box
+        cos, sin = (np.float32(round(f(angle), 12)) for f in (math.cos, math.sin))
+        grid[:, 1] = cy + cos * (y - cy) - sin * (x - cx)
+        grid[:, 2] = cx + sin * (y - cy) + cos * (x - cx)
+    else:
+        grid[:, 1] = y
+        grid[:, 2] = x
+    return grid
+
+
+def _add_jitter(grid, shape: Cartesian, spacing, sigma, rng: np.random.Generator) -> None:
+    """Add control point displacements (Gaussian, `sigma` voxels per axis, `spacing` voxels
+    apart), upsampled with cubic splines, to `grid` in place."""
+    points = [max(1, round((n - 1) / s) + 1) for n, s in zip(shape, spacing)]
+    mz, my, mx = (_upsample_matrix(p, n) for p, n in zip(points, shape))
+    mx_rows = np.ascontiguousarray(mx.T)
+    for axis in range(3):
+        if sigma[axis] > 0:
+            control = rng.normal(0.0, sigma[axis], points).astype(np.float32)
+            # separable cubic upsampling, smallest products first (einsum: no BLAS threads for
+            # these tiny products)
+            field = np.einsum("za,abc->zbc", mz, control)
+            field = np.einsum("yb,zbc->czy", my, field)[..., None]
+            term = np.empty(shape, np.float32)
+            for c in range(points[2]):
+                np.multiply(field[c], mx_rows[c], out=term)
+                grid[:, axis] += term
+
+
+def _add_misalignment(grid, rng, prob_slip: float, prob_shift: float, max_misalign: int) -> None:
+    """Per section, a slip (this section alone) or a shift (this and all following sections)
+    of up to `max_misalign` voxels in y and x, added to `grid` in place."""
+    nz = grid.shape[0]
+    shifts = np.zeros((nz, 2), np.float32)
+    offset = np.zeros(2, np.float32)
+    for section, draw in enumerate(rng.random(nz)):
+        if draw < prob_slip:
+            shifts[section] = offset + rng.integers(-max_misalign, max_misalign + 1, 2)
+            continue
+        if draw < prob_slip + prob_shift:
+            offset = offset + rng.integers(-max_misalign, max_misalign + 1, 2)
+        shifts[section] = offset
+    grid[:, 1] += shifts[:, 0].reshape(nz, 1, 1)
+    grid[:, 2] += shifts[:, 1].reshape(nz, 1, 1)
+
+
 def _upsample_matrix(points: int, size: int) -> np.ndarray:
     """(size, points): cubic-spline interpolation from `points` control points spanning `size`."""
     if points == 1:
@@ -215,69 +286,20 @@ class ElasticTransform:
             voxel_size: of the data warped (z, y, x); only the default spacing depends on it.
         """
         shape = Cartesian(output_shape)
-        if min(shape) <= 0:
-            raise ChunkflowError(f"the output shape {tuple(shape)} must be positive")
         if control_point_spacing is None:
             control_point_spacing = default_control_point_spacing(voxel_size)
         spacing = _triple(control_point_spacing, "control point spacing")
         sigma = _triple(jitter_sigma, "jitter sigma")
-        if min(spacing) <= 0 or min(sigma) < 0:
-            raise ChunkflowError(
-                f"control point spacing {spacing} must be positive and jitter sigma {sigma} >= 0"
-            )
-        check_interval(rotation_interval, "rotation")
-        check_probability(prob_slip, "prob_slip")
-        check_probability(prob_shift, "prob_shift")
-        if prob_slip + prob_shift > 1.0 or max_misalign < 0 or int(max_misalign) != max_misalign:
-            raise ChunkflowError(
-                f"prob_slip {prob_slip} + prob_shift {prob_shift} must be at most 1 and "
-                f"max_misalign {max_misalign} an integer >= 0"
-            )
+        _check_random(shape, spacing, sigma, rotation_interval, prob_slip, prob_shift)
+        if max_misalign < 0 or int(max_misalign) != max_misalign:
+            raise ChunkflowError(f"max_misalign {max_misalign} must be an integer >= 0")
         if subsample < 1:
             raise ChunkflowError(f"subsample must be >= 1, got {subsample}")
-        nz, ny, nx = shape
-        z = np.arange(nz, dtype=np.float32).reshape(nz, 1, 1)
-        y = np.arange(ny, dtype=np.float32).reshape(1, ny, 1)
-        x = np.arange(nx, dtype=np.float32).reshape(1, 1, nx)
-        grid = np.empty((nz, 3, ny, nx), np.float32)  # source coordinates, (z, 3, y, x)
-        grid[:, 0] = z
-        angle = float(rng.uniform(*rotation_interval))
-        if angle:
-            cy, cx = np.float32((ny - 1) / 2), np.float32((nx - 1) / 2)
-            # exact quarter turns: cos(pi / 2) is 6e-17, not 0, and would widen the source box
-            cos, sin = (np.float32(round(f(angle), 12)) for f in (math.cos, math.sin))
-            grid[:, 1] = cy + cos * (y - cy) - sin * (x - cx)
-            grid[:, 2] = cx + sin * (y - cy) + cos * (x - cx)
-        else:
-            grid[:, 1] = y
-            grid[:, 2] = x
+        grid = _rotated_grid(shape, float(rng.uniform(*rotation_interval)))
         if max(sigma) > 0:
-            points = [max(1, round((n - 1) / s) + 1) for n, s in zip(shape, spacing)]
-            mz, my, mx = (_upsample_matrix(p, n) for p, n in zip(points, shape))
-            mx_rows = np.ascontiguousarray(mx.T)
-            for axis in range(3):
-                if sigma[axis] > 0:
-                    control = rng.normal(0.0, sigma[axis], points).astype(np.float32)
-                    # separable cubic upsampling, smallest products first (einsum: no BLAS
-                    # threads for these tiny products)
-                    field = np.einsum("za,abc->zbc", mz, control)
-                    field = np.einsum("yb,zbc->czy", my, field)[..., None]
-                    term = np.empty(shape, np.float32)
-                    for c in range(points[2]):
-                        np.multiply(field[c], mx_rows[c], out=term)
-                        grid[:, axis] += term
+            _add_jitter(grid, shape, spacing, sigma, rng)
         if max_misalign > 0 and prob_slip + prob_shift > 0:
-            shifts = np.zeros((nz, 2), np.float32)
-            offset = np.zeros(2, np.float32)
-            for section, draw in enumerate(rng.random(nz)):
-                if draw < prob_slip:
-                    shifts[section] = offset + rng.integers(-max_misalign, max_misalign + 1, 2)
-                    continue
-                if draw < prob_slip + prob_shift:
-                    offset = offset + rng.integers(-max_misalign, max_misalign + 1, 2)
-                shifts[section] = offset
-            grid[:, 1] += shifts[:, 0].reshape(nz, 1, 1)
-            grid[:, 2] += shifts[:, 1].reshape(nz, 1, 1)
+            _add_misalignment(grid, rng, prob_slip, prob_shift, int(max_misalign))
         transform = cls.__new__(cls)
         transform._setup(grid)
         return transform
