@@ -27,6 +27,9 @@ from chunkflow.cli.framework import (
 )
 from chunkflow.errors import ChunkflowError
 
+# as training.intensity.NOISE_MODES (not imported: --help stays light), with the long name
+NOISE_MODES = ("gaussian", "s&p", "salt-and-pepper", "poisson", "speckle")
+
 
 def _joint(input_chunk_name, output_chunk_name, **_):
     """The context of a transform of several chunks together: they cover the same voxels."""
@@ -302,7 +305,7 @@ def intensity_augment(
 @seed_option()
 @click.option(
     "--mode",
-    type=click.Choice(["gaussian", "s&p", "salt-and-pepper", "poisson", "speckle"]),
+    type=click.Choice(NOISE_MODES),
     default="gaussian",
     show_default=True,
 )

@@ -8,7 +8,7 @@ import time
 
 import click
 
-from chunkflow.cli.augment import elastic_kwargs, elastic_options
+from chunkflow.cli.augment import NOISE_MODES, elastic_kwargs, elastic_options
 from chunkflow.cli.framework import AXES, NEIGHBORHOOD, operator, vec3_option
 from chunkflow.errors import ChunkflowError
 
@@ -218,7 +218,7 @@ def _target_option(fn):
 )
 @click.option(
     "--noise-mode",
-    type=click.Choice(["gaussian", "s&p", "salt-and-pepper", "poisson", "speckle"]),
+    type=click.Choice(NOISE_MODES),
     default="gaussian",
     show_default=True,
 )

@@ -170,3 +170,10 @@ def test_default_control_point_spacing_follows_the_voxel_size(run_cli, gala):
             rotation_interval=(0, 0),
         )
         np.testing.assert_array_equal(read_h5("seg.h5").array, expected["labels"].array)
+
+
+def test_noise_modes_of_the_options_are_the_library_s():
+    from chunkflow.cli.augment import NOISE_MODES
+    from chunkflow.training import intensity
+
+    assert set(NOISE_MODES) - {"salt-and-pepper"} == set(intensity.NOISE_MODES)
