@@ -15,12 +15,41 @@ from chunkflow.cli.framework import (
     pad_option,
     vec3_option,
 )
+from chunkflow.errors import flag_names
 
 logger = logging.getLogger(__name__)
 
+# The library's parameters (chunkflow.inference) as inference's flags, for its errors.
+INFERENCE_FLAGS = dict(
+    input_patch_size="--input-patch-size",
+    output_patch_size="--output-patch-size",
+    output_patch_overlap="--output-patch-overlap",
+    output_crop_margin="--output-crop-margin",
+    mask_output_chunk="--mask-output-chunk",
+    patch_num="--patch-num",
+    num_input_channels="--num-input-channels",
+    num_output_channels="--num-output-channels",
+    batch_size="--batch-size",
+    mask_myelin_threshold="--mask-myelin-threshold",
+    whole_chunk="--whole-chunk",
+    autocast="--autocast",
+    pin_memory="--pin-memory",
+    device="--device",
+    framework="--framework",
+    model_path="--convnet-model",
+    weight_path="--convnet-weight-path",
+)
+
 
 @functools.lru_cache(maxsize=4)
-def build_inferencer(
+def build_inferencer(**options):
+    """Load the model once per operator; later tasks reuse it."""
+    with flag_names(**INFERENCE_FLAGS):
+        return _build_inferencer(**options)
+
+
+@functools.lru_cache(maxsize=4)
+def _build_inferencer(
     framework,
     convnet_model,
     convnet_weight_path,
@@ -44,7 +73,6 @@ def build_inferencer(
     autocast=None,
     pin_memory=False,
 ):
-    """Load the model once per operator; later tasks reuse it."""
     import os
 
     # large tensors on 2 MiB pages: far fewer page faults for the big intermediate activations
@@ -107,15 +135,16 @@ def _inference_context(input_chunk_name, output_chunk_name, read_context=False, 
     from chunkflow.geometry import BoundingBox
     from chunkflow.inference.grid import PatchGrid
 
-    grid = PatchGrid.create(
-        options["input_patch_size"],
-        options["output_patch_size"],
-        options["output_patch_overlap"],
-        options["output_crop_margin"],
-        options["mask_output_chunk"] or options["whole_chunk"],
-    )
-    probe = BoundingBox((0, 0, 0), (1 << 20,) * 3)
-    _, written = grid._regions(probe)
+    with flag_names(**INFERENCE_FLAGS):
+        grid = PatchGrid.create(
+            options["input_patch_size"],
+            options["output_patch_size"],
+            options["output_patch_overlap"],
+            options["output_crop_margin"],
+            options["mask_output_chunk"] or options["whole_chunk"],
+        )
+        probe = BoundingBox((0, 0, 0), (1 << 20,) * 3)
+        _, written = grid._regions(probe)
     grow = grow_by(written.start - probe.start, probe.stop - written.stop)
     return Context((input_chunk_name,), (output_chunk_name,), grow)
 
@@ -278,5 +307,6 @@ def inference(
         context = _inference_context(input_chunk_name, output_chunk_name, True, **options)
         write_box = request.box(output_chunk_name, task.bases[output_chunk_name])
         chunk = cover(chunk, context.grow(write_box), pad_mode, input_chunk_name, "inference")
-    task[output_chunk_name] = inferencer(chunk)
+    with flag_names(**INFERENCE_FLAGS):
+        task[output_chunk_name] = inferencer(chunk)
     task.log["device"] = str(inferencer.device)

@@ -10,9 +10,24 @@ import click
 
 from chunkflow.cli.augment import NOISE_MODES, elastic_kwargs, elastic_options
 from chunkflow.cli.framework import AXES, NEIGHBORHOOD, operator, vec3_option
-from chunkflow.errors import ChunkflowError
+from chunkflow.errors import ChunkflowError, flag_names
 
 logger = logging.getLogger(__name__)
+
+# The library's parameters (PipelineSpec, TrainOptions) as train's flags, for its errors.
+TRAIN_FLAGS = dict(
+    targets="--target",
+    neighborhood="--neighborhood",
+    loss="--loss",
+    output_size="--output-patch-size",
+    min_masked="--min-masked",
+    learning_rate="--learning-rate",
+    optimizer="--optimizer",
+    tensorboard="--tensorboard",
+    device="--device",
+    model_path="--convnet-model",
+    weight_path="--convnet-weight-path",
+)
 
 
 def _range_option(*decls, default, help):
@@ -272,8 +287,9 @@ def train(stream, **options):
         LABEL: options.pop("label_chunk_name"),
         MASK: options.pop("mask_chunk_name"),
     }
-    spec = _spec(options)
-    train_options = _train_options(options)
+    with flag_names(**TRAIN_FLAGS):
+        spec = _spec(options)
+        train_options = _train_options(options)
     samples, where = [], []
     for task in stream:
         if task.skipped:
@@ -287,9 +303,10 @@ def train(stream, **options):
         return f"sample {k} ({names[IMAGE]}/{names[LABEL]} of task {where[k]})"
 
     sample_names = [describe(k) for k in range(len(samples))]
-    check_samples(samples, spec, describe)
-    start = time.perf_counter()
-    model = run(samples, spec, train_options, sample_names)
+    with flag_names(**TRAIN_FLAGS):
+        check_samples(samples, spec, describe)
+        start = time.perf_counter()
+        model = run(samples, spec, train_options, sample_names)
     result = Task()
     result["model_path"] = model
     result.log["timer"]["train"] = time.perf_counter() - start

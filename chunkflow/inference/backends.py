@@ -21,7 +21,7 @@ import logging
 import os
 import zipfile
 
-from chunkflow.errors import ChunkflowError
+from chunkflow.errors import ChunkflowError, ParameterError
 from chunkflow.plugins import load_source
 
 logger = logging.getLogger(__name__)
@@ -39,14 +39,14 @@ def choose_device(spec: str = "auto"):
         return torch.device("cpu")
     if spec == "cuda" or spec.startswith("cuda:"):
         if not torch.cuda.is_available():
-            raise ChunkflowError(f"--device {spec}: CUDA is not available on this machine")
+            raise ParameterError(f"`device` {spec}: CUDA is not available on this machine")
         device = torch.device(spec)
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ChunkflowError(
-                f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) here"
+            raise ParameterError(
+                f"`device` {spec}: only {torch.cuda.device_count()} CUDA device(s) here"
             )
         return device if device.index is not None else torch.device("cuda", 0)
-    raise ChunkflowError(f"--device {spec!r}: expected auto, cpu, cuda or cuda:N")
+    raise ParameterError(f"`device` {spec!r}: expected auto, cpu, cuda or cuda:N")
 
 
 def describe_device(device) -> str:
@@ -124,9 +124,8 @@ class PytorchBackend:
         import torch
 
         if weight_path is not None:
-            raise ChunkflowError(
-                f"{model_path} is a TorchScript archive that holds its weights; "
-                "drop --convnet-weight-path"
+            raise ParameterError(
+                f"{model_path} is a TorchScript archive that holds its weights; drop `weight_path`"
             )
         try:
             return torch.jit.load(model_path, map_location=device)
@@ -207,9 +206,9 @@ def load_backend(
     if framework == "identity":
         return IdentityBackend(crop_margin, num_input_channels, num_output_channels)
     if model_path is None:
-        raise ChunkflowError(f"--framework {framework} needs --convnet-model")
+        raise ParameterError(f"`framework` {framework} needs `model_path`")
     if framework == "pytorch":
         return PytorchBackend(model_path, weight_path, device)
     if framework in ("universal", "general"):
         return UniversalBackend(model_path, weight_path, output_patch_mask, device)
-    raise ChunkflowError(f"--framework {framework!r}: expected one of {', '.join(FRAMEWORKS)}")
+    raise ParameterError(f"`framework` {framework!r}: expected one of {', '.join(FRAMEWORKS)}")

@@ -31,7 +31,7 @@ import math
 import numpy as np
 
 from chunkflow.chunk import Chunk, LayerType, unit_scale
-from chunkflow.errors import ChunkflowError
+from chunkflow.errors import ChunkflowError, ParameterError
 from chunkflow.inference import augment as tta
 from chunkflow.inference.bump import bump as make_bump
 from chunkflow.inference.grid import PatchGrid, Plan
@@ -72,9 +72,9 @@ class Inferencer:
         import torch
 
         if batch_size < 1:
-            raise ChunkflowError(f"--batch-size {batch_size} must be at least 1")
+            raise ParameterError(f"`batch_size` {batch_size} must be at least 1")
         if mask_myelin_threshold is not None and num_output_channels < 2:
-            raise ChunkflowError("--mask-myelin-threshold needs a myelin channel after the others")
+            raise ParameterError("`mask_myelin_threshold` needs a myelin channel after the others")
         self.backend = backend
         self.grid = grid
         self.device = device
@@ -91,21 +91,21 @@ class Inferencer:
             )
         self.output_layer_type = LayerType.parse(output_layer_type)
         if whole_chunk and getattr(backend, "premasked", False):
-            raise ChunkflowError(
-                "--whole-chunk needs a model that takes any shape (pytorch or identity); the "
+            raise ParameterError(
+                "`whole_chunk` needs a model that takes any shape (pytorch or identity); the "
                 "universal framework multiplies by a patch mask"
             )
         if whole_chunk and grid.patch_num is not None:
-            raise ChunkflowError("--whole-chunk makes no patches: drop --patch-num")
+            raise ParameterError("`whole_chunk` makes no patches: drop `patch_num`")
         if autocast not in (None, "float16", "bfloat16"):
-            raise ChunkflowError(f"--autocast {autocast!r}: expected float16 or bfloat16")
+            raise ParameterError(f"`autocast` {autocast!r}: expected float16 or bfloat16")
         if pin_memory and device.type != "cuda":
-            raise ChunkflowError(
-                f"--pin-memory overlaps host-to-GPU copies with compute; --device is {device}, "
+            raise ParameterError(
+                f"`pin_memory` overlaps host-to-GPU copies with compute; `device` is {device}, "
                 "not a CUDA device"
             )
         if pin_memory and whole_chunk:
-            raise ChunkflowError("--pin-memory streams batches of patches: drop --whole-chunk")
+            raise ParameterError("`pin_memory` streams batches of patches: drop `whole_chunk`")
         self.whole_chunk = whole_chunk
         self.autocast = getattr(torch, autocast) if autocast else None
         self.pin_memory = pin_memory
@@ -169,8 +169,8 @@ class Inferencer:
                 f"(batch, channel, z, y, x) = {expected}"
             )
         if out.shape[1] < channels:
-            raise ChunkflowError(
-                f"the model returned {out.shape[1]} output channels but --num-output-channels "
+            raise ParameterError(
+                f"the model returned {out.shape[1]} output channels but `num_output_channels` "
                 f"is {channels}"
             )
         return out[:, :channels] if out.shape[1] != channels else out
@@ -189,9 +189,9 @@ class Inferencer:
         if size == patch:
             return out
         if any(s < p for s, p in zip(size, patch)):
-            raise ChunkflowError(
+            raise ParameterError(
                 f"the model returned {what} {_vec(size)}, smaller than {target} "
-                f"{_vec(patch)} (check --output-patch-size)"
+                f"{_vec(patch)} (check `output_patch_size`)"
             )
         if any((s - p) % 2 for s, p in zip(size, patch)):
             raise ChunkflowError(
@@ -206,8 +206,8 @@ class Inferencer:
         import torch
 
         if chunk.num_channels != self.num_input_channels:
-            raise ChunkflowError(
-                f"the input chunk has {chunk.num_channels} channel(s) but --num-input-channels "
+            raise ParameterError(
+                f"the input chunk has {chunk.num_channels} channel(s) but `num_input_channels` "
                 f"is {self.num_input_channels}"
             )
         plan = self.grid.whole(chunk.bbox) if self.whole_chunk else self.grid.plan(chunk.bbox)
@@ -270,13 +270,13 @@ class Inferencer:
         except RuntimeError as err:
             first = " ".join(str(err).strip().splitlines()[:1])[:200]
             if isinstance(err, torch.OutOfMemoryError) or "can't allocate memory" in first:
-                raise ChunkflowError(
-                    f"--whole-chunk: the model ran out of memory on {self.device} for the chunk "
+                raise ParameterError(
+                    f"`whole_chunk`: the model ran out of memory on {self.device} for the chunk "
                     f"{_vec(chunk.spatial_shape)} (its activations span the whole chunk); use "
                     "smaller chunks or patch mode"
                 ) from None
-            raise ChunkflowError(
-                f"--whole-chunk: the model cannot take the chunk {_vec(chunk.spatial_shape)} "
+            raise ParameterError(
+                f"`whole_chunk`: the model cannot take the chunk {_vec(chunk.spatial_shape)} "
                 f"({first}); whole-chunk mode needs a fully convolutional model and a chunk "
                 "size it accepts (e.g. a multiple of its pooling factor)"
             ) from None

@@ -11,7 +11,7 @@ reads context it does not write: the patch crop margin m = (input - output) / 2 
     output chunk       |c|<------------- chunk - 2m - 2c ----------------->|c|
 
 The output chunk is the region minus the output crop margin c on each side (default: 0 with
---mask-output-chunk, else the output patch overlap, where fewer patches overlap). Every voxel
+`mask_output_chunk`, else the output patch overlap, where fewer patches overlap). Every voxel
 of the region is covered by at least one patch, for any chunk size.
 
 In whole-chunk mode (`whole`) the chunk is one read region and the output region its only
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from chunkflow.errors import ChunkflowError
+from chunkflow.errors import ChunkflowError, ParameterError
 from chunkflow.geometry import BoundingBox, Cartesian
 
 
@@ -72,22 +72,22 @@ class PatchGrid:
             Cartesian(output_patch_overlap) if output_patch_overlap is not None else p_out // 2
         )
         if min(p_in) <= 0 or min(p_out) <= 0:
-            raise ChunkflowError(
-                f"patch sizes must be positive: --input-patch-size {_vec(p_in)}, "
-                f"--output-patch-size {_vec(p_out)}"
+            raise ParameterError(
+                f"patch sizes must be positive: `input_patch_size` {_vec(p_in)}, "
+                f"`output_patch_size` {_vec(p_out)}"
             )
         if any(o > i for o, i in zip(p_out, p_in)):
-            raise ChunkflowError(
-                f"--output-patch-size {_vec(p_out)} is larger than --input-patch-size {_vec(p_in)}"
+            raise ParameterError(
+                f"`output_patch_size` {_vec(p_out)} is larger than `input_patch_size` {_vec(p_in)}"
             )
         if any((i - o) % 2 for o, i in zip(p_out, p_in)):
-            raise ChunkflowError(
-                f"--input-patch-size {_vec(p_in)} minus --output-patch-size {_vec(p_out)} must be "
+            raise ParameterError(
+                f"`input_patch_size` {_vec(p_in)} minus `output_patch_size` {_vec(p_out)} must be "
                 "even: the crop margin is cut equally from both sides"
             )
         if min(overlap) < 0 or any(o >= p for o, p in zip(overlap, p_out)):
-            raise ChunkflowError(
-                f"--output-patch-overlap {_vec(overlap)} must be >= 0 and smaller than the output "
+            raise ParameterError(
+                f"`output_patch_overlap` {_vec(overlap)} must be >= 0 and smaller than the output "
                 f"patch {_vec(p_out)}"
             )
         if output_crop_margin is None:
@@ -95,11 +95,11 @@ class PatchGrid:
         else:
             margin = Cartesian(output_crop_margin)
             if min(margin) < 0:
-                raise ChunkflowError(f"--output-crop-margin {_vec(margin)} must be >= 0")
+                raise ParameterError(f"`output_crop_margin` {_vec(margin)} must be >= 0")
         if patch_num is not None:
             patch_num = Cartesian(patch_num)
             if min(patch_num) <= 0:
-                raise ChunkflowError(f"--patch-num {_vec(patch_num)} must be positive")
+                raise ParameterError(f"`patch_num` {_vec(patch_num)} must be positive")
         return cls(p_in, p_out, overlap, margin, patch_num)
 
     @property
@@ -124,10 +124,10 @@ class PatchGrid:
             )
         output_bbox = region.grow(-self.output_crop_margin)
         if output_bbox.is_empty:
-            raise ChunkflowError(
+            raise ParameterError(
                 f"the output crop margin {_vec(self.output_crop_margin)} leaves nothing of the "
-                f"output region {_vec(region.shape)} (set --output-crop-margin, or use "
-                "--mask-output-chunk; without it the margin defaults to the patch overlap)"
+                f"output region {_vec(region.shape)} (set `output_crop_margin`, or use "
+                "`mask_output_chunk`; without it the margin defaults to the patch overlap)"
             )
         return region, output_bbox
 
@@ -151,8 +151,8 @@ class PatchGrid:
         if self.patch_num is not None:
             counts = Cartesian(*(len(s) for s in starts))
             if counts != self.patch_num:
-                raise ChunkflowError(
-                    f"--patch-num {_vec(self.patch_num)} does not fit the chunk {_vec(size)}: it "
+                raise ParameterError(
+                    f"`patch_num` {_vec(self.patch_num)} does not fit the chunk {_vec(size)}: it "
                     f"holds {_vec(counts)} patches; a chunk of "
                     f"{_vec(self.chunk_size_for(self.patch_num))} holds {_vec(self.patch_num)}"
                 )

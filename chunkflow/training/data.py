@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from chunkflow.chunk import check_same_grid
-from chunkflow.errors import ChunkflowError
+from chunkflow.errors import ChunkflowError, ParameterError
 from chunkflow.geometry import BoundingBox, Cartesian
 from chunkflow.training.targets import NEAREST, Target, check_neighborhood
 
@@ -91,9 +91,9 @@ class PipelineSpec:
         self.targets = tuple(self.targets)
         outputs = [t.output for t in self.targets]
         if len(set(outputs)) != len(outputs):
-            raise ChunkflowError(
+            raise ParameterError(
                 f"two targets feed the same model output ({', '.join(outputs)}); name each "
-                "output differently (--target KIND:OUTPUT)"
+                "output differently (`targets` KIND:OUTPUT)"
             )
         if self.spatial_dims not in (2, 3):
             raise ChunkflowError(f"a model is 2D or 3D, not {self.spatial_dims}D")
@@ -309,9 +309,9 @@ class ExampleMaker:
             inner = BoundingBox.from_delta(offset + self.spec.context, self.spec.output_size)
             if np.count_nonzero(mask.crop(inner)) >= self.spec.min_masked * inner.voxel_count:
                 return offset
-        raise ChunkflowError(
+        raise ParameterError(
             f"no location out of 100 tries has {self.spec.min_masked:.0%} of its output patch "
-            f"masked in the sample at {bbox}; lower --min-masked"
+            f"masked in the sample at {bbox}; lower `min_masked`"
         )
 
 

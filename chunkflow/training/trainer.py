@@ -45,7 +45,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from chunkflow.errors import ChunkflowError
+from chunkflow.errors import ChunkflowError, ParameterError
 from chunkflow.io.files import atomic_output
 from chunkflow.progress import progress
 from chunkflow.training.data import STAGES, ExampleMaker, PipelineSpec, make_loader
@@ -268,8 +268,8 @@ def _step(run: _Run, batch: dict, iteration: int, learning_rate: float, profile)
     run.optimizer.step()
     loss_value = float(loss.detach())
     if not math.isfinite(loss_value):
-        raise ChunkflowError(
-            f"the loss became {loss_value} at iteration {iteration}; lower --learning-rate"
+        raise ParameterError(
+            f"the loss became {loss_value} at iteration {iteration}; lower `learning_rate`"
         )
     profile.add("optimizer step", time.perf_counter() - tic)
     profile.loss(loss_value)
@@ -302,9 +302,9 @@ def forward(backend, image, spec: PipelineSpec) -> dict:
     if isinstance(y, dict):
         missing = [t.output for t in targets if t.output not in y]
         if missing:
-            raise ChunkflowError(
+            raise ParameterError(
                 f"the model returns outputs {', '.join(map(str, y))} but not "
-                f"{', '.join(missing)} (one per --target KIND:OUTPUT)"
+                f"{', '.join(missing)} (one per `targets` KIND:OUTPUT)"
             )
         outputs = {t.output: y[t.output] for t in targets}
     elif isinstance(y, (list, tuple)):
@@ -353,8 +353,8 @@ def _worker_errors(loader):
 # checks ---------------------------------------------------------------------------------------
 def _check_options(options: TrainOptions) -> None:
     if options.optimizer not in OPTIMIZERS:
-        raise ChunkflowError(
-            f"--optimizer {options.optimizer!r}: expected one of {', '.join(OPTIMIZERS)}"
+        raise ParameterError(
+            f"`optimizer` {options.optimizer!r}: expected one of {', '.join(OPTIMIZERS)}"
         )
     if not os.path.isfile(options.model_path):
         raise ChunkflowError(f"model file {options.model_path}: no such file")
@@ -367,9 +367,9 @@ def _tensorboard(options: TrainOptions):
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError as err:  # the tensorboard package is missing
-        raise ChunkflowError(
-            f"TensorBoard logging needs the tensorboard package ({err}); install it or pass "
-            "--no-tensorboard"
+        raise ParameterError(
+            f"TensorBoard logging needs the tensorboard package ({err}); install it or switch "
+            "`tensorboard` off"
         ) from None
     folder = options.tensorboard_dir or os.path.join(options.checkpoint_dir, "tensorboard")
     return SummaryWriter(log_dir=folder)
@@ -403,7 +403,7 @@ def _check_model_output(backend, spec: PipelineSpec, model_path: str, device, ch
                 f"{channels} channel(s) ({first})"
             ) from None
         except ChunkflowError as err:
-            raise ChunkflowError(f"model file {model_path}: {err}") from None
+            raise type(err)(f"model file {model_path}: {err}") from None
     layout = "(batch, channel, y, x)" if spec.spatial_dims == 2 else "(batch, channel, z, y, x)"
     for target in spec.targets:
         y = outputs[target.output]
@@ -413,16 +413,16 @@ def _check_model_output(backend, spec: PipelineSpec, model_path: str, device, ch
             raise ChunkflowError(f"{what} has shape {shape}, not {layout}")
         expected = target.channels(spec.spatial_dims)
         if y.shape[1] != expected:
-            raise ChunkflowError(
+            raise ParameterError(
                 f"{what} has {y.shape[1]} channels but the {target.kind} target has {expected}"
-                + (" (one per --neighborhood offset)" if target.kind == "affinities" else "")
+                + (" (one per `neighborhood` offset)" if target.kind == "affinities" else "")
             )
         if tuple(y.shape[2:]) != tuple(spec.output_size):
             size = " ".join(map(str, y.shape[2:]))
-            raise ChunkflowError(
+            raise ParameterError(
                 f"{what} turns a {tuple(spec.input_size)} input patch into "
                 f"{tuple(y.shape[2:])}, not the output patch {tuple(spec.output_size)} "
-                f"(set --output-patch-size {size})"
+                f"(set `output_size` {size})"
             )
 
 
@@ -439,7 +439,7 @@ def _model_loss(model_path: str, spec: PipelineSpec):
     source = load_source(model_path, "model file")
     function = getattr(source, "loss", None)
     if not callable(function):
-        raise ChunkflowError(f"model file {model_path} defines no loss function for --loss model")
+        raise ParameterError(f"model file {model_path} defines no loss function for `loss` model")
     first = spec.targets[0].output
     loss_inputs = getattr(source, "loss_inputs", None)
     if loss_inputs is None:

@@ -191,7 +191,7 @@ def test_augmentation_keeps_affinity_conventions(gala):
     [
         (dict(p_in=(8, 32, 32), p_out=(8, 31, 32)), "must be even"),
         (dict(p_in=(8, 32, 32), overlap=(8, 0, 0)), "smaller than the output patch"),
-        (dict(p_in=(8, 32, 32), p_out=(8, 40, 32)), "larger than --input-patch-size"),
+        (dict(p_in=(8, 32, 32), p_out=(8, 40, 32)), "larger than `input_patch_size`"),
     ],
 )
 def test_bad_grids(kwargs, message):

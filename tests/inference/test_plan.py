@@ -238,7 +238,7 @@ def test_default_block():
         (dict(input_patch_size=(9, 72, 72)), "must be even"),
         (dict(mip=2, max_mip=1), "`max_mip` 1 is below `mip` 2"),
         (dict(thumbnail_mip=0), "`thumbnail_mip` 0 must be above `mip` 0"),
-        (dict(output_patch_size=(8, 80, 64)), "is larger than --input-patch-size"),
+        (dict(output_patch_size=(8, 80, 64)), "is larger than `input_patch_size`"),
     ],
 )
 def test_bad_settings(options, message):

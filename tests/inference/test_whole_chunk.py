@@ -153,7 +153,7 @@ def test_whole_chunk_out_of_memory_is_one_line_that_says_so():
 
 def test_whole_chunk_refuses_patch_options():
     grid = PatchGrid.create((8, 32, 32), patch_num=(2, 2, 2))
-    with pytest.raises(ChunkflowError, match="drop --patch-num"):
+    with pytest.raises(ChunkflowError, match="drop `patch_num`"):
         Inferencer(IdentityBackend((0, 0, 0), 1, 1), grid, CPU, 1, 1, whole_chunk=True)
     premasked = IdentityBackend((0, 0, 0), 1, 1)
     premasked.premasked = True  # as the universal framework
@@ -170,7 +170,7 @@ def test_autocast_bfloat16_is_close_to_float32(tmp_path):
     assert cast.array.dtype == np.float32 and cast.bbox == exact.bbox
     difference = np.abs(cast.array - exact.array)
     assert 0 < difference.max() < 2e-2  # computed in bfloat16 (not exact), yet close
-    with pytest.raises(ChunkflowError, match="--autocast 'int8'"):
+    with pytest.raises(ChunkflowError, match="`autocast` 'int8'"):
         inferencer(backend, **sizes, autocast="int8")
 
 
@@ -184,7 +184,7 @@ def test_host_staged_batches_equal_the_device_path(tmp_path, batch):
 
 
 def test_pin_memory_needs_cuda():
-    with pytest.raises(ChunkflowError, match="--pin-memory .* not a CUDA device"):
+    with pytest.raises(ChunkflowError, match="`pin_memory` .* not a CUDA device"):
         inferencer(IdentityBackend((0, 0, 0), 1, 1), (8, 32, 32), channels=1, pin_memory=True)
 
 
