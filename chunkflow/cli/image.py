@@ -13,9 +13,25 @@ from chunkflow.cli.framework import (
     output_option,
     vec3_option,
 )
+from chunkflow.errors import flag_names
 
 FRACTION = click.FloatRange(0, 1, max_open=True)
 GREY = click.IntRange(0, 255)
+
+# The library's parameters (chunkflow.image) as these operators' flags, for its errors.
+IMAGE_FLAGS = dict(
+    levels_path="--levels-path",
+    lower_clip_fraction="--lower-clip-fraction",
+    upper_clip_fraction="--upper-clip-fraction",
+    minval="--minval",
+    maxval="--maxval",
+    mode="--mode",
+    sigma="--sigma",
+    factor="--factor",
+    chunk_mip="--chunk-mip",
+    start_mip="--start-mip",
+    stop_mip="--stop-mip",
+)
 
 
 def factor_option():
@@ -76,14 +92,15 @@ def normalize_section_contrast(
     """
     from chunkflow.image.normalize import normalize_section_contrast as run
 
-    task[output_chunk_name] = run(
-        task.chunk(input_chunk_name),
-        lower_clip_fraction,
-        upper_clip_fraction,
-        minval,
-        maxval,
-        levels_path,
-    )
+    with flag_names(**IMAGE_FLAGS):
+        task[output_chunk_name] = run(
+            task.chunk(input_chunk_name),
+            lower_clip_fraction,
+            upper_clip_fraction,
+            minval,
+            maxval,
+            levels_path,
+        )
 
 
 @operator("normalize-intensity", family="image")
@@ -113,7 +130,8 @@ def quantize(task, input_chunk_name, output_chunk_name, mode):
     """
     from chunkflow.image.normalize import quantize as run
 
-    task[output_chunk_name] = run(task.chunk(input_chunk_name), mode)
+    with flag_names(**IMAGE_FLAGS):
+        task[output_chunk_name] = run(task.chunk(input_chunk_name), mode)
 
 
 @operator("gaussian-filter", family="image")
@@ -132,7 +150,8 @@ def gaussian_filter(task, input_chunk_name, output_chunk_name, sigma, three_d):
     """Gaussian smoothing of each z section (or in 3D), keeping the dtype."""
     from chunkflow.image.filters import gaussian_filter as run
 
-    task[output_chunk_name] = run(task.chunk(input_chunk_name), sigma, three_d)
+    with flag_names(**IMAGE_FLAGS):
+        task[output_chunk_name] = run(task.chunk(input_chunk_name), sigma, three_d)
 
 
 @operator("channel-voting", family="image")
@@ -162,7 +181,8 @@ def downsample(task, input_chunk_name, output_chunk_name, factor):
     """
     from chunkflow.image.downsample import downsample as run
 
-    task[output_chunk_name] = run(task.chunk(input_chunk_name), factor)
+    with flag_names(**IMAGE_FLAGS):
+        task[output_chunk_name] = run(task.chunk(input_chunk_name), factor)
 
 
 @operator("downsample-upload", family="image", effects=("writes",))
@@ -226,14 +246,15 @@ def downsample_upload(
     """
     from chunkflow.image.downsample import downsample_upload as run
 
-    run(
-        task.chunk(input_chunk_name),
-        volume_path,
-        factor,
-        config.mip if chunk_mip is None else chunk_mip,
-        start_mip,
-        stop_mip,
-        non_aligned_writes,
-        name=input_chunk_name,
-        compress=compress,
-    )
+    with flag_names(**IMAGE_FLAGS):
+        run(
+            task.chunk(input_chunk_name),
+            volume_path,
+            factor,
+            config.mip if chunk_mip is None else chunk_mip,
+            start_mip,
+            stop_mip,
+            non_aligned_writes,
+            name=input_chunk_name,
+            compress=compress,
+        )

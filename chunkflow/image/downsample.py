@@ -29,7 +29,7 @@ import logging
 import numpy as np
 
 from chunkflow.chunk import Chunk, check_same_grid
-from chunkflow.errors import ChunkflowError
+from chunkflow.errors import ChunkflowError, ParameterError
 from chunkflow.geometry import Cartesian
 from chunkflow.progress import progress
 
@@ -46,7 +46,7 @@ def as_factor(factor) -> Cartesian:
     except (TypeError, ValueError):
         result = None
     if result is None or min(result) < 1:
-        raise ChunkflowError(f"--factor {_text(factor)}: expected three positive integers z y x")
+        raise ParameterError(f"`factor` {_text(factor)}: expected three positive integers z y x")
     return result
 
 
@@ -63,8 +63,8 @@ def check_divisible(chunk: Chunk, factor, num_mips: int = 1) -> None:
     times = "" if num_mips == 1 else f" {num_mips} times ({_text(total)} in all)"
     for what, vector in (("voxel offset", chunk.voxel_offset), ("size", chunk.spatial_shape)):
         if any(vector % total):
-            raise ChunkflowError(
-                f"cannot downsample chunk {chunk.bbox} by --factor {_text(factor)}{times}: its "
+            raise ParameterError(
+                f"cannot downsample chunk {chunk.bbox} by `factor` {_text(factor)}{times}: its "
                 f"{what} {_text(vector)} is not divisible by {_text(total)}"
             )
 
@@ -198,12 +198,12 @@ def mip_range(
     start = chunk_mip + 1 if start_mip is None else start_mip
     stop = start + DEFAULT_NUM_UPLOAD_MIPS if stop_mip is None else stop_mip
     if chunk_mip < 0 or start <= chunk_mip:
-        raise ChunkflowError(
-            f"--start-mip {start} must be above the chunk's mip {chunk_mip} (--chunk-mip)"
+        raise ParameterError(
+            f"`start_mip` {start} must be above the chunk's mip {chunk_mip} (`chunk_mip`)"
         )
     if stop <= start:
-        raise ChunkflowError(
-            f"--stop-mip {stop} must be above --start-mip {start} (the stop mip is excluded)"
+        raise ParameterError(
+            f"`stop_mip` {stop} must be above `start_mip` {start} (the stop mip is excluded)"
         )
     return range(start, stop)
 
@@ -235,7 +235,7 @@ def downsample_upload(
 
     factor = as_factor(factor)
     if factor == (1, 1, 1):
-        raise ChunkflowError("--factor 1 1 1 does not downsample: give a factor above 1")
+        raise ParameterError("`factor` 1 1 1 does not downsample: give a factor above 1")
     mips = mip_range(chunk_mip, start_mip, stop_mip)
     check_divisible(chunk, factor, mips[-1] - chunk_mip)
     from chunkflow.io.zarr import is_ome_image, write_ome_levels
@@ -282,9 +282,9 @@ def ensure_scales(path: str, factor, chunk_mip: int, top_mip: int) -> list[int]:
         if mip < len(scales):
             found = np.array(scales[mip]["resolution"], dtype=np.float64)
             if not np.allclose(found, expected):
-                raise ChunkflowError(
+                raise ParameterError(
                     f"{path}: mip {mip} has voxel size {_text(found[::-1])} (z y x), but "
-                    f"--factor {_text(factor)} from mip {chunk_mip} gives {_text(expected[::-1])}"
+                    f"`factor` {_text(factor)} from mip {chunk_mip} gives {_text(expected[::-1])}"
                 )
             continue
         ratio = expected / full

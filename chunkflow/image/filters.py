@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from chunkflow.chunk import Chunk, LayerType
-from chunkflow.errors import ChunkflowError
+from chunkflow.errors import ChunkflowError, ParameterError
 
 
 def gaussian_filter(chunk: Chunk, sigma: float = 1.0, three_d: bool = False) -> Chunk:
@@ -18,7 +18,7 @@ def gaussian_filter(chunk: Chunk, sigma: float = 1.0, three_d: bool = False) -> 
     from scipy import ndimage
 
     if not sigma > 0:
-        raise ChunkflowError(f"--sigma {sigma}: expected a positive number")
+        raise ParameterError(f"`sigma` {sigma}: expected a positive number")
     if chunk.is_segmentation or chunk.dtype == np.bool_:
         raise ChunkflowError(
             f"gaussian-filter needs an image or a map, not a {chunk.dtype} segmentation"

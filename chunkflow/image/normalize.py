@@ -25,7 +25,7 @@ import json
 import numpy as np
 
 from chunkflow.chunk import Chunk, LayerType, to_unit
-from chunkflow.errors import ChunkflowError
+from chunkflow.errors import ChunkflowError, ParameterError
 
 QUANTIZE_MODES = ("xy", "z", "mean")
 
@@ -78,7 +78,7 @@ def read_levels(levels_path: str, zs) -> dict[int, np.ndarray]:
     try:
         results = CloudFiles(levels_path).get([str(z) for z in zs])
     except Exception as err:  # a storage failure: one line naming the path
-        raise ChunkflowError(f"--levels-path {levels_path}: cannot read ({err})") from None
+        raise ParameterError(f"`levels_path` {levels_path}: cannot read ({err})") from None
     contents = {str(r["path"]): r for r in results}
     histograms = {}
     for z in zs:
@@ -87,7 +87,7 @@ def read_levels(levels_path: str, zs) -> dict[int, np.ndarray]:
         if result.get("error") is not None:
             raise ChunkflowError(f"histogram {where}: cannot read ({result['error']})")
         if result.get("content") is None:
-            raise ChunkflowError(f"histogram {where} is missing (--levels-path, section z={z})")
+            raise ParameterError(f"histogram {where} is missing (`levels_path`, section z={z})")
         try:
             levels = json.loads(result["content"])["levels"]
             histogram = np.asarray(levels, dtype=np.int64)
@@ -144,17 +144,17 @@ def normalize_section_contrast(
 def _check_fractions(lower: float, upper: float) -> None:
     for name, value in (("lower", lower), ("upper", upper)):
         if not 0 <= value < 1:
-            raise ChunkflowError(f"--{name}-clip-fraction {value}: expected a number in [0, 1)")
+            raise ParameterError(f"`{name}_clip_fraction` {value}: expected a number in [0, 1)")
     if lower + upper >= 1:
-        raise ChunkflowError(
-            f"--lower-clip-fraction {lower} plus --upper-clip-fraction {upper} must be below 1"
+        raise ParameterError(
+            f"`lower_clip_fraction` {lower} plus `upper_clip_fraction` {upper} must be below 1"
         )
 
 
 def _check_range(minval: int, maxval: int) -> None:
     if not 0 <= minval < maxval <= 255:
-        raise ChunkflowError(
-            f"--minval {minval} and --maxval {maxval}: expected 0 <= minval < maxval <= 255"
+        raise ParameterError(
+            f"`minval` {minval} and `maxval` {maxval}: expected 0 <= minval < maxval <= 255"
         )
 
 
@@ -208,7 +208,7 @@ def quantize(chunk: Chunk, mode: str = "xy") -> Chunk:
     works for any number of channels. NaN becomes 0.
     """
     if mode not in QUANTIZE_MODES:
-        raise ChunkflowError(f"--mode {mode!r}: expected one of {', '.join(QUANTIZE_MODES)}")
+        raise ParameterError(f"`mode` {mode!r}: expected one of {', '.join(QUANTIZE_MODES)}")
     array = np.asarray(chunk)
     if array.dtype.kind != "f":
         raise ChunkflowError(f"quantize needs a float map in [0, 1], got {array.dtype}")
@@ -219,9 +219,9 @@ def quantize(chunk: Chunk, mode: str = "xy") -> Chunk:
     elif mode == "mean":
         values = array.mean(axis=0, dtype=np.float32)
     elif array.shape[0] != 3:
-        raise ChunkflowError(
-            f"quantize --mode {mode} needs a 3-channel affinity map or one channel, got "
-            f"{array.shape[0]} channels (use --mode mean)"
+        raise ParameterError(
+            f"quantize `mode` {mode} needs a 3-channel affinity map or one channel, got "
+            f"{array.shape[0]} channels (use `mode` mean)"
         )
     elif mode == "xy":
         values = (array[1].astype(np.float32) + array[2]) / np.float32(2)

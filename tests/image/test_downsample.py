@@ -235,7 +235,7 @@ def test_not_divisible(offset, size, factor, mips, message):
 
 @pytest.mark.parametrize("factor", [(0, 2, 2), (1, -2, 2), (1, 2), (1.5, 2, 2)])
 def test_bad_factor(factor):
-    with pytest.raises(ChunkflowError, match="--factor .*expected three positive integers"):
+    with pytest.raises(ChunkflowError, match="`factor` .*expected three positive integers"):
         downsample(Chunk(np.zeros((2, 4, 4), dtype=np.uint8)), factor)
 
 
@@ -244,9 +244,9 @@ def test_mip_range_excludes_stop():
     assert mip_range(0, 1, 5) == range(1, 5)
     assert mip_range(2) == range(3, 7)
     assert mip_range(1, 3, 4) == range(3, 4)
-    with pytest.raises(ChunkflowError, match="--stop-mip 2 must be above --start-mip 2"):
+    with pytest.raises(ChunkflowError, match="`stop_mip` 2 must be above `start_mip` 2"):
         mip_range(0, 2, 2)
-    with pytest.raises(ChunkflowError, match="--start-mip 1 must be above the chunk's mip 1"):
+    with pytest.raises(ChunkflowError, match="`start_mip` 1 must be above the chunk's mip 1"):
         mip_range(1, 1, 3)
 
 

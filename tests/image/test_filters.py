@@ -43,7 +43,7 @@ def test_gaussian_integers_round_and_channels_stay_apart():
 
 
 def test_gaussian_errors():
-    with pytest.raises(ChunkflowError, match="--sigma 0"):
+    with pytest.raises(ChunkflowError, match="`sigma` 0"):
         gaussian_filter(Chunk(np.zeros((1, 4, 4), dtype=np.uint8)), 0)
     with pytest.raises(ChunkflowError, match="segmentation"):
         gaussian_filter(Chunk(np.zeros((1, 4, 4), dtype=np.uint32)), 1.0)

@@ -144,9 +144,9 @@ def test_missing_or_bad_level_file(tmp_path):
     "kwargs, message",
     [
         ({"lower_clip_fraction": 0.6, "upper_clip_fraction": 0.5}, "must be below 1"),
-        ({"lower_clip_fraction": -0.1}, "--lower-clip-fraction -0.1"),
-        ({"upper_clip_fraction": 1.0}, "--upper-clip-fraction 1.0"),
-        ({"minval": 200, "maxval": 100}, "--minval 200 and --maxval 100"),
+        ({"lower_clip_fraction": -0.1}, "`lower_clip_fraction` -0.1"),
+        ({"upper_clip_fraction": 1.0}, "`upper_clip_fraction` 1.0"),
+        ({"minval": 200, "maxval": 100}, "`minval` 200 and `maxval` 100"),
     ],
 )
 def test_section_contrast_bad_options(kwargs, message):
@@ -245,6 +245,6 @@ def test_quantize_errors():
     with pytest.raises(ChunkflowError, match="float map"):
         quantize(Chunk(np.zeros((1, 2, 2), dtype=np.uint8)))
     two = Chunk(np.zeros((2, 1, 2, 2), dtype=np.float32), layer_type=LayerType.PROBABILITY_MAP)
-    with pytest.raises(ChunkflowError, match="--mode xy needs a 3-channel"):
+    with pytest.raises(ChunkflowError, match="`mode` xy needs a 3-channel"):
         quantize(two, "xy")
     assert quantize(two, "mean").shape == (1, 2, 2)
