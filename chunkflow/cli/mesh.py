@@ -16,9 +16,17 @@ from chunkflow.cli.framework import (
     parse_ids,
     vec3_option,
 )
-from chunkflow.errors import ChunkflowError
+from chunkflow.errors import ChunkflowError, flag_names
 
 logger = logging.getLogger(__name__)
+
+# The library's parameters (chunkflow.mesh) as the mesh and skeleton operators' flags.
+MESH_FLAGS = dict(
+    fmt="--output-format",
+    voxel_size="--voxel-size",
+    ids="--ids",
+    prefix="--prefix",
+)
 
 
 @functools.lru_cache(maxsize=8)
@@ -113,7 +121,8 @@ def mesh(
     from chunkflow.mesh.mesh import mesh_chunk, world_bbox
 
     mip = config.mip if mip is None else mip
-    target = _target(output_path, output_format, mip, voxel_size)
+    with flag_names(**MESH_FLAGS):
+        target = _target(output_path, output_format, mip, voxel_size)
     seg = task.chunk(input_chunk_name)
     # the chunk must be at the volume's voxel size, unless it has none ((1, 1, 1)) or
     # --voxel-size says what to mesh with
@@ -122,16 +131,17 @@ def mesh(
 
         where = f"the volume {output_path} at mip {mip}"
         check_same_grid((input_chunk_name, seg), (where, Grid(target.voxel_size)), boxes=None)
-    meshes = mesh_chunk(
-        seg,
-        target.voxel_size,
-        simplification_factor,
-        max_simplification_error,
-        dust_threshold,
-        parse_ids(ids),
-        parse_ids(skip_ids, "--skip-ids"),
-    )
-    names = target.write(meshes, world_bbox(seg, target.voxel_size), manifest)
+    with flag_names(**MESH_FLAGS):
+        meshes = mesh_chunk(
+            seg,
+            target.voxel_size,
+            simplification_factor,
+            max_simplification_error,
+            dust_threshold,
+            parse_ids(ids),
+            parse_ids(skip_ids, "--skip-ids"),
+        )
+        names = target.write(meshes, world_bbox(seg, target.voxel_size), manifest)
     logger.info(
         "mesh: %d objects of %s written to %s (%s)",
         len(meshes),
@@ -241,12 +251,13 @@ def mesh_merge_sharded(
     """
     from chunkflow.mesh.multires import merge_sharded
 
-    merge_sharded(
-        volume_path,
-        list(shards) or None,
-        num_lods=num_lods,
-        factor=lod_factor,
-        vertex_quantization_bits=int(vertex_quantization_bits),
-        shard_bits=shard_bits,
-        minishard_bits=minishard_bits,
-    )
+    with flag_names(**MESH_FLAGS):
+        merge_sharded(
+            volume_path,
+            list(shards) or None,
+            num_lods=num_lods,
+            factor=lod_factor,
+            vertex_quantization_bits=int(vertex_quantization_bits),
+            shard_bits=shard_bits,
+            minishard_bits=minishard_bits,
+        )

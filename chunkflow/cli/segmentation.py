@@ -16,7 +16,7 @@ from chunkflow.cli.framework import (
     output_option,
     parse_ids,
 )
-from chunkflow.errors import ChunkflowError
+from chunkflow.errors import ChunkflowError, flag_names
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +70,8 @@ def connected_components(task, input_chunk_name, output_chunk_name, threshold, c
     """Label connected components (cc3d); output uint32 ids 1..N."""
     from chunkflow.segmentation.labels import connected_components as run
 
-    task[output_chunk_name] = run(task.chunk(input_chunk_name), threshold, int(connectivity))
+    with flag_names(threshold="--threshold", connectivity="--connectivity"):
+        task[output_chunk_name] = run(task.chunk(input_chunk_name), threshold, int(connectivity))
 
 
 def _affinity_options(fn):

@@ -15,7 +15,8 @@ from chunkflow.cli.framework import (
     parse_ids,
     vec3_option,
 )
-from chunkflow.errors import ChunkflowError
+from chunkflow.cli.mesh import MESH_FLAGS
+from chunkflow.errors import ChunkflowError, flag_names
 
 logger = logging.getLogger(__name__)
 
@@ -100,9 +101,16 @@ def skeletonize(
     voxel_size = choose_voxel_size(
         seg, voxel_size, target.voxel_size if target else None, input_chunk_name
     )
-    skeletons = run(
-        seg, voxel_size, dust_threshold, teasar_scale, teasar_const, parse_ids(ids), fix_branching
-    )
+    with flag_names(**MESH_FLAGS):
+        skeletons = run(
+            seg,
+            voxel_size,
+            dust_threshold,
+            teasar_scale,
+            teasar_const,
+            parse_ids(ids),
+            fix_branching,
+        )
     task[output_name] = skeletons
     if target is None:
         logger.info("skeletonize: %d objects in %s", len(skeletons), seg.bbox)
@@ -191,9 +199,10 @@ def skeleton_merge(
     if not sharded:
         if shards or shard_bits is not None or minishard_bits is not None:
             raise ChunkflowError("--shard, --shard-bits and --minishard-bits need --sharded")
-        task.log["skeleton-merge"] = merge_skeletons(
-            volume_path, prefix, dust_threshold, tick_threshold
-        )
+        with flag_names(**MESH_FLAGS):
+            task.log["skeleton-merge"] = merge_skeletons(
+                volume_path, prefix, dust_threshold, tick_threshold
+            )
         return
     if prefix is not None:
         raise ChunkflowError("--prefix splits unsharded merges; with --sharded use --shard")

@@ -28,7 +28,7 @@ import re
 import numpy as np
 
 from chunkflow.chunk import Chunk
-from chunkflow.errors import ChunkflowError
+from chunkflow.errors import ChunkflowError, ParameterError
 from chunkflow.geometry import BoundingBox, Cartesian
 from chunkflow.io.files import put_files
 from chunkflow.progress import progress
@@ -74,8 +74,8 @@ def mesh_chunk(
         present = set(int(i) for i in fastremap.unique(array))
         missing = sorted(set(ids) - present)
         if missing:
-            raise ChunkflowError(
-                f"--ids {','.join(map(str, missing))} are not in the chunk {seg.bbox}"
+            raise ParameterError(
+                f"`ids` {','.join(map(str, missing))} are not in the chunk {seg.bbox}"
             )
         array = fastremap.mask_except(array, list(ids))
     if skip_ids:
@@ -193,7 +193,7 @@ def encode(mesh, fmt: str) -> bytes:
         return mesh.to_ply()
     if fmt == "obj":
         return mesh.to_obj()
-    raise ChunkflowError(f"--output-format {fmt!r}: expected one of {', '.join(FORMATS)}")
+    raise ParameterError(f"`fmt` {fmt!r}: expected one of {', '.join(FORMATS)}")
 
 
 def fragment_name(label: int, bbox: BoundingBox, fmt: str) -> str:
@@ -210,7 +210,7 @@ class MeshTarget:
         from chunkflow.io.precomputed import open_volume, volume_exists
 
         if fmt not in FORMATS:
-            raise ChunkflowError(f"--output-format {fmt!r}: expected one of {', '.join(FORMATS)}")
+            raise ParameterError(f"`fmt` {fmt!r}: expected one of {', '.join(FORMATS)}")
         self.format = fmt
         if volume_exists(path):
             vol = open_volume(path, mip)
@@ -219,8 +219,8 @@ class MeshTarget:
                     f"{path} is a {vol.layer_type} volume; meshes need a segmentation volume"
                 )
             if fmt not in ("precomputed", "multires"):
-                raise ChunkflowError(
-                    f"{path} is a precomputed volume: use --output-format "
+                raise ParameterError(
+                    f"{path} is a precomputed volume: use `fmt` "
                     "precomputed or multires, or a folder for ply/obj"
                 )
             self.volume = path
@@ -239,7 +239,7 @@ class MeshTarget:
                     "first, e.g. with save or create-info)"
                 )
             if voxel_size is None:
-                raise ChunkflowError(f"{path} is a folder, not a volume: give --voxel-size")
+                raise ParameterError(f"{path} is a folder, not a volume: give `voxel_size`")
             folder = path[len("file://") :]
             parent = os.path.dirname(folder.rstrip("/")) or "."
             if not os.path.isdir(folder) and not os.path.isdir(parent):

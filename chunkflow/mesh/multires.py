@@ -27,7 +27,7 @@ import struct
 
 import numpy as np
 
-from chunkflow.errors import ChunkflowError
+from chunkflow.errors import ChunkflowError, ParameterError
 from chunkflow.geometry import BoundingBox
 from chunkflow.io.files import get_file, list_files, put_files
 from chunkflow.mesh.sharding import (
@@ -321,8 +321,9 @@ def merge_sharded(
     mesh_path = f"{volume_path.rstrip('/')}/{vol.info.get('mesh') or 'mesh'}"
     indices = read_indices(mesh_path)
     if not indices:
-        raise ChunkflowError(
-            f"no fragment files (*.frags) in {mesh_path}: run mesh --output-format multires first"
+        raise ParameterError(
+            f"no fragment files (*.frags) in {mesh_path}: mesh the segmentation with `fmt` "
+            "multires first"
         )
     labels = sorted({label for index in indices.values() for label in index})
     spec = sharding_spec(len(labels), shard_bits, minishard_bits)

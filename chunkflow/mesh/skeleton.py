@@ -31,7 +31,7 @@ import re
 import numpy as np
 
 from chunkflow.chunk import Chunk, Grid, check_same_grid
-from chunkflow.errors import ChunkflowError
+from chunkflow.errors import ChunkflowError, ParameterError
 from chunkflow.geometry import BoundingBox, Cartesian
 from chunkflow.io.files import put_files
 
@@ -101,7 +101,7 @@ def skeletonize(
     labels = _labels(seg)
     voxel_size = seg.voxel_size if voxel_size is None else Cartesian(voxel_size)
     if min(voxel_size) <= 0:
-        raise ChunkflowError(f"--voxel-size {tuple(voxel_size)}: expected positive numbers")
+        raise ParameterError(f"`voxel_size` {tuple(voxel_size)}: expected positive numbers")
     if ids is not None:
         import fastremap
 
@@ -109,8 +109,8 @@ def skeletonize(
         present = {int(i) for i in fastremap.unique(labels)} - {0}
         missing = [i for i in ids if i not in present]
         if missing:
-            raise ChunkflowError(
-                f"--ids {','.join(map(str, missing))}: not in the chunk {seg.bbox} "
+            raise ParameterError(
+                f"`ids` {','.join(map(str, missing))}: not in the chunk {seg.bbox} "
                 f"(it holds {len(present)} objects)"
             )
     skeletons = kimimaro.skeletonize(
@@ -255,7 +255,7 @@ def merge_skeletons(
     from cloudfiles import CloudFiles
 
     if prefix is not None and not prefix.isdigit():
-        raise ChunkflowError(f"--prefix {prefix!r}: expected decimal digits")
+        raise ParameterError(f"`prefix` {prefix!r}: expected decimal digits")
     target = SkeletonVolume(volume_path, 0)
     if not target.has_skeletons:
         raise ChunkflowError(

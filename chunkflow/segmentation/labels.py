@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from chunkflow.chunk import Chunk, LayerType
-from chunkflow.errors import ChunkflowError
+from chunkflow.errors import ChunkflowError, ParameterError
 
 CONNECTIVITIES = (6, 18, 26)
 
@@ -48,12 +48,12 @@ def connected_components(
     import cc3d
 
     if connectivity not in CONNECTIVITIES:
-        raise ChunkflowError(f"--connectivity {connectivity}: expected 6, 18 or 26")
+        raise ParameterError(f"`connectivity` {connectivity}: expected 6, 18 or 26")
     array = _spatial(chunk, "connected-components")
     if threshold is not None:
         array = array > threshold
     elif array.dtype.kind == "f":
-        raise ChunkflowError("connected-components of a float map needs --threshold")
+        raise ParameterError("connected-components of a float map needs `threshold`")
     if array.size >= np.iinfo(np.uint32).max:
         raise ChunkflowError(
             "a chunk of 2^32 voxels or more may hold more components than "

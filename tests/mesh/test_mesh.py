@@ -73,7 +73,7 @@ def test_selection_and_dust(fib25_chunk):
     assert some[0] not in mesh_chunk(fib25_chunk, (8, 8, 8), skip_ids=[some[0]])
     big = {int(i) for i, c in zip(labels, counts) if c >= 1000}
     assert set(mesh_chunk(fib25_chunk, (8, 8, 8), dust_threshold=1000)) == big
-    with pytest.raises(ChunkflowError, match="--ids 1 are not in the chunk"):
+    with pytest.raises(ChunkflowError, match="`ids` 1 are not in the chunk"):
         mesh_chunk(fib25_chunk, (8, 8, 8), ids=[1])
 
 

@@ -53,7 +53,7 @@ def test_ids_and_dust_threshold_select_objects():
     assert set(skeletonize(chunk, dust_threshold=1000)) == {1}
     only = skeletonize(chunk, dust_threshold=0, ids=[3, 2])
     assert set(only) == {2, 3} and all(only[i].id == i for i in only)
-    with pytest.raises(ChunkflowError, match=r"--ids 7,99: not in the chunk"):
+    with pytest.raises(ChunkflowError, match=r"`ids` 7,99: not in the chunk"):
         skeletonize(chunk, ids=[2, 7, 99])
 
 
@@ -157,7 +157,7 @@ def test_merge_by_prefix_and_dust(tmp_path):
     # cable lengths: rod 2 ~110, rod 12 ~320, rod 1 ~520
     assert merge_skeletons(path, dust_threshold=400) == {"merged": 1, "dropped": 2}
     assert {"1", "12", "2"} & set(os.listdir(skeletons)) == {"1"}
-    with pytest.raises(ChunkflowError, match="--prefix 'a1': expected decimal digits"):
+    with pytest.raises(ChunkflowError, match="`prefix` 'a1': expected decimal digits"):
         merge_skeletons(path, prefix="a1")
 
 

@@ -30,7 +30,7 @@ def test_cc_connectivity():
     diagonal[0, 0, 0] = diagonal[0, 1, 1] = 1
     assert connected_components(Chunk(diagonal), connectivity=6).array.max() == 2
     assert connected_components(Chunk(diagonal), connectivity=18).array.max() == 1
-    with pytest.raises(ChunkflowError, match="needs --threshold"):
+    with pytest.raises(ChunkflowError, match="needs `threshold`"):
         connected_components(Chunk(np.zeros((1, 2, 2), np.float32)))
 
 
