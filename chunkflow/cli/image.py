@@ -31,6 +31,7 @@ IMAGE_FLAGS = dict(
     chunk_mip="--chunk-mip",
     start_mip="--start-mip",
     stop_mip="--stop-mip",
+    non_aligned_writes="--non-aligned-writes",
 )
 
 

@@ -27,6 +27,10 @@ H5_SUFFIXES = (".h5", ".hdf5", ".hdf")
 TIF_SUFFIXES = (".tif", ".tiff")
 
 
+# The readers' geometry overrides (`reader_options`) as the library's parameters call them.
+GEOMETRY_FLAGS = dict(voxel_size="-x/--voxel-size", voxel_offset="-v/--voxel-offset")
+
+
 def reader_options(fn):
     """Options shared by the readers: geometry overrides, cutout, dtype, output name."""
     decorators = [
@@ -145,9 +149,10 @@ def read_h5(task, file_name, dataset_path, layer_type, voxel_offset, voxel_size,
     from chunkflow.io.h5 import read_h5 as read
 
     path = task_path(file_name, task.bbox, H5_SUFFIXES)
-    return read(
-        path, dataset_path, bbox, voxel_offset, voxel_size, layer_type=layer_type, clip=clip
-    )
+    with flag_names(dataset="--dataset-path", **GEOMETRY_FLAGS):
+        return read(
+            path, dataset_path, bbox, voxel_offset, voxel_size, layer_type=layer_type, clip=clip
+        )
 
 
 @operator("write-h5", family="io", aliases=["save-h5"], effects=("writes",))
@@ -360,16 +365,17 @@ def load_zarr(task, store, dataset, level, layer_type, voxel_offset, voxel_size,
     """
     from chunkflow.io.zarr import read_zarr
 
-    return read_zarr(
-        store,
-        dataset,
-        bbox,
-        layer_type=layer_type,
-        level=level,
-        voxel_offset=voxel_offset,
-        voxel_size=voxel_size,
-        clip=clip,
-    )
+    with flag_names(dataset="--dataset", **GEOMETRY_FLAGS):
+        return read_zarr(
+            store,
+            dataset,
+            bbox,
+            layer_type=layer_type,
+            level=level,
+            voxel_offset=voxel_offset,
+            voxel_size=voxel_size,
+            clip=clip,
+        )
 
 
 @operator("save-zarr", family="io", aliases=["write-zarr"], effects=("writes",))
@@ -429,12 +435,13 @@ def save_zarr(task, input_chunk_name, store, dataset, block_size, zarr_format, o
                 f"not --zarr-format {zarr_format}"
             )
         zarr_format = OME_VERSIONS[ome_version]
-    write_zarr(
-        task.chunk(input_chunk_name),
-        store,
-        dataset,
-        block_size,
-        name=input_chunk_name,
-        zarr_format=zarr_format,
-        ome=ome,
-    )
+    with flag_names(dataset="--dataset"):
+        write_zarr(
+            task.chunk(input_chunk_name),
+            store,
+            dataset,
+            block_size,
+            name=input_chunk_name,
+            zarr_format=zarr_format,
+            ome=ome,
+        )

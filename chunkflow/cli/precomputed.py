@@ -91,13 +91,14 @@ def cutout(
         bbox = bbox.grow(expand_margin_size)
     from chunkflow.context import read_with_context
 
-    task[output_chunk_name] = read_with_context(
-        lambda box, clip: read_precomputed(
-            volume_path, box, mip, fill_missing, layer_type, clip=clip
-        ),
-        bbox,
-        request.box(output_chunk_name, bbox),
-    )
+    with flag_names(fill_missing="--fill-missing"):
+        task[output_chunk_name] = read_with_context(
+            lambda box, clip: read_precomputed(
+                volume_path, box, mip, fill_missing, layer_type, clip=clip
+            ),
+            bbox,
+            request.box(output_chunk_name, bbox),
+        )
     task.bases[output_chunk_name] = bbox
     if set_bbox:
         task.bbox = bbox
@@ -209,22 +210,25 @@ def save(
             from chunkflow.image.thumbnail import thumbnail_mip_for, write_thumbnail
 
             thumbnail_mip = thumbnail_mip_for(chunk, volume_path, mip, thumbnail_mip)
-        write_precomputed(
-            chunk,
-            volume_path,
-            mip,
-            True,
-            block_size,
-            encoding,
-            non_aligned_writes,
-            name=input_chunk_name,
-            compress=compress,
-        )
-        if create_thumbnail:
-            path, level = write_thumbnail(
-                chunk, volume_path, mip, thumbnail_mip, non_aligned_writes
+        with flag_names(non_aligned_writes="--non-aligned-writes"):
+            write_precomputed(
+                chunk,
+                volume_path,
+                mip,
+                True,
+                block_size,
+                encoding,
+                non_aligned_writes,
+                name=input_chunk_name,
+                compress=compress,
             )
-            logger.debug("save: thumbnail of %s written to %s at mip %d", chunk.bbox, path, level)
+            if create_thumbnail:
+                path, level = write_thumbnail(
+                    chunk, volume_path, mip, thumbnail_mip, non_aligned_writes
+                )
+                logger.debug(
+                    "save: thumbnail of %s written to %s at mip %d", chunk.bbox, path, level
+                )
     if upload_log:
         from chunkflow.logs import volume_log_dir, write_task_log
 

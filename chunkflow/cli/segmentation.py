@@ -282,20 +282,22 @@ def mask(
     for name, chunk in zip(input_chunk_name, chunks):
         where = f"the mask volume {volume_path} at mip {chunk_mip}"
         check_same_grid((name, chunk), (where, grid), boxes=None)
-    keep = read_mask(volume_path, chunks[0].bbox, chunk_mip, mask_mip, fill_missing)
+    with flag_names(fill_missing="--fill-missing"):
+        keep = read_mask(volume_path, chunks[0].bbox, chunk_mip, mask_mip, fill_missing)
     if check_all_zero and not (~keep if inverse else keep).any():
         task.skip(f"mask {volume_path} covers all of the chunk", to=skip_to)
         return
-    masked = [
-        apply_mask(
-            c,
-            keep
-            if c.bbox == chunks[0].bbox
-            else read_mask(volume_path, c.bbox, chunk_mip, mask_mip, fill_missing),
-            inverse,
-        )
-        for c in chunks
-    ]
+    with flag_names(fill_missing="--fill-missing"):
+        masked = [
+            apply_mask(
+                c,
+                keep
+                if c.bbox == chunks[0].bbox
+                else read_mask(volume_path, c.bbox, chunk_mip, mask_mip, fill_missing),
+                inverse,
+            )
+            for c in chunks
+        ]
     if not check_all_zero:
         for name, chunk in zip(outputs, masked):
             task[name] = chunk

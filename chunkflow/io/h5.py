@@ -17,7 +17,7 @@ import os
 import numpy as np
 
 from chunkflow.chunk import Chunk
-from chunkflow.errors import ChunkflowError
+from chunkflow.errors import ChunkflowError, ParameterError
 from chunkflow.geometry import BoundingBox, Cartesian
 from chunkflow.io.files import atomic_output, reader, require_file
 from chunkflow.io.metadata import stored_array, stored_layer_type, stored_vector, voxel_offset_of
@@ -75,7 +75,7 @@ def read_h5(
                 dataset = arrays[0]
             else:
                 names = ", ".join(arrays) or "none"
-                raise ChunkflowError(f"{path}: which dataset? use --dataset-path, one of: {names}")
+                raise ParameterError(f"{path}: which dataset? use `dataset`, one of: {names}")
         if dataset not in f or not hasattr(f[dataset], "shape"):
             raise ChunkflowError(
                 f"{path}: no dataset {dataset!r} (datasets: {', '.join(_array_datasets(f))})"

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import os
 
-from chunkflow.errors import ChunkflowError
+from chunkflow.errors import ChunkflowError, ParameterError
 from chunkflow.geometry import Cartesian
 from chunkflow.io.metadata import stored_vector, voxel_offset_of
 
@@ -85,7 +85,7 @@ def open_n5(store: str, dataset: str | None):
     offset = attrs.get("offset")
     if offset is not None:
         if size is None:
-            raise ChunkflowError(f"{where}: an offset but no resolution; give -x/--voxel-size")
+            raise ParameterError(f"{where}: an offset but no resolution; give `voxel_size`")
         offset = voxel_offset_of(
             where, list(stored_vector(where, "the offset", offset))[::-1], size
         )
@@ -96,15 +96,15 @@ def _only_dataset(store: str, where: str) -> str:
     """The name of a group's only dataset; N5 groups do not list their children, so a remote
     group (whose folders cannot be listed cheaply) needs the dataset named."""
     if store.startswith(REMOTE):
-        raise ChunkflowError(f"{where}: an N5 group; name the dataset with --dataset")
+        raise ParameterError(f"{where}: an N5 group; name the dataset with `dataset`")
     names = sorted(
         n
         for n in os.listdir(where)
         if "dimensions" in n5_attributes(os.path.join(where, n), missing_ok=True)
     )
     if len(names) != 1:
-        raise ChunkflowError(
-            f"{where}: which dataset? use --dataset, one of: {', '.join(names) or 'none'}"
+        raise ParameterError(
+            f"{where}: which dataset? use `dataset`, one of: {', '.join(names) or 'none'}"
         )
     return names[0]
 

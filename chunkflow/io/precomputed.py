@@ -17,7 +17,7 @@ import math
 import numpy as np
 
 from chunkflow.chunk import Chunk, Grid, LayerType, check_same_grid
-from chunkflow.errors import ChunkflowError
+from chunkflow.errors import ChunkflowError, ParameterError
 from chunkflow.geometry import BoundingBox, Cartesian
 from chunkflow.io import PRECOMPUTED_COMPRESSIONS, PRECOMPUTED_ENCODINGS
 from chunkflow.io.files import COMPRESSION_SUFFIXES, staged_writes
@@ -144,9 +144,9 @@ def read_precomputed(
         bbox = bbox.intersect(bounds)
     inside = bbox.intersect(bounds)
     if inside != bbox and not fill_missing:
-        raise ChunkflowError(
+        raise ParameterError(
             f"{path}: cutout {bbox} at mip {mip} is outside the volume, which covers {bounds} "
-            "(use --fill-missing to read zeros past its edge)"
+            "(use `fill_missing` to read zeros past its edge)"
         )
     shape = (vol.num_channels, *bbox.shape)
     # the chunk, and cloud-volume's cutout of the part inside the volume on its way in
@@ -181,8 +181,8 @@ def _read_inside(vol, path: str, bbox: BoundingBox, mip: int) -> np.ndarray:
     try:
         cutout = vol[x0:x1, y0:y1, z0:z1]
     except exceptions.EmptyVolumeException:
-        raise ChunkflowError(
-            f"{path}: data missing in {bbox} at mip {mip} (use --fill-missing to read zeros)"
+        raise ParameterError(
+            f"{path}: data missing in {bbox} at mip {mip} (use `fill_missing` to read zeros)"
         ) from None
     except Exception as err:  # a block the codec cannot decode: damaged, never data
         reason = " ".join(f"{type(err).__name__}: {err}".split())[:200]
@@ -400,10 +400,10 @@ def write_precomputed(
         with staged_writes():  # every block of the chunk, or none
             vol[x0:x1, y0:y1, z0:z1] = array
     except exceptions.AlignmentError:
-        raise ChunkflowError(
+        raise ParameterError(
             f"{path}: chunk {chunk.bbox} is not aligned to the volume's blocks "
             f"{tuple(Cartesian.from_xyz(vol.chunk_size))} (z,y,x); align the chunk or use "
-            "--non-aligned-writes"
+            "`non_aligned_writes`"
         ) from None
 
 

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from chunkflow.chunk import Chunk, Grid, check_same_grid
-from chunkflow.errors import ChunkflowError
+from chunkflow.errors import ChunkflowError, ParameterError
 from chunkflow.geometry import BoundingBox, Cartesian
 from chunkflow.io.files import atomic_output, reader, require_output_folder, staged_writes
 from chunkflow.io.metadata import stored_array, stored_layer_type, stored_vector, voxel_offset_of
@@ -205,8 +205,8 @@ def _open(store: str, dataset: str | None, level: int | None = None, mode: str =
             return _Source(array, f"{where}/{path}", offset, size)
         names = sorted(node.array_keys())
         if len(names) != 1:
-            raise ChunkflowError(
-                f"{store}: which dataset? use --dataset, one of: {', '.join(names) or 'none'}"
+            raise ParameterError(
+                f"{store}: which dataset? use `dataset`, one of: {', '.join(names) or 'none'}"
             )
         node = node[names[0]]
         where = f"{where}/{names[0]}"
@@ -283,9 +283,9 @@ def _ome_geometry(where, multiscale, level, ndim) -> tuple[Cartesian, Cartesian]
 def _whole(where, what, values):
     rounded = np.round(values)
     if not np.allclose(values, rounded, rtol=1e-9, atol=1e-6):
-        raise ChunkflowError(
+        raise ParameterError(
             f"{where}: OME-Zarr {what} {[float(v) for v in values]} nm is not a whole number of "
-            "nanometers; give -x/--voxel-size and -v/--voxel-offset"
+            "nanometers; give `voxel_size` and `voxel_offset`"
         )
     return [int(v) for v in rounded]
 
@@ -297,9 +297,7 @@ def _gunpowder_geometry(where, attrs) -> tuple[Cartesian | None, Cartesian | Non
     offset = attrs.get("offset")
     if offset is not None:
         if size is None:
-            raise ChunkflowError(
-                f"{where}: an offset but no resolution; give -x/--voxel-size (z y x)"
-            )
+            raise ParameterError(f"{where}: an offset but no resolution; give `voxel_size` (z y x)")
         offset = voxel_offset_of(where, offset, size)
     return offset, size
 
@@ -421,7 +419,7 @@ def _write_remote(chunk, store, dataset, block_size, name, zarr_format, ome) -> 
     root = _node_format(store, obj, "")
     if root is not None and dataset and _node_format(store, obj, dataset) is None:
         if root[1] != "group":
-            raise ChunkflowError(f"{store}: an array, not a group: it holds no --dataset")
+            raise ParameterError(f"{store}: an array, not a group: it holds no `dataset`")
         _publish(chunk, store, obj, dataset, block_size, zarr_format or root[0], ome)
     elif root is not None:
         _write_into(chunk, _open(store, dataset or None, mode="r+"), name)

@@ -72,7 +72,7 @@ def test_cutout_parts_and_write_into_existing(tmp_path):
     assert part.array.min() == 5
     whole = read_precomputed(path, BoundingBox((0, 0, 0), (8, 32, 32)), fill_missing=True)
     assert whole.array.sum() == 5 * 4 * 16 * 16
-    with pytest.raises(ChunkflowError, match="use --fill-missing"):
+    with pytest.raises(ChunkflowError, match="use `fill_missing`"):
         read_precomputed(path, BoundingBox((0, 0, 0), (4, 16, 16)))
 
 
@@ -88,7 +88,7 @@ def test_fill_missing_reads_zeros_past_the_volume_edge(tmp_path):
     np.testing.assert_array_equal(chunk.array, expected)
     outside = read_precomputed(path, BoundingBox((20, 0, 0), (22, 8, 8)), fill_missing=True)
     assert outside.shape == (3, 2, 8, 8) and not outside.array.any()
-    with pytest.raises(ChunkflowError, match="which covers 4-12_16-48_16-48 .use --fill-missing"):
+    with pytest.raises(ChunkflowError, match="which covers 4-12_16-48_16-48 .use `fill_missing`"):
         read_precomputed(path, grown)
 
 
@@ -101,7 +101,7 @@ def test_write_errors(tmp_path):
         write_precomputed(Chunk(np.zeros((3, 4, 16, 16), "uint8")), path)
     with pytest.raises(ChunkflowError, match="outside the volume"):
         write_precomputed(Chunk(np.zeros((4, 16, 16), "uint8"), (8, 0, 0)), path)
-    with pytest.raises(ChunkflowError, match="not aligned.*--non-aligned-writes"):
+    with pytest.raises(ChunkflowError, match="not aligned.*`non_aligned_writes`"):
         write_precomputed(Chunk(np.zeros((2, 8, 8), "uint8"), (1, 1, 1)), path)
     write_precomputed(Chunk(np.ones((2, 8, 8), "uint8"), (1, 1, 1)), path, non_aligned_writes=True)
     assert read_precomputed(path, BoundingBox((1, 1, 1), (3, 9, 9))).array.min() == 1
