@@ -7,9 +7,12 @@ import logging
 import click
 
 from chunkflow.cli.framework import operator
-from chunkflow.errors import ChunkflowError
+from chunkflow.errors import ChunkflowError, flag_names
 
 logger = logging.getLogger(__name__)
+
+# A missing queue (`chunkflow.queues.open_queue`, `create`) is made by generate-tasks.
+QUEUE_FLAGS = dict(create="generate-tasks --queue-name")
 
 QUEUE_HELP = (
     "Queue: NAME or sqs://NAME (AWS SQS), or a local queue folder (file://PATH, or a path "
@@ -102,13 +105,14 @@ def _work(queue_name, endpoint_url, config, **options):
     def report(line, complete):  # printed after the run's timing table
         config.closing.append((line, complete))
 
-    return lease_tasks(
-        queue_name,
-        endpoint_url,
-        options=WorkerOptions(**options),
-        dry_run=config.dry_run,
-        report=report,
-    )
+    with flag_names(**QUEUE_FLAGS):
+        return lease_tasks(
+            queue_name,
+            endpoint_url,
+            options=WorkerOptions(**options),
+            dry_run=config.dry_run,
+            report=report,
+        )
 
 
 @operator("fetch-task", family="distributed", kind="source", effects=("queue",), dry_run="self")
@@ -177,7 +181,8 @@ def queue_status(task, queue_name, check, show_dead, endpoint_url):
     """Print how many tasks are pending, leased and dead in a queue (and why they died)."""
     from chunkflow.queues import open_queue
 
-    queue = open_queue(queue_name, endpoint_url)
+    with flag_names(**QUEUE_FLAGS):
+        queue = open_queue(queue_name, endpoint_url)
     counts = queue.counts()
     lines = [f"{queue_name}: {counts}"]
     letters = queue.dead_letters()
@@ -197,7 +202,9 @@ def queue_purge(task, queue_name, endpoint_url):
     """Delete every message of a queue: pending, leased and dead."""
     from chunkflow.queues import open_queue
 
-    counts = open_queue(queue_name, endpoint_url).purge()
+    with flag_names(**QUEUE_FLAGS):
+        queue = open_queue(queue_name, endpoint_url)
+    counts = queue.purge()
     logger.info("queue-purge: %s purged (it held %s)", queue_name, counts)
 
 

@@ -12,6 +12,7 @@ import logging
 import click
 
 from chunkflow.cli.framework import NAMES, VOLUME_PATH, operator, vec3_option
+from chunkflow.errors import flag_names
 from chunkflow.viewer import LAYOUTS
 
 logger = logging.getLogger(__name__)
@@ -123,14 +124,16 @@ def neuroglancer(task, chunk_names, layers, voxel_size, layout, port, bind_addre
     chunks = {name: task.chunk(name) for name in chunk_names}
     from chunkflow.viewer.neuroglancer import open_viewer
 
-    with open_viewer(
-        chunks,
-        dict(layers),
-        voxel_size=voxel_size,
-        bind_address=bind_address,
-        port=port,
-        layout=layout,
-    ) as viewer:
+    with flag_names(chunks="chunk names", volumes="--layer volumes"):
+        viewer = open_viewer(
+            chunks,
+            dict(layers),
+            voxel_size=voxel_size,
+            bind_address=bind_address,
+            port=port,
+            layout=layout,
+        )
+    with viewer:
         _serve("neuroglancer", viewer.url, serve_seconds)
 
 

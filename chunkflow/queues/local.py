@@ -22,7 +22,7 @@ import shutil
 import time
 import uuid
 
-from chunkflow.errors import ChunkflowError
+from chunkflow.errors import ChunkflowError, ParameterError
 from chunkflow.progress import progress
 from chunkflow.queues import Counts, Message
 
@@ -53,9 +53,7 @@ class LocalQueue:
             for folder in (self.pending, self.leased, self.dead):
                 os.makedirs(folder, exist_ok=True)
         elif not (os.path.isdir(self.pending) and os.path.isdir(self.leased)):
-            raise ChunkflowError(
-                f"local queue {self.path} does not exist (generate-tasks --queue-name creates it)"
-            )
+            raise ParameterError(f"local queue {self.path} does not exist (`create` creates it)")
 
     def __repr__(self) -> str:
         return f"LocalQueue({self.path})"

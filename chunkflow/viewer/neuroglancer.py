@@ -39,7 +39,7 @@ import numpy as np
 import tornado.web
 
 from chunkflow.chunk import Chunk, LayerType
-from chunkflow.errors import ChunkflowError
+from chunkflow.errors import ChunkflowError, ParameterError
 from chunkflow.geometry import Cartesian
 from chunkflow.viewer import LAYOUTS, log_failure, one_line_logs, segment_ids
 
@@ -500,9 +500,9 @@ def open_viewer(
     volumes = dict(volumes or {})
     both = sorted(set(chunks) & set(volumes))
     if both:
-        raise ChunkflowError(f"layer names used twice (a chunk and a --layer): {', '.join(both)}")
+        raise ParameterError(f"layer names used twice (`chunks` and `volumes`): {', '.join(both)}")
     if not chunks and not volumes:
-        raise ChunkflowError("nothing to show: give chunk names or --layer volumes")
+        raise ParameterError("nothing to show: give `chunks` or `volumes`")
     if layout not in LAYOUTS:
         raise ChunkflowError(f"unknown layout {layout!r}: expected one of {', '.join(LAYOUTS)}")
     formats = {name: source_format(path) for name, path in volumes.items()}
