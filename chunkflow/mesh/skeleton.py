@@ -256,26 +256,18 @@ def merge_skeletons(
 
     if prefix is not None and not prefix.isdigit():
         raise ParameterError(f"`prefix` {prefix!r}: expected decimal digits")
-    target = SkeletonVolume(volume_path, 0)
-    if not target.has_skeletons:
-        raise ChunkflowError(
-            f"{volume_path}: its info names no skeletons (run skeletonize -o {volume_path} first)"
-        )
-    attributes = target.vertex_attributes()
+    target = _skeleton_volume(volume_path)
     files = CloudFiles(target.path)
     merged = dropped = 0
-    for batch in _batches(list_fragments(target.path, prefix), BATCH_FILES):
-        contents = _download(files, [name for names in batch.values() for name in names])
-        for label, names in batch.items():
-            fragments = [_decode(contents, target.path, name, label, attributes) for name in names]
-            skeleton = merge_fragments(fragments, label, dust_threshold, tick_threshold)
-            if skeleton.empty():
-                dropped += 1
-                if files.exists(str(label)):
-                    files.delete(str(label))
-                continue
-            put_files(target.path, [(str(label), skeleton.to_precomputed())])
-            merged += 1
+    fragments = list_fragments(target.path, prefix)
+    for label, skeleton in _merged(target, files, fragments, dust_threshold, tick_threshold):
+        if skeleton.empty():
+            dropped += 1
+            if files.exists(str(label)):
+                files.delete(str(label))
+            continue
+        put_files(target.path, [(str(label), skeleton.to_precomputed())])
+        merged += 1
     logger.info(
         "skeleton-merge: %d skeletons merged, %d dropped as dust, ids starting with %r in %s",
         merged,
@@ -313,29 +305,23 @@ def merge_skeletons_sharded(
         wanted_shards,
     )
 
-    target = SkeletonVolume(volume_path, 0)
-    if not target.has_skeletons:
-        raise ChunkflowError(
-            f"{volume_path}: its info names no skeletons (run skeletonize -o {volume_path} first)"
-        )
+    target = _skeleton_volume(volume_path)
     fragments = list_fragments(target.path)
     if not fragments:
         raise ChunkflowError(f"no skeleton fragments ({{id}}:{{bbox}}) in {target.path}")
     spec = sharding_spec(len(fragments), shard_bits, minishard_bits)
     groups = group_by_shard(spec, fragments, wanted_shards(spec, shards))
-    attributes = target.vertex_attributes()
     files = CloudFiles(target.path)
     merged = dropped = 0
     for _shard, labels in sorted(groups.items()):
         data = {}
-        for batch in _batches({label: fragments[label] for label in labels}, BATCH_FILES):
-            contents = _download(files, [name for names in batch.values() for name in names])
-            for label, names in batch.items():
-                pieces = [_decode(contents, target.path, name, label, attributes) for name in names]
-                skeleton = merge_fragments(pieces, label, dust_threshold, tick_threshold)
-                if skeleton.empty():
-                    dropped += 1
-                    continue
+        shard_fragments = {label: fragments[label] for label in labels}
+        for label, skeleton in _merged(
+            target, files, shard_fragments, dust_threshold, tick_threshold
+        ):
+            if skeleton.empty():
+                dropped += 1
+            else:
                 data[label] = skeleton.to_precomputed()
         merged += len(data)
         if data:
@@ -355,6 +341,26 @@ def merge_skeletons_sharded(
 
 
 BATCH_FILES = 2000  # fragments downloaded at once (one threaded get per batch, bounded memory)
+
+
+def _skeleton_volume(volume_path: str) -> SkeletonVolume:
+    target = SkeletonVolume(volume_path, 0)
+    if not target.has_skeletons:
+        raise ChunkflowError(
+            f"{volume_path}: its info names no skeletons (run skeletonize -o {volume_path} first)"
+        )
+    return target
+
+
+def _merged(target, files, fragments: dict, dust_threshold: float, tick_threshold: float):
+    """(label, merged skeleton) of every object of `fragments` ({label: fragment names}),
+    downloading the fragment files in batches of at most BATCH_FILES."""
+    attributes = target.vertex_attributes()
+    for batch in _batches(fragments, BATCH_FILES):
+        contents = _download(files, [name for names in batch.values() for name in names])
+        for label, names in batch.items():
+            pieces = [_decode(contents, target.path, name, label, attributes) for name in names]
+            yield label, merge_fragments(pieces, label, dust_threshold, tick_threshold)
 
 
 def _batches(fragments: dict, max_files: int):
