@@ -10,8 +10,7 @@ import os
 from chunkflow.errors import ChunkflowError, ParameterError
 from chunkflow.geometry import Cartesian
 from chunkflow.io.metadata import stored_vector, voxel_offset_of
-
-REMOTE = ("s3://", "gs://", "http://", "https://")
+from chunkflow.io.object_store import is_remote, kvstore_spec
 
 
 def is_n5(store: str, dataset: str | None = None) -> bool:
@@ -29,28 +28,6 @@ def is_n5(store: str, dataset: str | None = None) -> bool:
     )
 
 
-def kvstore_spec(store: str) -> dict:
-    """tensorstore's key-value store of a local folder or a remote path (its own credential
-    chains: the AWS variables and files, Google's application default credentials)."""
-    store = store.rstrip("/")
-    if not store.startswith(REMOTE):
-        return {"driver": "file", "path": store}
-    if store.startswith(("http://", "https://")):
-        return {"driver": "http", "base_url": store + "/"}
-    scheme, _, rest = store.partition("://")
-    bucket, _, prefix = rest.partition("/")
-    spec = {"driver": "s3" if scheme == "s3" else "gcs", "bucket": bucket}
-    if prefix:
-        spec["path"] = prefix + "/"
-    if scheme == "s3":
-        from chunkflow.aws import s3_endpoint
-
-        endpoint = s3_endpoint()
-        if endpoint:
-            spec["endpoint"] = endpoint
-    return spec
-
-
 def open_n5(store: str, dataset: str | None):
     """(array, where, voxel offset, voxel size) of an N5 dataset, through tensorstore (zarr-python
     3 has no N5); geometry None where the attributes do not say."""
@@ -63,7 +40,7 @@ def open_n5(store: str, dataset: str | None):
     store = store.rstrip("/")
     path = (dataset or "").strip("/")
     where = f"{store}/{path}" if path else store
-    attrs = n5_attributes(where, missing_ok=store.startswith(REMOTE) or os.path.isdir(where))
+    attrs = n5_attributes(where, missing_ok=is_remote(store) or os.path.isdir(where))
     if "dimensions" not in attrs:  # a group: its only dataset
         path = f"{path}/{_only_dataset(store, where)}".strip("/")
         where = f"{store}/{path}"
@@ -95,7 +72,7 @@ def open_n5(store: str, dataset: str | None):
 def _only_dataset(store: str, where: str) -> str:
     """The name of a group's only dataset; N5 groups do not list their children, so a remote
     group (whose folders cannot be listed cheaply) needs the dataset named."""
-    if store.startswith(REMOTE):
+    if is_remote(store):
         raise ParameterError(f"{where}: an N5 group; name the dataset with `dataset`")
     names = sorted(
         n
@@ -111,7 +88,7 @@ def _only_dataset(store: str, where: str) -> str:
 
 def n5_attributes(folder: str, missing_ok: bool = False) -> dict:
     """The `attributes.json` of an N5 group or dataset, local or remote."""
-    if folder.startswith(REMOTE):
+    if is_remote(folder):
         text = _read_remote(folder, "attributes.json")
     else:
         name = os.path.join(folder, "attributes.json")

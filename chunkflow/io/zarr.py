@@ -51,8 +51,8 @@ from chunkflow.geometry import BoundingBox, Cartesian
 from chunkflow.io.files import atomic_output, reader, require_output_folder, staged_writes
 from chunkflow.io.metadata import stored_array, stored_layer_type, stored_vector, voxel_offset_of
 from chunkflow.io.n5 import is_n5, n5_attributes, open_n5
+from chunkflow.io.object_store import is_remote, object_store
 
-REMOTE = ("s3://", "gs://", "http://", "https://")
 UNIT = "nanometer"
 # OME-Zarr length units, in nanometers (our world unit)
 NANOMETERS = {
@@ -66,10 +66,6 @@ NANOMETERS = {
     "meter": 1e9,
 }
 OME_VERSIONS = {"0.4": 2, "0.5": 3}  # the zarr format each OME-Zarr version lives on
-
-
-def is_remote(path: str) -> bool:
-    return path.startswith(REMOTE)
 
 
 @dataclass
@@ -108,73 +104,6 @@ def _zarr_store(store: str, mode: str = "r"):
 def _writable(store: str) -> None:
     if store.startswith(("http://", "https://")):
         raise ChunkflowError(f"{store}: http(s) stores are read only; write to s3:// or gs://")
-
-
-def object_store(store: str):
-    """The obstore store of a remote path: S3 at `AWS_ENDPOINT_URL_S3` (or `AWS_ENDPOINT_URL`)
-    when set, with boto3's credential chain (variables, profiles, SSO, instance roles); GCS
-    with obstore's own configuration (`GOOGLE_SERVICE_ACCOUNT`, application default
-    credentials), or unauthenticated at `STORAGE_EMULATOR_HOST` (an emulator) when set."""
-    try:
-        from obstore.store import from_url
-    except ImportError:
-        raise ChunkflowError(f"{store}: remote zarr needs obstore (pip install obstore)") from None
-    from chunkflow.aws import s3_endpoint
-
-    kwargs, client = {}, {}
-    if store.startswith("s3://"):
-        endpoint = s3_endpoint()
-        if endpoint:
-            kwargs["endpoint"] = endpoint
-            client["allow_http"] = endpoint.startswith("http://")
-        kwargs.update(_boto3_credentials())
-    elif store.startswith("gs://") and os.environ.get("STORAGE_EMULATOR_HOST"):
-        # a GCS emulator (fake-gcs-server), named as Google's own clients take it
-        host = os.environ["STORAGE_EMULATOR_HOST"]
-        host = host if "://" in host else f"http://{host}"
-        anonymous = {"gcs_base_url": host.rstrip("/"), "disable_oauth": True}
-        anonymous.update(client_email="", private_key="", private_key_id="")
-        kwargs["service_account_key"] = json.dumps(anonymous)
-        client["allow_http"] = host.startswith("http://")
-    elif store.startswith("http://"):
-        client["allow_http"] = True
-    try:
-        return from_url(store.rstrip("/"), client_options=client, **kwargs)
-    except Exception as err:
-        from chunkflow.redact import redact
-
-        raise ChunkflowError(f"{store}: cannot open the store ({redact(str(err))})") from None
-
-
-def _boto3_credentials() -> dict:
-    """Region and credentials from boto3's standard chain (profiles, SSO, roles) when the
-    environment has no keys for obstore to read itself; nothing when boto3 finds none (a public
-    bucket is then read unsigned). The keys are frozen now, fresh for each store opened: a
-    live provider would call Python from obstore's threads, up to interpreter exit."""
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-    found = {"region": region} if region else {}
-    if os.environ.get("AWS_ACCESS_KEY_ID") or os.environ.get("AWS_WEB_IDENTITY_TOKEN_FILE"):
-        return found
-    try:
-        import boto3
-    except ImportError:
-        return found
-    os.environ.setdefault("AWS_METADATA_SERVICE_TIMEOUT", "1")
-    os.environ.setdefault("AWS_METADATA_SERVICE_NUM_ATTEMPTS", "1")
-    try:
-        session = boto3.session.Session()
-        credentials = session.get_credentials()
-        keys = credentials.get_frozen_credentials() if credentials is not None else None
-    except Exception:  # a broken profile: let obstore read the environment
-        return found
-    if keys is None:
-        return found
-    if "region" not in found and session.region_name:
-        found["region"] = session.region_name
-    found.update(access_key_id=keys.access_key, secret_access_key=keys.secret_key)
-    if keys.token:
-        found["session_token"] = keys.token
-    return found
 
 
 def _open(store: str, dataset: str | None, level: int | None = None, mode: str = "r") -> _Source:
