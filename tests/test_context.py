@@ -1,26 +1,13 @@
-"""chunkflow.context: the request pass, padding, world-coordinate alignment, random boxes."""
-
-import math
+"""chunkflow.context: the request pass, padding, world-coordinate alignment."""
 
 import numpy as np
 import pytest
 
 from chunkflow.chunk import Chunk
-from chunkflow.context import (
-    Context,
-    affinity_grow,
-    align,
-    centred,
-    cover,
-    elastic_margin,
-    grow_by,
-    pad,
-    plan,
-    random_box,
-)
+from chunkflow.context import Context, align, centred, cover, grow_by, pad, plan
 from chunkflow.errors import ChunkflowError
 from chunkflow.geometry import BoundingBox
-from chunkflow.training.augment import ElasticTransform
+from chunkflow.training.margins import affinity_grow
 
 BOX = BoundingBox((0, 0, 0), (4, 8, 8))
 
@@ -84,52 +71,6 @@ def test_align_crops_to_the_shared_world_region_across_voxel_sizes():
     apart = Chunk(np.zeros((2, 2, 2), np.uint8), (10, 10, 10), (8, 8, 8))
     with pytest.raises(ChunkflowError, match="do not overlap in world coordinates"):
         align({"fine": fine, "apart": apart})
-
-
-@pytest.mark.parametrize("shape", [(2, 40, 40), (3, 20, 64)])
-def test_elastic_margin_bounds_the_rotation_exactly(shape):
-    """Without jitter the source box of any angle in the interval lies in the margin, and
-    the worst angle needs all of it."""
-    margin = elastic_margin(shape, (0, 0, 0), (0.1, 1.2))
-    box = BoundingBox.from_delta((0, 0, 0), shape)
-    widest = BoundingBox((0, 0, 0), (0, 0, 0))
-    for angle in np.linspace(0.1, 1.2, 23):
-        transform = ElasticTransform.random(
-            shape, np.random.default_rng(0), jitter_sigma=0, rotation_interval=(angle, angle)
-        )
-        assert box.grow(margin).contains(transform.source_bbox)
-        widest = widest.union(transform.source_bbox)
-    slack = widest.start - box.grow(margin).start
-    assert max(slack[1], slack[2]) <= 1
-
-
-def test_elastic_margin_with_jitter_holds_most_draws():
-    rng = np.random.default_rng(1)
-    shape = (4, 32, 32)
-    grown = BoundingBox.from_delta((0, 0, 0), shape).grow(
-        elastic_margin(shape, (1, 2, 2), (0, math.pi / 2))
-    )
-    fits = [
-        grown.contains(
-            ElasticTransform.random(
-                shape, rng, (4, 16, 16), (1, 2, 2), (0, math.pi / 2)
-            ).source_bbox
-        )
-        for _ in range(50)
-    ]
-    assert sum(fits) >= 45
-
-
-def test_random_box_is_seeded_and_leaves_room_for_context():
-    bounds = BoundingBox((0, 0, 0), (10, 50, 50))
-    grow = grow_by((1, 5, 5), (0, 5, 5))
-    draws = [random_box(bounds, (2, 10, 10), np.random.default_rng(3), grow) for _ in range(2)]
-    assert draws[0] == draws[1]
-    rng = np.random.default_rng(4)
-    for _ in range(200):
-        assert bounds.contains(grow(random_box(bounds, (2, 10, 10), rng, grow)))
-    with pytest.raises(ChunkflowError, match="no box of size 10,10,10 with its context"):
-        random_box(bounds, (10, 10, 10), rng, grow)
 
 
 def test_a_task_source_leaves_to_pad_what_pad_fills():

@@ -93,7 +93,7 @@ def simple_augment(
 def _equal_sizes(chunks, axes, wanted):
     """Chunks read with context but clipped by the data's end: the part with equal sizes
     along the transposed axes, centred on what the operators after need."""
-    from chunkflow.context import equal_sizes
+    from chunkflow.training.margins import equal_sizes
 
     around = wanted[0]
     for box in wanted[1:]:
@@ -192,7 +192,8 @@ def elastic_kwargs(options: dict) -> dict:
 
 
 def _elastic_context(input_chunk_name, output_chunk_name, output_size, **options):
-    from chunkflow.context import Context, centred, elastic_margin, grow_by
+    from chunkflow.context import Context, centred, grow_by
+    from chunkflow.training.margins import elastic_margin
 
     kwargs = elastic_kwargs(dict(options))
 
@@ -247,7 +248,7 @@ def elastic_augment(
     are cropped to the world region they share. A draw that needs voxels past the data's end
     is drawn again (at most 20 draws); then --pad decides.
     """
-    from chunkflow.context import elastic_with_context
+    from chunkflow.training.margins import elastic_with_context
 
     outputs = _outputs(input_chunk_name, output_chunk_name)
     chunks = dict(zip(input_chunk_name, task.chunks(input_chunk_name)))

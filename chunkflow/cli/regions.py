@@ -128,8 +128,8 @@ def random_location(
     reach of affinities) lies inside the bounds too: the readers then read real data all
     around. With --mask, boxes where the mask covers less than --min-masked are drawn again.
     """
-    from chunkflow.context import foreground, random_box, read_box, stored_bounds
     from chunkflow.task import Task
+    from chunkflow.training.locations import foreground, random_box, read_box, stored_bounds
 
     if (roi is None) == (source is None):
         raise ChunkflowError("give exactly one of --roi or --file")

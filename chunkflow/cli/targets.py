@@ -1,7 +1,7 @@
 """Training targets: affinities, grown boundaries and loss weights (`chunkflow.training.targets`).
 
 The wrappers parse options and call the library: affinities and grown boundaries through
-`chunkflow.context`, which reads the labels with the context they need.
+`chunkflow.training.margins`, which reads the labels with the context they need.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from chunkflow.cli.framework import (
 def _affinity_context(
     input_chunk_name, output_chunk_name, neighborhood, mask_output_name, labels_mask_name, **more
 ):
-    from chunkflow.context import Context, affinity_grow
+    from chunkflow.context import Context
+    from chunkflow.training.margins import affinity_grow
 
     if more.get("neighborhood_sign") == "gunpowder":  # p and p + offset: the other way
         neighborhood = [tuple(-v for v in offset) for offset in neighborhood]
@@ -82,7 +83,7 @@ def add_affinities(
     reader's box) with real affinities up to its border; where the data ends, --pad decides
     (affinities to padded voxels are masked).
     """
-    from chunkflow.context import affinities_with_context
+    from chunkflow.training.margins import affinities_with_context
     from chunkflow.training.targets import neighborhood_from
 
     with about_chunk(input_chunk_name):
@@ -100,7 +101,8 @@ def add_affinities(
 
 
 def _boundary_context(input_chunk_name, output_chunk_name, steps, only_xy, **_):
-    from chunkflow.context import Context, boundary_grow
+    from chunkflow.context import Context
+    from chunkflow.training.margins import boundary_grow
 
     return Context((input_chunk_name,), (output_chunk_name,), boundary_grow(steps, only_xy))
 
@@ -126,7 +128,7 @@ def grow_boundary(task, input_chunk_name, output_chunk_name, steps, only_xy, pad
     boundary just outside the box grows into it; where the data ends, --pad decides (zero:
     a boundary at the data's edge; edge or reflect: none).
     """
-    from chunkflow.context import grow_boundary_with_context
+    from chunkflow.training.margins import grow_boundary_with_context
 
     labels = task.chunk(input_chunk_name)
     box = output_box(task, request, output_chunk_name, labels)

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from chunkflow.chunk import Chunk
-from chunkflow.context import elastic_margin
 from chunkflow.geometry import BoundingBox
 from chunkflow.io.h5 import read_h5, write_h5
 from chunkflow.training.augment import ElasticTransform
+from chunkflow.training.margins import elastic_margin
 from chunkflow.training.targets import add_affinities, grow_boundary
 from tests.conftest import GALA, error_line, read_stack
 

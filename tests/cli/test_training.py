@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from chunkflow.chunk import Chunk
-from chunkflow.context import elastic_with_context
 from chunkflow.geometry import BoundingBox
 from chunkflow.io.h5 import read_h5
 from chunkflow.training.augment import simple_augment
@@ -16,6 +15,7 @@ from chunkflow.training.intensity import (
     noise_augment,
     normalize,
 )
+from chunkflow.training.margins import elastic_with_context
 from chunkflow.training.targets import add_affinities, balance_labels, grow_boundary
 from tests.conftest import GALA, error_line, read_stack
 
