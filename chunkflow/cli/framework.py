@@ -455,6 +455,17 @@ def output_box(task, request, output, chunk):
     return chunk.bbox if base is None else request.box(output, base)
 
 
+def chunks_on_one_grid(task, *names: str) -> list:
+    """The task's chunks `names`, refused (naming them) unless each covers the same voxels as
+    the first."""
+    from chunkflow.chunk import check_same_grid
+
+    chunks = task.chunks(names)
+    for name, chunk in zip(names[1:], chunks[1:]):
+        check_same_grid((names[0], chunks[0]), (name, chunk))
+    return chunks
+
+
 @contextmanager
 def about_chunk(name: str):
     """Prefix library errors with the chunk they concern."""

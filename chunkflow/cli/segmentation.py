@@ -10,6 +10,7 @@ import click
 from chunkflow.cli.framework import (
     NAMES,
     VOLUME_PATH,
+    chunks_on_one_grid,
     input_option,
     mip_option,
     operator,
@@ -145,15 +146,12 @@ def agglomerate(
 
     Affinities: (3, z, y, x), channel order z, y, x; channel c of voxel p links p and p - e_c.
     """
-    from chunkflow.chunk import check_same_grid
     from chunkflow.segmentation.agglomerate import MEAN_AFFINITY
     from chunkflow.segmentation.agglomerate import agglomerate as run
 
-    affs = task.chunk(input_chunk_name)
-    fragments = None
+    affs, fragments = task.chunk(input_chunk_name), None
     if fragments_chunk_name:
-        fragments = task.chunk(fragments_chunk_name)
-        check_same_grid((fragments_chunk_name, fragments), (input_chunk_name, affs))
+        fragments, affs = chunks_on_one_grid(task, fragments_chunk_name, input_chunk_name)
     result = run(
         affs,
         threshold,
@@ -201,12 +199,10 @@ def evaluate_segmentation(
     Ground-truth label 0 is ignored; VOI is in bits; split = H(seg|gt), merge = H(gt|seg).
     Under --dry-run the metrics are printed but not written to --output.
     """
-    from chunkflow.chunk import check_same_grid
     from chunkflow.segmentation.evaluate import evaluate_segmentation as run
     from chunkflow.segmentation.evaluate import format_metrics
 
-    seg, gt = task.chunk(segmentation_chunk_name), task.chunk(groundtruth_chunk_name)
-    check_same_grid((segmentation_chunk_name, seg), (groundtruth_chunk_name, gt))
+    seg, gt = chunks_on_one_grid(task, segmentation_chunk_name, groundtruth_chunk_name)
     metrics = run(seg.array, gt.array)
     click.echo(format_metrics(metrics))
     task[result_name] = metrics
@@ -268,39 +264,21 @@ def mask(
     Without --check-all-zero or --skip-to a chunk the mask zeroes entirely goes on as zeros,
     so a `save` after it writes them (as chunkflow 1.x did); nothing is skipped.
     """
-    from chunkflow.chunk import check_same_grid
-    from chunkflow.io.precomputed import volume_grid
-    from chunkflow.segmentation.mask import apply_mask, read_mask
+    from chunkflow.segmentation.mask import MaskVolume
 
     chunk_mip = config.mip if chunk_mip is None else chunk_mip
-    mask_mip = chunk_mip if mip is None else mip
     outputs = output_chunk_name or input_chunk_name
     if len(outputs) != len(input_chunk_name):
         raise ChunkflowError("-o needs as many names as -i")
     chunks = task.chunks(input_chunk_name)
-    grid = volume_grid(volume_path, chunk_mip)
-    for name, chunk in zip(input_chunk_name, chunks):
-        where = f"the mask volume {volume_path} at mip {chunk_mip}"
-        check_same_grid((name, chunk), (where, grid), boxes=None)
+    volume = MaskVolume(volume_path, chunk_mip, mip, fill_missing)
     with flag_names(fill_missing="--fill-missing"):
-        keep = read_mask(volume_path, chunks[0].bbox, chunk_mip, mask_mip, fill_missing)
-    if check_all_zero and not (~keep if inverse else keep).any():
+        masked = volume.apply(chunks, inverse, check_all_zero, input_chunk_name)
+    if masked is None:
         task.skip(f"mask {volume_path} covers all of the chunk", to=skip_to)
         return
-    with flag_names(fill_missing="--fill-missing"):
-        masked = [
-            apply_mask(
-                c,
-                keep
-                if c.bbox == chunks[0].bbox
-                else read_mask(volume_path, c.bbox, chunk_mip, mask_mip, fill_missing),
-                inverse,
-            )
-            for c in chunks
-        ]
     if not check_all_zero:
-        for name, chunk in zip(outputs, masked):
-            task[name] = chunk
+        task.update(zip(outputs, masked))
     if (check_all_zero or skip_to) and not any(c.array.any() for c in masked):
         task.skip("the masked chunks are all zero", to=skip_to)
 

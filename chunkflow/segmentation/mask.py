@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from chunkflow.chunk import Chunk
@@ -56,3 +58,46 @@ def apply_mask(chunk: Chunk, mask: np.ndarray, inverse: bool = False) -> Chunk:
     """Zero the chunk where the mask is 0 (or, with `inverse`, where it is not)."""
     keep = ~mask if inverse else mask
     return chunk.with_array(np.where(keep, np.asarray(chunk), 0).astype(chunk.dtype, copy=False))
+
+
+class MaskVolume:
+    """A mask volume at `mask_mip` (default: `chunk_mip`) for chunks at `chunk_mip`: where it
+    is 0 (or, inverted, where it is not) chunks are zeroed."""
+
+    def __init__(
+        self, path: str, chunk_mip: int, mask_mip: int | None = None, fill_missing: bool = False
+    ):
+        self.path = path
+        self.chunk_mip = chunk_mip
+        self.mask_mip = chunk_mip if mask_mip is None else mask_mip
+        self.fill_missing = fill_missing
+
+    def read(self, bbox) -> np.ndarray:
+        """The boolean mask over `bbox` (voxels at `chunk_mip`)."""
+        return read_mask(self.path, bbox, self.chunk_mip, self.mask_mip, self.fill_missing)
+
+    def apply(
+        self,
+        chunks: Sequence[Chunk],
+        inverse: bool = False,
+        check_all_zero: bool = False,
+        names: Sequence[str] | None = None,
+    ) -> list[Chunk] | None:
+        """`chunks` masked; with `check_all_zero`, None when the mask zeroes all of the first
+        chunk. `names` name the chunks in errors: their voxel size must be the volume's at
+        `chunk_mip`."""
+        from chunkflow.chunk import check_same_grid
+        from chunkflow.io.precomputed import volume_grid
+
+        grid = volume_grid(self.path, self.chunk_mip)
+        where = f"the mask volume {self.path} at mip {self.chunk_mip}"
+        for name, chunk in zip(names or [f"chunk {k}" for k in range(len(chunks))], chunks):
+            check_same_grid((name, chunk), (where, grid), boxes=None)
+        first = chunks[0].bbox
+        keep = self.read(first)
+        if check_all_zero and not (~keep if inverse else keep).any():
+            return None
+        return [
+            apply_mask(chunk, keep if chunk.bbox == first else self.read(chunk.bbox), inverse)
+            for chunk in chunks
+        ]
