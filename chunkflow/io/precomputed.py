@@ -8,6 +8,9 @@ Local volumes are written uncompressed (`compress=False`) so that every precompu
 tensorstore included, finds the chunk files under their plain names; cloud volumes gzip their
 blocks (stored with `Content-Encoding: gzip`, which neuroglancer, tensorstore and cloud-volume
 read) unless told otherwise (`compress`).
+
+Volumes are opened by `chunkflow.io.volume.open_volume` (also importable from here); chunks
+that go into sharded scales are written by `chunkflow.io.shard_writes`.
 """
 
 from __future__ import annotations
@@ -19,85 +22,18 @@ import numpy as np
 from chunkflow.chunk import Chunk, Grid, LayerType, check_same_grid
 from chunkflow.errors import ChunkflowError, ParameterError
 from chunkflow.geometry import BoundingBox, Cartesian
-from chunkflow.io import PRECOMPUTED_COMPRESSIONS, PRECOMPUTED_ENCODINGS
+from chunkflow.io import PRECOMPUTED_ENCODINGS
 from chunkflow.io.files import COMPRESSION_SUFFIXES, staged_writes
-from chunkflow.io.metadata import precomputed_info, stored_vector
+from chunkflow.io.metadata import stored_vector
+from chunkflow.io.shard_writes import write_sharded
 from chunkflow.io.shards import add_sharding
+from chunkflow.io.volume import cv_bounds, load_cloudvolume, open_volume
 from chunkflow.memory import require_memory
-
-
-def _cloudvolume():
-    from cloudvolume import CloudVolume, exceptions
-
-    from chunkflow.io.files import install_staged_writes
-
-    install_staged_writes()  # local block files through temporary names
-    return CloudVolume, exceptions
-
-
-def open_volume(
-    path: str,
-    mip: int = 0,
-    fill_missing: bool = False,
-    write: bool = False,
-    non_aligned_writes: bool = False,
-    compress: str | None = None,
-):
-    """Open an existing volume at `mip`; one-line errors for a missing volume or mip.
-
-    `compress` is the encoding of the blocks written (see `block_compression`)."""
-    CloudVolume, exceptions = _cloudvolume()
-    try:
-        vol = CloudVolume(
-            path,
-            mip=0,
-            fill_missing=fill_missing,
-            bounded=True,
-            progress=False,
-            parallel=1,
-            cache=False,
-            compress=block_compression(path, compress) if write else None,
-            non_aligned_writes=non_aligned_writes,
-        )
-    except exceptions.InfoUnavailableError:
-        raise ChunkflowError(
-            f"{path}: no precomputed volume there (its info file is missing)"
-        ) from None
-    except exceptions.UnsupportedProtocolError as err:
-        raise ChunkflowError(f"{path}: unsupported volume path ({err})") from None
-    except (ValueError, KeyError, TypeError, IndexError) as err:
-        raise ChunkflowError(f"{path}: unreadable precomputed info ({err})") from None
-    precomputed_info(f"{path.rstrip('/')}/info", vol.info)
-    num_mips = len(vol.info.get("scales", []))
-    if not 0 <= mip < num_mips:
-        raise ChunkflowError(
-            f"{path}: mip {mip} does not exist (the volume has mips 0..{num_mips - 1})"
-        )
-    vol.mip = mip
-    return vol
-
-
-def block_compression(path: str, compress: str | None = None):
-    """cloud-volume's `compress` for the blocks written to `path`: `compress` is gzip, br or
-    none; by default gzip for cloud paths and none for local (`file://`, `mem://`) ones."""
-    if compress is None:
-        compress = "none" if path.startswith(("file://", "mem://")) else "gzip"
-    if compress not in PRECOMPUTED_COMPRESSIONS:
-        raise ChunkflowError(
-            f"compression {compress!r}: expected one of {', '.join(PRECOMPUTED_COMPRESSIONS)}"
-        )
-    return False if compress == "none" else compress
 
 
 def volume_bounds(path: str, mip: int = 0) -> BoundingBox:
     """The voxel bounds of a volume at `mip`, (z, y, x)."""
     return cv_bounds(open_volume(path, mip))
-
-
-def cv_bounds(vol) -> BoundingBox:
-    """The voxel bounds of an open cloud-volume at its mip, (z, y, x)."""
-    bounds = vol.bounds
-    return BoundingBox(Cartesian.from_xyz(bounds.minpt), Cartesian.from_xyz(bounds.maxpt))
 
 
 def volume_grid(path: str, mip: int = 0) -> Grid:
@@ -174,7 +110,7 @@ def read_precomputed(
 
 def _read_inside(vol, path: str, bbox: BoundingBox, mip: int) -> np.ndarray:
     """The (c, z, y, x) voxels of `bbox`, which lies inside the volume."""
-    _, exceptions = _cloudvolume()
+    _, exceptions = load_cloudvolume()
     _check_local_blocks(vol, path, bbox, mip)
     x0, y0, z0 = bbox.start.xyz
     x1, y1, z1 = bbox.stop.xyz
@@ -261,7 +197,7 @@ def create_info(
     `max_mip` adds downsampled scales, each `factor` coarser than the one before. `sharded`
     stores every scale in shards of about `shard_bytes` uncompressed (`chunkflow.io.shards`).
     """
-    CloudVolume, _ = _cloudvolume()
+    CloudVolume, _ = load_cloudvolume()
     layer_type = LayerType.parse(layer_type)
     volume_size, block_size = Cartesian(volume_size), Cartesian(block_size)
     if min(volume_size) <= 0 or min(block_size) <= 0:
@@ -352,7 +288,7 @@ def write_precomputed(
     errors. `compress` (gzip, br, none) encodes the blocks of an unsharded scale; by default
     gzip for cloud paths, none for local ones.
     """
-    _, exceptions = _cloudvolume()
+    _, exceptions = load_cloudvolume()
     if create and not volume_exists(path):
         if mip != 0:
             raise ChunkflowError(
@@ -388,8 +324,6 @@ def write_precomputed(
         )
     check_same_grid((name, chunk), (f"the volume {path} at mip {mip}", _grid(vol)), "inside")
     if vol.meta.sharding(mip) is not None:
-        from chunkflow.io.shard_writes import write_sharded
-
         write_sharded(vol, path, mip, chunk)
         return
     array = np.asarray(chunk)

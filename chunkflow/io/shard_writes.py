@@ -16,8 +16,8 @@ from chunkflow.chunk import Chunk
 from chunkflow.errors import ChunkflowError
 from chunkflow.geometry import BoundingBox, Cartesian
 from chunkflow.io.files import staged_writes
-from chunkflow.io.precomputed import cv_bounds, open_volume
 from chunkflow.io.shards import partial_shards, shard_shape, shards_touched
+from chunkflow.io.volume import cv_bounds, open_volume
 
 TENSORSTORE_ENCODINGS = ("raw", "jpeg", "png", "compressed_segmentation")
 _SHARD_TRANSACTION: list = []  # [transaction, made at the first sharded write] of the open block

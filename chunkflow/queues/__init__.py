@@ -18,36 +18,21 @@ Queue names, as every chunkflow release read them:
   folder on a (shared) filesystem that needs no cloud account; dead letters go to its `dead/`
   folder. See `LocalQueue`.
 - any other scheme (`gs://`, `https://`, a typo such as `sqs:/name`) is refused.
+
+Both queues return the types of `chunkflow.queues.messages`; this package opens them.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
 
 from chunkflow.errors import ChunkflowError, ParameterError
+from chunkflow.queues.local import LocalQueue
+from chunkflow.queues.sqs import SQSQueue
 
 SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 SQS_NAME = re.compile(r"^[A-Za-z0-9_-]{1,80}(\.fifo)?$")
-
-
-@dataclass
-class Message:
-    body: str | None  # None: the message could not be read (see `problem`)
-    handle: str  # the lease: pass it to extend/delete/release/dead_letter
-    attempts: int = 1  # times this message has been received, this time included
-    problem: str | None = None  # why the body could not be read
-
-
-@dataclass
-class Counts:
-    pending: int  # waiting to be received
-    leased: int  # received and not yet deleted (expired leases included)
-    dead: int  # moved aside by dead_letter
-
-    def __str__(self) -> str:
-        return f"{self.pending} pending, {self.leased} leased, {self.dead} dead"
 
 
 def queue_kind(name: str) -> tuple[str, str]:
@@ -78,11 +63,7 @@ def open_queue(name: str, endpoint_url: str | None = None, create: bool = False)
     """The queue for `name` (see the module doc); `create` makes it when missing."""
     kind, where = queue_kind(name)
     if kind == "sqs":
-        from chunkflow.queues.sqs import SQSQueue
-
         return SQSQueue(where, endpoint_url, create)
-    from chunkflow.queues.local import LocalQueue
-
     return LocalQueue(where, create)
 
 

@@ -24,7 +24,7 @@ import uuid
 
 from chunkflow.errors import ChunkflowError, ParameterError
 from chunkflow.progress import progress
-from chunkflow.queues import Counts, Message
+from chunkflow.queues.messages import Counts, Message
 
 
 def _split(name: str) -> tuple[str, int]:

@@ -14,7 +14,7 @@ import os
 
 from chunkflow.errors import ChunkflowError
 from chunkflow.progress import progress
-from chunkflow.queues import Counts, Message
+from chunkflow.queues.messages import Counts, Message
 
 
 class SQSQueue:
