@@ -423,7 +423,8 @@ def save_zarr(task, input_chunk_name, store, dataset, block_size, zarr_format, o
 
     New arrays carry `resolution`/`offset` (gunpowder), `units` and axis names (c?, z, y, x).
     """
-    from chunkflow.io.zarr import OME_VERSIONS, write_zarr
+    from chunkflow.io.ome import OME_VERSIONS
+    from chunkflow.io.zarr import write_zarr
 
     zarr_format = int(zarr_format) if zarr_format else None
     if ome_version is not None:

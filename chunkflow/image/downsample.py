@@ -238,7 +238,7 @@ def downsample_upload(
         raise ParameterError("`factor` 1 1 1 does not downsample: give a factor above 1")
     mips = mip_range(chunk_mip, start_mip, stop_mip)
     check_divisible(chunk, factor, mips[-1] - chunk_mip)
-    from chunkflow.io.zarr import is_ome_image, write_ome_levels
+    from chunkflow.io.ome_levels import is_ome_image, write_ome_levels
 
     if is_ome_image(path):  # levels of an OME-Zarr image instead of mips
         levels = pyramid(chunk, factor, mips[-1] - chunk_mip)

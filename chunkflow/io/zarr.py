@@ -3,7 +3,8 @@
 Geometry, read in this order of precedence:
 
 - OME-Zarr: the `coordinateTransformations` (scale = voxel size, translation = world offset of
-  the first voxel) of the chosen multiscale level, converted to nanometers from the axes' units;
+  the first voxel) of the chosen multiscale level, converted to nanometers from the axes' units
+  (`chunkflow.io.ome`);
 - gunpowder's attributes: `resolution` (voxel size) and `offset` (world coordinates of the first
   voxel, i.e. voxel offset × voxel size), both (z, y, x) and world units;
 - N5: `resolution` (or `pixelResolution`) and `offset`, both (x, y, z) as N5 tools write them.
@@ -28,13 +29,9 @@ What a failed or concurrent write leaves:
   of the new node), put only if absent;
 - a write into an existing array: locally every block of the chunk lands, or none; in an object
   store each block is one atomic put, so a failed run leaves some blocks new and some as they
-  were (run the task again), and never touches metadata;
-- a level added to an OME-Zarr image is an array whose metadata exists before the multiscale
-  lists it; its blocks read as zeros (the fill value) until tasks write them, like a scale added
-  to a precomputed `info`. The read-modify-write of the multiscale is serialized: locally by an
-  exclusive `flock` on a lock file inside level 0's folder (which zarr never lists), the new
-  document put by rename; in an object store by a put conditional on the ETag it was read with
-  (`If-Match`), retried on conflict. Concurrent processes adding levels lose none.
+  were (run the task again), and never touches metadata.
+
+Levels added to an OME-Zarr image by downsampling: `chunkflow.io.ome_levels`.
 """
 
 from __future__ import annotations
@@ -52,20 +49,7 @@ from chunkflow.io.files import atomic_output, reader, require_output_folder, sta
 from chunkflow.io.metadata import stored_array, stored_layer_type, stored_vector, voxel_offset_of
 from chunkflow.io.n5 import is_n5, n5_attributes, open_n5
 from chunkflow.io.object_store import is_remote, object_store
-
-UNIT = "nanometer"
-# OME-Zarr length units, in nanometers (our world unit)
-NANOMETERS = {
-    "angstrom": 0.1,
-    "nanometer": 1.0,
-    "nm": 1.0,
-    "micrometer": 1e3,
-    "micron": 1e3,
-    "millimeter": 1e6,
-    "centimeter": 1e7,
-    "meter": 1e9,
-}
-OME_VERSIONS = {"0.4": 2, "0.5": 3}  # the zarr format each OME-Zarr version lives on
+from chunkflow.io.ome import find_multiscale, ome_geometry, ome_multiscale
 
 
 @dataclass
@@ -120,7 +104,7 @@ def _open(store: str, dataset: str | None, level: int | None = None, mode: str =
         raise ChunkflowError(f"{store}: cannot open zarr {dataset or 'store'} ({err})") from None
     where = f"{store}/{dataset}" if dataset else store
     if isinstance(node, zarr.Group):
-        multiscale = _multiscale(where, node.attrs)
+        multiscale = find_multiscale(where, node.attrs)
         if multiscale is not None:
             datasets = multiscale.get("datasets") or []
             level = level or 0
@@ -130,7 +114,7 @@ def _open(store: str, dataset: str | None, level: int | None = None, mode: str =
                 )
             path = datasets[level].get("path")
             array = node[path]
-            offset, size = _ome_geometry(where, multiscale, level, array.ndim)
+            offset, size = ome_geometry(where, multiscale, level, array.ndim)
             return _Source(array, f"{where}/{path}", offset, size)
         names = sorted(node.array_keys())
         if len(names) != 1:
@@ -147,76 +131,15 @@ def _open(store: str, dataset: str | None, level: int | None = None, mode: str =
         parent, _, name = dataset.strip("/").rpartition("/")
         try:
             group = zarr.open_group(store=zstore, mode="r", path=parent)
-            multiscale = _multiscale(where, group.attrs)
+            multiscale = find_multiscale(where, group.attrs)
         except Exception:
             multiscale = None
         paths = [d.get("path") for d in (multiscale or {}).get("datasets", [])]
         if name in paths:
-            offset, size = _ome_geometry(where, multiscale, paths.index(name), node.ndim)
+            offset, size = ome_geometry(where, multiscale, paths.index(name), node.ndim)
             return _Source(node, where, offset, size)
     offset, size = _gunpowder_geometry(where, dict(node.attrs))
     return _Source(node, where, offset, size)
-
-
-def _multiscale(where: str, attrs) -> dict | None:
-    """The first OME-Zarr multiscale of a group (0.4: `multiscales`, 0.5: `ome.multiscales`)."""
-    attrs = dict(attrs)
-    found = attrs.get("ome", {}).get("multiscales") if isinstance(attrs.get("ome"), dict) else None
-    found = found or attrs.get("multiscales")
-    if found is None:
-        return None
-    if not isinstance(found, list) or not found or not isinstance(found[0], dict):
-        raise ChunkflowError(f"{where}: OME-Zarr multiscales is {found!r:.60}; expected a list")
-    return found[0]
-
-
-def _ome_geometry(where, multiscale, level, ndim) -> tuple[Cartesian, Cartesian]:
-    """(voxel offset, voxel size in nm) of one level: its transforms, then the multiscale's."""
-    axes = multiscale.get("axes") or []
-    names = [a.get("name") if isinstance(a, dict) else a for a in axes]
-    if len(names) != ndim or names[-3:] != ["z", "y", "x"]:
-        raise ChunkflowError(
-            f"{where}: OME-Zarr axes {names} for an array of {ndim} dimensions; expected "
-            "(z, y, x) last, channels (c) first"
-        )
-    factors = []
-    for axis in axes[-3:]:
-        unit = axis.get("unit") if isinstance(axis, dict) else None
-        if unit is not None and unit not in NANOMETERS:
-            raise ChunkflowError(
-                f"{where}: OME-Zarr axis {axis.get('name')} has unit {unit!r}; expected a length "
-                f"({', '.join(NANOMETERS)})"
-            )
-        factors.append(NANOMETERS.get(unit, 1.0))
-    scale, translation = np.ones(ndim), np.zeros(ndim)
-    transforms = list(multiscale["datasets"][level].get("coordinateTransformations") or [])
-    transforms += list(multiscale.get("coordinateTransformations") or [])
-    for transform in transforms:
-        kind = transform.get("type")
-        values = np.asarray(transform.get(kind, np.nan), dtype=float)
-        if kind not in ("scale", "translation") or values.shape != (ndim,):
-            raise ChunkflowError(
-                f"{where}: OME-Zarr transform {transform!r:.80} of level {level}; expected a "
-                f"scale or translation of {ndim} numbers"
-            )
-        if kind == "scale":
-            scale, translation = scale * values, translation * values
-        else:
-            translation = translation + values
-    voxel_size = _whole(where, "voxel size", scale[-3:] * factors)
-    offset = _whole(where, "offset", translation[-3:] * factors)
-    size = stored_vector(where, f"the voxel size (nm) of level {level}", voxel_size, True)
-    return voxel_offset_of(where, offset, size), size
-
-
-def _whole(where, what, values):
-    rounded = np.round(values)
-    if not np.allclose(values, rounded, rtol=1e-9, atol=1e-6):
-        raise ParameterError(
-            f"{where}: OME-Zarr {what} {[float(v) for v in values]} nm is not a whole number of "
-            "nanometers; give `voxel_size` and `voxel_offset`"
-        )
-    return [int(v) for v in rounded]
 
 
 def _gunpowder_geometry(where, attrs) -> tuple[Cartesian | None, Cartesian | None]:
@@ -438,31 +361,6 @@ def _publish(chunk, store, obj, dataset, block_size, zarr_format, ome) -> None:
         raise ChunkflowError(f"{where}: cannot write ({reason})") from None
 
 
-def ome_multiscale(chunk: Chunk, name: str = "image") -> dict:
-    """The OME-Zarr multiscale of one level `0` holding `chunk` (axes c?, z, y, x in nm)."""
-    channels = chunk.ndim == 4
-    axes = [{"name": "c", "type": "channel"}] if channels else []
-    axes += [{"name": axis, "type": "space", "unit": UNIT} for axis in "zyx"]
-    lead = [1.0] if channels else []
-    return {
-        "name": name,
-        "axes": axes,
-        "datasets": [
-            {
-                "path": "0",
-                "coordinateTransformations": [
-                    {"type": "scale", "scale": lead + [float(v) for v in chunk.voxel_size]},
-                    {
-                        "type": "translation",
-                        "translation": [0.0] * len(lead)
-                        + [float(v) for v in chunk.voxel_offset * chunk.voxel_size],
-                    },
-                ],
-            }
-        ],
-    }
-
-
 def _create(
     chunk: Chunk, group, name: str, block_size, zarr_format: int, ome: bool, every_block=False
 ) -> None:
@@ -530,198 +428,3 @@ def _write_into(chunk: Chunk, source: _Source, name: str = "chunk") -> None:
     array = array.with_config({"write_empty_chunks": True})
     with staged_writes():
         array[(Ellipsis, *chunk.bbox.shift(-voxel_offset).to_slices())] = np.asarray(chunk)
-
-
-# OME-Zarr pyramids ---------------------------------------------------------------------------
-def _local(path: str) -> str:
-    return path[len("file://") :] if path.startswith("file://") else path
-
-
-def is_ome_image(path: str) -> bool:
-    """Whether `path` (a folder, a `file://` one, or an `s3://`/`gs://` prefix) is an OME-Zarr
-    image (a group with multiscales)."""
-    path = _local(path)
-    if not is_remote(path) and not os.path.isdir(path):
-        return False
-    if is_remote(path) and not _has_zarr_attributes(path):
-        return False
-    try:
-        found = _attributes(path, object_store(path) if is_remote(path) else None)
-        return found is not None and _multiscale(path, found[2]) is not None
-    except ChunkflowError:
-        return False
-
-
-def _has_zarr_attributes(path: str) -> bool:
-    """Whether a remote path may hold group attributes. Asked first through cloudfiles: a
-    precomputed volume (the usual case) is told apart with the credentials its own writes use,
-    without obstore looking for credentials of its own (seconds on a machine outside the
-    cloud); where cloudfiles cannot ask, maybe."""
-    from cloudfiles import CloudFiles
-
-    try:
-        return any(CloudFiles(path).exists(["zarr.json", ".zattrs"]).values())
-    except Exception:
-        return True
-
-
-def _attributes(path: str, obj=None) -> tuple[str, dict, dict, dict | None] | None:
-    """(key, document, its attributes, version) of a group's attributes: zarr 3 `zarr.json` or
-    zarr 2 `.zattrs`, read now; the version (ETag) only from an object store `obj`."""
-    for key in ("zarr.json", ".zattrs"):
-        try:
-            if obj is None:
-                with open(os.path.join(path, key), "rb") as f:
-                    raw, version = f.read(), None
-            else:
-                import obstore
-
-                result = obstore.get(obj, key)
-                raw = bytes(result.bytes())
-                version = {k: result.meta[k] for k in ("e_tag", "version") if result.meta[k]}
-        except FileNotFoundError:
-            continue
-        except Exception as err:
-            raise ChunkflowError(f"{path}: cannot read {key} ({err})") from None
-        try:
-            document = json.loads(raw)
-        except ValueError:
-            raise ChunkflowError(f"{path}: {key} is not JSON") from None
-        if not isinstance(document, dict):
-            raise ChunkflowError(f"{path}: {key} is not a JSON object")
-        attrs = document.setdefault("attributes", {}) if key == "zarr.json" else document
-        return key, document, attrs, version
-    return None
-
-
-def update_group_attributes(path: str, change, lock_folder: str) -> None:
-    """Read-modify-write a group's attributes: `change(attrs)` edits them in place and returns
-    whether it changed anything. Serialized between processes: locally by an exclusive flock
-    on `lock_folder/.chunkflow.lock` (the new document renamed into place), in an object store
-    by a put conditional on the version read (If-Match), tried again on a conflict."""
-    if not is_remote(path):
-        import fcntl
-
-        lock = os.path.join(path, lock_folder, ".chunkflow.lock")
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            key, document, attrs, _ = _attributes(path)
-            if change(attrs):
-                target = os.path.join(path, key)
-                tmp = f"{os.path.dirname(target)}/.{key}.tmp-{os.getpid()}"
-                with open(tmp, "w") as f:
-                    json.dump(document, f, indent=2)
-                os.replace(tmp, target)
-        finally:
-            os.close(fd)  # releases the lock
-        return
-    import random
-    import time
-
-    import obstore
-    from obstore.exceptions import PreconditionError
-
-    obj = object_store(path)
-    for attempt in range(50):
-        key, document, attrs, version = _attributes(path, obj)
-        if not change(attrs):
-            return
-        if not version:
-            raise ChunkflowError(
-                f"{path}: the store gives {key} no ETag or version, so it cannot be updated "
-                "safely while other processes may update it"
-            )
-        try:
-            obstore.put(obj, key, json.dumps(document, indent=2).encode(), mode=version)
-            return
-        except PreconditionError:  # another process changed it since: read it again
-            time.sleep(random.uniform(0, 0.05 * (1 + attempt)))
-        except Exception as err:
-            raise ChunkflowError(f"{path}: cannot write {key} ({err})") from None
-    raise ChunkflowError(f"{path}: its metadata kept changing under 50 tries; try again")
-
-
-def write_ome_levels(path: str, levels: list[tuple[int, Chunk]], name: str = "chunk") -> None:
-    """Write downsampled chunks into levels of the OME-Zarr image at `path`.
-
-    `levels` pairs a level number with the chunk for it. A level the image lacks is created
-    (`"{level}"`, covering the level below, with the chunk's voxel size as its scale) and added
-    to the multiscale, which must already list every level below it. Several processes may add
-    levels at once (see the module's notes).
-    """
-    path = _local(path)
-    if is_remote(path):
-        _writable(path)
-    obj = object_store(path) if is_remote(path) else None
-    for level, chunk in levels:
-        found = _attributes(path, obj)
-        multiscale = _multiscale(path, found[2]) if found else None
-        if multiscale is None:
-            raise ChunkflowError(f"{path}: not an OME-Zarr image (no multiscales)")
-        count = len(multiscale["datasets"])
-        if level > count:
-            raise ChunkflowError(
-                f"{path}: cannot add level {level}: the image has levels 0-{count - 1}"
-            )
-        if level == count:
-            _add_level(path, level, chunk, multiscale["datasets"][0]["path"])
-        _write_into(chunk, _open(path, None, level, mode="r+"), name)
-
-
-def _add_level(path: str, level: int, chunk: Chunk, first: str) -> None:
-    """Create level `level` (array `"{level}"`) for `chunk`'s voxel size and list it."""
-    import zarr
-
-    below = _open(path, None, level - 1)
-    factor = chunk.voxel_size // below.voxel_size
-    if tuple(factor * below.voxel_size) != tuple(chunk.voxel_size):
-        raise ChunkflowError(
-            f"{path}: cannot add a level of voxel size {tuple(chunk.voxel_size)}: not a whole "
-            f"multiple of the level below's {tuple(below.voxel_size)}"
-        )
-    bbox = BoundingBox.from_delta(below.voxel_offset, below.shape[-3:])
-    start = bbox.start // factor
-    stop = -(-bbox.stop // factor)
-    level_chunk = Chunk(
-        np.zeros((*chunk.shape[:-3], *(stop - start)), chunk.dtype),
-        start,
-        chunk.voxel_size,
-        chunk.layer_type,
-    )
-    entry = ome_multiscale(level_chunk)["datasets"][0]
-    entry["path"] = str(level)
-    group = zarr.open_group(store=_zarr_store(path, "r+"), mode="r+")
-    try:  # two processes adding the same level make the same array
-        _create_empty(level_chunk, group, entry["path"], tuple(below.array.chunks[-3:]))
-    except Exception as err:
-        if entry["path"] not in group:
-            raise ChunkflowError(f"{path}: cannot add level {entry['path']} ({err})") from None
-
-    def add(attrs) -> bool:
-        datasets = _multiscale(path, attrs)["datasets"]
-        if level < len(datasets):  # another process listed it meanwhile
-            return False
-        if level > len(datasets):
-            raise ChunkflowError(f"{path}: level {level - 1} went missing while adding {level}")
-        datasets.append(entry)
-        return True
-
-    update_group_attributes(path, add, first)
-
-
-def _create_empty(chunk: Chunk, group, name: str, blocks) -> None:
-    """A new array for `chunk`'s bbox in an OME image group, without writing its voxels."""
-    zarr_format = group.metadata.zarr_format
-    axes = (["c"] if chunk.ndim == 4 else []) + ["z", "y", "x"]
-    kwargs = dict(
-        shape=chunk.shape,
-        dtype=chunk.dtype,
-        chunks=(*chunk.shape[:-3], *(min(b, s) for b, s in zip(blocks, chunk.shape[-3:]))),
-        attributes={"layer_type": chunk.layer_type.value},
-    )
-    if zarr_format == 3:
-        kwargs["dimension_names"] = axes
-    else:
-        kwargs["chunk_key_encoding"] = {"name": "v2", "separator": "/"}
-    group.create_array(name, **kwargs)

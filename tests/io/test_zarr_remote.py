@@ -139,7 +139,7 @@ def test_credentials_from_a_profile(s3, monkeypatch, tmp_path):
         "[default]\naws_access_key_id = profile\naws_secret_access_key = profile\n"
     )
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "credentials"))
-    from chunkflow.io.zarr import object_store
+    from chunkflow.io.object_store import object_store
 
     assert object_store(f"s3://{bucket}/p.zarr").config["access_key_id"] == "profile"
     write_zarr(Chunk(IMAGE, (0, 0, 0), (40, 8, 8)), f"s3://{bucket}/p.zarr")
@@ -245,7 +245,7 @@ def add_levels(path: str, z0: int, env: dict) -> None:
 
 def append_entries(path: str, name: str, env: dict) -> None:
     """One worker appends ten entries of its own to the image's multiscale, one update each."""
-    from chunkflow.io.zarr import update_group_attributes
+    from chunkflow.io.ome_levels import update_group_attributes
 
     os.environ.update(env)
     _start.wait(60)
@@ -324,10 +324,12 @@ def test_updates_of_the_multiscale_are_serialized(tmp_path, s3, monkeypatch, wor
 
 
 def read_multiscale(path: str) -> dict:
-    from chunkflow.io.zarr import _attributes, _multiscale, is_remote, object_store
+    from chunkflow.io.object_store import is_remote, object_store
+    from chunkflow.io.ome import find_multiscale
+    from chunkflow.io.ome_levels import _attributes
 
     found = _attributes(path, object_store(path) if is_remote(path) else None)
-    return _multiscale(path, found[2])
+    return find_multiscale(path, found[2])
 
 
 # GCS -----------------------------------------------------------------------------------------
