@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from chunkflow.errors import ChunkflowError
+from chunkflow.training.checkpoints import newest_checkpoint
 from chunkflow.training.data import ExampleMaker, PipelineSpec
-from chunkflow.training.trainer import TrainOptions, newest_checkpoint, train
+from chunkflow.training.trainer import TrainOptions, train
 from tests.training.synthetic import cells, write_tiny_model
 
 SPEC = dict(input_size=(8, 24, 24), elastic=dict(jitter_sigma=(0, 1, 1)))
