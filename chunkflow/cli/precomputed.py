@@ -76,29 +76,21 @@ def cutout(
     The region is --start with --stop or --size, else the task bounding box; it grows by the
     context that operators downstream need (past the volume's edge only with --fill-missing).
     """
-    from chunkflow.io.precomputed import read_precomputed
+    from chunkflow.io.precomputed_volume import cutout_with_context
     from chunkflow.task_creation.region import box_or
 
     mip = config.mip if mip is None else mip
     with flag_names(start="--start", stop="--stop", size="--size"):
-        bbox = box_or(task.bbox, start, stop, size, what="cutout")
+        bbox = box_or(task.bbox, start, stop, size, what="cutout", margin=expand_margin_size)
     if bbox is None:
         raise ChunkflowError(
             "no region to cut out: give --start with --stop or --size, or "
             "start the chain with create-bbox or generate-tasks"
         )
-    if expand_margin_size is not None:
-        bbox = bbox.grow(expand_margin_size)
-    from chunkflow.context import read_with_context
-
+    wanted = request.box(output_chunk_name, bbox)
     with flag_names(fill_missing="--fill-missing"):
-        task[output_chunk_name] = read_with_context(
-            lambda box, clip: read_precomputed(
-                volume_path, box, mip, fill_missing, layer_type, clip=clip
-            ),
-            bbox,
-            request.box(output_chunk_name, bbox),
-        )
+        chunk = cutout_with_context(volume_path, bbox, wanted, mip, fill_missing, layer_type)
+    task[output_chunk_name] = chunk
     task.bases[output_chunk_name] = bbox
     if set_bbox:
         task.bbox = bbox
@@ -175,20 +167,7 @@ def cutout(
 )
 @compress_option()
 def save(
-    task,
-    volume_path,
-    input_chunk_name,
-    mip,
-    block_size,
-    encoding,
-    non_aligned_writes,
-    parallel,
-    upload_log,
-    create_thumbnail,
-    thumbnail_mip,
-    skipped_tasks,
-    compress,
-    config,
+    task, volume_path, input_chunk_name, mip, parallel, upload_log, skipped_tasks, config, **writing
 ):
     """Write a chunk into a precomputed volume (created if missing).
 
@@ -198,7 +177,7 @@ def save(
     A task that was skipped to this operator (mask ... --skip-to save) did not compute its
     output: by default zeros are written over the task's bounding box, as chunkflow 1.x did.
     """
-    from chunkflow.io.precomputed import write_precomputed
+    from chunkflow.io.precomputed_volume import save_chunk
 
     mip = config.mip if mip is None else mip
     if task.resumed_from is not None:
@@ -206,29 +185,10 @@ def save(
     else:
         chunk = task.chunk(input_chunk_name)
     if chunk is not None:
-        if create_thumbnail:  # a chunk that cannot make its thumbnail is refused before writing
-            from chunkflow.image.thumbnail import thumbnail_mip_for, write_thumbnail
-
-            thumbnail_mip = thumbnail_mip_for(chunk, volume_path, mip, thumbnail_mip)
         with flag_names(non_aligned_writes="--non-aligned-writes"):
-            write_precomputed(
-                chunk,
-                volume_path,
-                mip,
-                True,
-                block_size,
-                encoding,
-                non_aligned_writes,
-                name=input_chunk_name,
-                compress=compress,
-            )
-            if create_thumbnail:
-                path, level = write_thumbnail(
-                    chunk, volume_path, mip, thumbnail_mip, non_aligned_writes
-                )
-                logger.debug(
-                    "save: thumbnail of %s written to %s at mip %d", chunk.bbox, path, level
-                )
+            thumbnail = save_chunk(chunk, volume_path, mip, name=input_chunk_name, **writing)
+        if thumbnail is not None:
+            logger.debug("save: thumbnail of %s written to %s at mip %d", chunk.bbox, *thumbnail)
     if upload_log:
         from chunkflow.logs import volume_log_dir, write_task_log
 
@@ -336,15 +296,11 @@ def create_info(
     num_channels,
     layer_type,
     dtype,
-    encoding,
     voxel_size,
     voxel_offset,
     volume_size,
-    block_size,
-    factor,
-    max_mip,
     sharded,
-    shard_bytes,
+    **layout,
 ):
     """Create the info of a precomputed volume (from options or from a chunk).
 
@@ -352,32 +308,14 @@ def create_info(
     a good task size (or a divisor of it) for writing the volume.
     """
     from chunkflow.io.precomputed import create_info as create
+    from chunkflow.io.precomputed_volume import info_parameters
 
-    if input_chunk_name is not None:
-        chunk = task.chunk(input_chunk_name)
-        num_channels = num_channels or chunk.num_channels
-        layer_type = layer_type or chunk.layer_type
-        dtype = dtype or chunk.dtype
-        voxel_size = voxel_size or chunk.voxel_size
-        voxel_offset = voxel_offset if voxel_offset is not None else chunk.voxel_offset
-        volume_size = volume_size or chunk.spatial_shape
-    if volume_size is None:
-        raise ChunkflowError("--volume-size is required (or -i to take it from a chunk)")
-    create(
-        volume_path,
-        volume_size,
-        voxel_size or (1, 1, 1),
-        voxel_offset or (0, 0, 0),
-        dtype or "uint8",
-        num_channels or 1,
-        layer_type or "image",
-        block_size,
-        encoding,
-        max_mip,
-        factor,
-        sharded,
-        shard_bytes,
-    )
+    chunk = task.chunk(input_chunk_name) if input_chunk_name is not None else None
+    with flag_names(volume_size="--volume-size", chunk="-i"):
+        info = info_parameters(
+            chunk, num_channels, layer_type, dtype, voxel_size, voxel_offset, volume_size
+        )
+    create(volume_path, **info, sharded=sharded, **layout)
     if sharded:
         from chunkflow.io.shard_writes import shard_shapes
 

@@ -29,12 +29,14 @@ def box_from(start=None, stop=None, size=None, *, bbox=None, what="the region", 
     return box
 
 
-def box_or(default, start=None, stop=None, size=None, *, what="the region"):
+def box_or(default, start=None, stop=None, size=None, *, what="the region", margin=None):
     """The box from `start` with `stop` or `size` when any of them is given, else `default`
-    (which may be None: no box)."""
+    (which may be None: no box); grown by `margin` on every side when given."""
     if start is None and stop is None and size is None:
-        return None if default is None else box_from(bbox=default, what=what)
-    return box_from(start, stop, size, what=what)
+        box = None if default is None else box_from(bbox=default, what=what)
+    else:
+        box = box_from(start, stop, size, what=what)
+    return box if box is None or margin is None else box.grow(margin)
 
 
 def region_at_mip(start, stop=None, size=None, mip: int = 0) -> BoundingBox:

@@ -102,3 +102,11 @@ def test_box_or_falls_back_to_a_default():
         box_or(task_box, stop=(4, 4, 4), what="cutout")  # a stop alone is not ignored
     with pytest.raises(ParameterError, match="cutout 2-2_0-2_0-2 is empty"):
         box_or(BoundingBox((2, 0, 0), (2, 2, 2)), what="cutout")
+
+
+def test_box_or_grows_by_a_margin():
+    task_box = BoundingBox((4, 4, 4), (8, 8, 8))
+    assert box_or(task_box, margin=(1, 2, 3)) == BoundingBox((3, 2, 1), (9, 10, 11))
+    assert box_or(None, margin=(1, 1, 1)) is None
+    grown = box_or(task_box, (0, 0, 0), size=(2, 2, 2), margin=(1, 1, 1))
+    assert grown == BoundingBox((-1, -1, -1), (3, 3, 3))
