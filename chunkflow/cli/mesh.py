@@ -104,13 +104,11 @@ def mesh(
     output_format,
     voxel_size,
     mip,
-    simplification_factor,
-    max_simplification_error,
-    dust_threshold,
     ids,
     skip_ids,
     manifest,
     config,
+    **meshing,
 ):
     """Mesh every object of a segmentation chunk (zmesh) into fragments.
 
@@ -123,31 +121,13 @@ def mesh(
     mip = config.mip if mip is None else mip
     with flag_names(**MESH_FLAGS):
         target = _target(output_path, output_format, mip, voxel_size)
-    seg = task.chunk(input_chunk_name)
-    # the chunk must be at the volume's voxel size, unless it has none ((1, 1, 1)) or
-    # --voxel-size says what to mesh with
-    if voxel_size is None and target.volume is not None and seg.voxel_size != (1, 1, 1):
-        from chunkflow.chunk import Grid, check_same_grid
-
-        where = f"the volume {output_path} at mip {mip}"
-        check_same_grid((input_chunk_name, seg), (where, Grid(target.voxel_size)), boxes=None)
-    with flag_names(**MESH_FLAGS):
-        meshes = mesh_chunk(
-            seg,
-            target.voxel_size,
-            simplification_factor,
-            max_simplification_error,
-            dust_threshold,
-            parse_ids(ids),
-            parse_ids(skip_ids, "--skip-ids"),
-        )
+        seg = target.check_chunk(task.chunk(input_chunk_name), input_chunk_name)
+        ids, skip_ids = parse_ids(ids), parse_ids(skip_ids, "--skip-ids")
+        meshes = mesh_chunk(seg, target.voxel_size, ids=ids, skip_ids=skip_ids, **meshing)
         names = target.write(meshes, world_bbox(seg, target.voxel_size), manifest)
+    shown = ", ".join(names[:3]) + (" ..." if len(names) > 3 else "")
     logger.info(
-        "mesh: %d objects of %s written to %s (%s)",
-        len(meshes),
-        seg.bbox,
-        target.path,
-        ", ".join(names[:3]) + (" ..." if len(names) > 3 else ""),
+        "mesh: %d objects of %s written to %s (%s)", len(meshes), seg.bbox, target.path, shown
     )
 
 

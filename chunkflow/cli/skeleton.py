@@ -78,13 +78,10 @@ def skeletonize(
     volume_path,
     mip,
     voxel_size,
-    dust_threshold,
-    teasar_scale,
-    teasar_const,
     ids,
-    fix_branching,
     output_name,
     config,
+    **skeletonizing,
 ):
     """Skeletonize every object of a segmentation chunk (kimimaro TEASAR).
 
@@ -92,24 +89,15 @@ def skeletonize(
     fragment is written as {id}:{bbox}; run skeleton-merge afterwards. Neighbouring chunks
     should overlap by one voxel (generate-tasks --stride = chunk size - 1).
     """
-    from chunkflow.mesh.skeleton import SkeletonVolume, choose_voxel_size
-    from chunkflow.mesh.skeleton import skeletonize as run
+    from chunkflow.mesh.skeleton import SkeletonVolume, skeletonize_for
 
     mip = config.mip if mip is None else mip
     seg = task.chunk(input_chunk_name)
     target = SkeletonVolume(volume_path, mip) if volume_path else None
-    voxel_size = choose_voxel_size(
-        seg, voxel_size, target.voxel_size if target else None, input_chunk_name
-    )
     with flag_names(**MESH_FLAGS):
-        skeletons = run(
-            seg,
-            voxel_size,
-            dust_threshold,
-            teasar_scale,
-            teasar_const,
-            parse_ids(ids),
-            fix_branching,
+        ids = parse_ids(ids)
+        skeletons = skeletonize_for(
+            seg, target, voxel_size, input_chunk_name, ids=ids, **skeletonizing
         )
     task[output_name] = skeletons
     if target is None:

@@ -256,8 +256,21 @@ class MeshTarget:
             self.path = path
             self.voxel_size = None
             self._info = None
+        self.mip = mip
+        self.voxel_size_given = voxel_size is not None
         if voxel_size is not None:
             self.voxel_size = Cartesian(voxel_size)
+
+    def check_chunk(self, chunk: Chunk, name: str = "chunk") -> Chunk:
+        """`chunk`, refused (`name` names it) unless it is at the volume's voxel size; a chunk
+        without one (1, 1, 1), or a target given the voxel size to mesh with, is not checked."""
+        if self.voxel_size_given or self.volume is None or chunk.voxel_size == (1, 1, 1):
+            return chunk
+        from chunkflow.chunk import Grid, check_same_grid
+
+        where = f"the volume {self.volume} at mip {self.mip}"
+        check_same_grid((name, chunk), (where, Grid(self.voxel_size)), boxes=None)
+        return chunk
 
     def prepare(self) -> None:
         """Add the mesh entries to the volume info (once, before the first fragments)."""

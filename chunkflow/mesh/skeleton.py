@@ -153,6 +153,16 @@ def choose_voxel_size(
     return seg.voxel_size
 
 
+def skeletonize_for(
+    seg: Chunk, volume: SkeletonVolume | None, voxel_size=None, name: str = "chunk", **options
+) -> dict:
+    """`skeletonize` (with `options`) at the voxel size `choose_voxel_size` picks for writing
+    into `volume` (None: no volume): `voxel_size` when given, else the chunk's or the
+    volume's."""
+    volume_voxel_size = volume.voxel_size if volume is not None else None
+    return skeletonize(seg, choose_voxel_size(seg, voxel_size, volume_voxel_size, name), **options)
+
+
 def fragment_name(label: int, bbox: BoundingBox) -> str:
     return f"{int(label)}:{bbox.string}"
 

@@ -9,8 +9,8 @@ from cloudvolume import CloudVolume
 
 from chunkflow.chunk import Chunk
 from chunkflow.errors import ChunkflowError
-from chunkflow.io.precomputed import write_precomputed
-from chunkflow.mesh.mesh import mesh_chunk, world_bbox
+from chunkflow.io.precomputed import create_info, write_precomputed
+from chunkflow.mesh.mesh import MeshTarget, mesh_chunk, world_bbox
 from tests.io.test_precomputed import fib25
 
 
@@ -82,6 +82,23 @@ def test_rejects_non_segmentation():
         mesh_chunk(Chunk(np.zeros((4, 4, 4), np.float32)), (1, 1, 1))
     with pytest.raises(ChunkflowError, match="integer segmentation"):
         mesh_chunk(Chunk(np.zeros((4, 4, 4), np.uint8)), (1, 1, 1))  # an image by default
+
+
+def test_target_checks_the_voxel_size_of_chunks(tmp_path):
+    path = f"file://{tmp_path}/seg"
+    create_info(path, (4, 4, 4), voxel_size=(40, 4, 4), layer_type="segmentation")
+    target = MeshTarget(path, "precomputed", 0)
+    same, unset = (
+        Chunk(np.ones((4, 4, 4), np.uint32), voxel_size=(40, 4, 4)),
+        Chunk(np.ones((4, 4, 4), np.uint32)),
+    )
+    assert target.check_chunk(same) is same and target.check_chunk(unset) is unset
+    other = Chunk(np.ones((4, 4, 4), np.uint32), voxel_size=(8, 8, 8))
+    with pytest.raises(
+        ChunkflowError, match=f"'seg' .* the volume {path} at mip 0 .* have different"
+    ):
+        target.check_chunk(other, "seg")
+    assert MeshTarget(path, "precomputed", 0, (8, 8, 8)).check_chunk(other) is other
 
 
 def test_world_bbox():

@@ -15,6 +15,7 @@ from chunkflow.mesh.skeleton import (
     fragment_name,
     merge_skeletons,
     skeletonize,
+    skeletonize_for,
 )
 from tests.conftest import GALA, read_stack
 
@@ -166,3 +167,16 @@ def test_merge_needs_skeletons(tmp_path):
     create_info(path, (8, 8, 8), dtype="uint32", layer_type="segmentation")
     with pytest.raises(ChunkflowError, match="names no skeletons"):
         merge_skeletons(path)
+
+
+def test_skeletonize_for_a_volume_takes_its_voxel_size(tmp_path):
+    path = f"file://{tmp_path}/seg"
+    create_info(path, (8, 24, 60), voxel_size=(40, 4, 4), layer_type="segmentation")
+    volume = SkeletonVolume(path)
+    skeletons = skeletonize_for(Chunk(rods()), volume, dust_threshold=0, ids=[2])
+    assert list(skeletons) == [2]
+    assert skeletons[2].vertices[:, 2].min() >= 2 * 40  # z in the volume's units, not 1
+    with pytest.raises(ChunkflowError, match="'seg' .* have different voxel sizes"):
+        skeletonize_for(Chunk(rods(), voxel_size=(8, 8, 8)), volume, name="seg")
+    alone = skeletonize_for(Chunk(rods()), None, (2, 2, 2), dust_threshold=0, ids=[2])
+    assert alone[2].vertices[:, 2].max() <= 6 * 2
