@@ -20,7 +20,13 @@ from chunkflow.chunk import Chunk
 from chunkflow.errors import ChunkflowError, ParameterError
 from chunkflow.geometry import BoundingBox, Cartesian
 from chunkflow.io.files import atomic_output, reader, require_file
-from chunkflow.io.metadata import stored_array, stored_layer_type, stored_vector, voxel_offset_of
+from chunkflow.io.metadata import (
+    cutout_box,
+    stored_array,
+    stored_layer_type,
+    stored_vector,
+    voxel_offset_of,
+)
 
 METADATA = ("voxel_offset", "voxel_size", "unique_nonzeros")
 COMPRESSIONS = ("none", "gzip", "lzf")
@@ -67,20 +73,7 @@ def read_h5(
     With `clip`, `bbox` may reach past the data: the part inside it is read.
     """
     with _open(path) as f:
-        if dataset is None:
-            arrays = _array_datasets(f)
-            if "/main" in arrays:
-                dataset = "/main"
-            elif len(arrays) == 1:
-                dataset = arrays[0]
-            else:
-                names = ", ".join(arrays) or "none"
-                raise ParameterError(f"{path}: which dataset? use `dataset`, one of: {names}")
-        if dataset not in f or not hasattr(f[dataset], "shape"):
-            raise ChunkflowError(
-                f"{path}: no dataset {dataset!r} (datasets: {', '.join(_array_datasets(f))})"
-            )
-        dset = f[dataset]
+        dset = _dataset(f, path, dataset)
         where = f"{path}:{dset.name}"
         if _text(dset.attrs.get("CLASS", "")) == "IMAGE":
             raise ChunkflowError(
@@ -99,18 +92,37 @@ def read_h5(
             elif "layer_type" in f.attrs:
                 layer_type = stored_layer_type(path, f.attrs["layer_type"])
         data_bbox = BoundingBox.from_delta(voxel_offset, dset.shape[-3:])
-        if bbox is None:
-            bbox = data_bbox
-        elif clip and not bbox.intersect(data_bbox).is_empty:
-            bbox = bbox.intersect(data_bbox)
-        if bbox.is_empty or not data_bbox.contains(bbox):
-            raise ChunkflowError(
-                f"{path}: cutout {bbox} is outside the data, which covers {data_bbox}"
-            )
+        bbox = cutout_box(path, bbox, data_bbox, clip)
         local = bbox.shift(-voxel_offset).to_slices()
         array = dset[(Ellipsis, *local)] if bbox != data_bbox else dset[()]
     chunk = Chunk(array, bbox.start, voxel_size, layer_type)
     return chunk if dtype is None else chunk.cast(dtype)
+
+
+def h5_bounds(path: str, dataset: str | None = None) -> BoundingBox:
+    """The box (voxels) a dataset covers (`read_h5` chooses it alike), from its metadata only."""
+    with _open(path) as f:
+        dset = _dataset(f, path, dataset)
+        _, offset = _geometry(f, dset, path, f"{path}:{dset.name}")
+        return BoundingBox.from_delta(offset, dset.shape[-3:])
+
+
+def _dataset(f, path: str, dataset: str | None):
+    """The dataset `dataset`; without one /main, else the only array in the file."""
+    if dataset is None:
+        arrays = _array_datasets(f)
+        if "/main" in arrays:
+            dataset = "/main"
+        elif len(arrays) == 1:
+            dataset = arrays[0]
+        else:
+            names = ", ".join(arrays) or "none"
+            raise ParameterError(f"{path}: which dataset? use `dataset`, one of: {names}")
+    if dataset not in f or not hasattr(f[dataset], "shape"):
+        raise ChunkflowError(
+            f"{path}: no dataset {dataset!r} (datasets: {', '.join(_array_datasets(f))})"
+        )
+    return f[dataset]
 
 
 def _geometry(f, dset, path: str, where: str) -> tuple[Cartesian, Cartesian]:

@@ -13,9 +13,10 @@ from __future__ import annotations
 import numpy as np
 
 from chunkflow.errors import ChunkflowError
-from chunkflow.geometry import Cartesian
+from chunkflow.geometry import BoundingBox, Cartesian
 
 __all__ = [
+    "cutout_box",
     "precomputed_info",
     "stored_array",
     "stored_layer_type",
@@ -66,6 +67,22 @@ def voxel_offset_of(source: str, offset, voxel_size) -> Cartesian:
             f"size {tuple(voxel_size)}; expected a whole number of voxels"
         )
     return offset // voxel_size
+
+
+def cutout_box(
+    source: str, bbox: BoundingBox | None, data_bbox: BoundingBox, clip: bool = False
+) -> BoundingBox:
+    """The box a reader of `source` reads: all of the data for None, else `bbox`, which the
+    data must cover (with `clip`, the part of `bbox` inside the data)."""
+    if bbox is None:
+        return data_bbox
+    if clip and not bbox.intersect(data_bbox).is_empty:
+        bbox = bbox.intersect(data_bbox)
+    if bbox.is_empty or not data_bbox.contains(bbox):
+        raise ChunkflowError(
+            f"{source}: cutout {bbox} is outside the data, which covers {data_bbox}"
+        )
+    return bbox
 
 
 def stored_array(source: str, shape, dtype) -> None:

@@ -13,7 +13,7 @@ from chunkflow.chunk import Chunk
 from chunkflow.errors import ChunkflowError
 from chunkflow.geometry import BoundingBox
 from chunkflow.io.files import atomic_output, reader, require_file
-from chunkflow.io.metadata import stored_array, stored_layer_type, stored_vector
+from chunkflow.io.metadata import cutout_box, stored_array, stored_layer_type, stored_vector
 
 
 @reader("TIFF file")
@@ -57,13 +57,7 @@ def read_tif(
         layer_type = stored_layer_type(path, meta.get("layer_type"))
     chunk = Chunk(array, voxel_offset, voxel_size, layer_type)
     if bbox is not None:
-        if clip and not bbox.intersect(chunk.bbox).is_empty:
-            bbox = bbox.intersect(chunk.bbox)
-        if bbox.is_empty or not chunk.bbox.contains(bbox):
-            raise ChunkflowError(
-                f"{path}: cutout {bbox} is outside the data, which covers {chunk.bbox}"
-            )
-        chunk = chunk.crop(bbox)
+        chunk = chunk.crop(cutout_box(path, bbox, chunk.bbox, clip))
     if dtype is not None:
         chunk = chunk.cast(dtype)
     return chunk

@@ -46,7 +46,13 @@ from chunkflow.chunk import Chunk, Grid, check_same_grid
 from chunkflow.errors import ChunkflowError, ParameterError
 from chunkflow.geometry import BoundingBox, Cartesian
 from chunkflow.io.files import atomic_output, reader, require_output_folder, staged_writes
-from chunkflow.io.metadata import stored_array, stored_layer_type, stored_vector, voxel_offset_of
+from chunkflow.io.metadata import (
+    cutout_box,
+    stored_array,
+    stored_layer_type,
+    stored_vector,
+    voxel_offset_of,
+)
 from chunkflow.io.n5 import is_n5, n5_attributes, open_n5
 from chunkflow.io.object_store import is_remote, object_store
 from chunkflow.io.ome import find_multiscale, ome_geometry, ome_multiscale
@@ -190,14 +196,7 @@ def read_zarr(
             f"; give {' and '.join(missing)} (z y x)"
         )
     data_bbox = BoundingBox.from_delta(voxel_offset, source.shape[-3:])
-    if bbox is None:
-        bbox = data_bbox
-    elif clip and not bbox.intersect(data_bbox).is_empty:
-        bbox = bbox.intersect(data_bbox)
-    if bbox.is_empty or not data_bbox.contains(bbox):
-        raise ChunkflowError(
-            f"{store}: cutout {bbox} is outside the data, which covers {data_bbox}"
-        )
+    bbox = cutout_box(store, bbox, data_bbox, clip)
     slices = bbox.shift(-voxel_offset).to_slices()
     data = source.read((Ellipsis, *slices))
     if dtype is not None:

@@ -58,19 +58,9 @@ def random_box(
 def stored_bounds(path: str, dataset: str | None = None) -> BoundingBox:
     """The box (voxels) an HDF5 dataset or a zarr/N5 array covers, from its metadata only."""
     if str(path).endswith(H5_SUFFIXES):
-        from chunkflow.io.h5 import _array_datasets, _geometry, _open
+        from chunkflow.io.h5 import h5_bounds
 
-        with _open(path) as f:
-            if dataset is None:
-                arrays = _array_datasets(f)
-                dataset = "/main" if "/main" in arrays else arrays[0] if len(arrays) == 1 else None
-            if dataset is None or dataset not in f or not hasattr(f[dataset], "shape"):
-                raise ChunkflowError(
-                    f"{path}: which dataset? give one of: {', '.join(_array_datasets(f))}"
-                )
-            dset = f[dataset]
-            _, offset = _geometry(f, dset, path, f"{path}:{dset.name}")
-            return BoundingBox.from_delta(offset, dset.shape[-3:])
+        return h5_bounds(path, dataset)
     from chunkflow.io.zarr import _open
 
     source = _open(path, dataset)
