@@ -26,18 +26,23 @@ _NOISE_ALIASES = {"salt-and-pepper": "s&p", "salt_and_pepper": "s&p", "sp": "s&p
 # value ranges
 
 
-def _from_unit(unit: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """Back from normalised units to `dtype` (integers: clipped to [0, 1] and rounded)."""
-    dtype = np.dtype(dtype)
+def _from_unit(chunk: Chunk, unit: np.ndarray, clip: bool = False) -> Chunk:
+    """`unit` (normalised values) back as a chunk like `chunk`: its layer type and dtype
+    (integers: clipped to [0, 1] and rounded; floats too clipped with `clip`)."""
+    if clip:
+        np.clip(unit, 0.0, 1.0, out=unit)
+    dtype = np.dtype(chunk.dtype)
     if dtype.kind == "f":
-        return unit.astype(dtype, copy=False)
-    if dtype == np.bool_:
-        return unit >= 0.5
-    info = np.iinfo(dtype)
-    scaled = np.clip(unit, 0.0, 1.0) * np.float32(float(info.max) - float(info.min))
-    if info.min:
-        scaled += np.float32(info.min)
-    return np.rint(scaled, out=scaled).astype(dtype)
+        array = unit.astype(dtype, copy=False)
+    elif dtype == np.bool_:
+        array = unit >= 0.5
+    else:
+        info = np.iinfo(dtype)
+        scaled = np.clip(unit, 0.0, 1.0) * np.float32(float(info.max) - float(info.min))
+        if info.min:
+            scaled += np.float32(info.min)
+        array = np.rint(scaled, out=scaled).astype(dtype)
+    return chunk.with_array(array, chunk.layer_type)
 
 
 def _finite_mean(unit: np.ndarray, axis=None) -> np.ndarray:
@@ -103,9 +108,7 @@ def intensity_augment(
     unit -= mean
     unit *= a
     unit += mean + b
-    if clip:
-        np.clip(unit, 0.0, 1.0, out=unit)
-    return chunk.with_array(_from_unit(unit, chunk.dtype), chunk.layer_type)
+    return _from_unit(chunk, unit, clip)
 
 
 def noise_augment(
@@ -151,9 +154,7 @@ def noise_augment(
         flip = rng.random(unit.shape, dtype=np.float32) < amount
         salt = rng.random(unit.shape, dtype=np.float32) < salt_vs_pepper
         unit[flip] = salt[flip]
-    if clip:
-        np.clip(unit, 0.0, 1.0, out=unit)
-    return chunk.with_array(_from_unit(unit, chunk.dtype), chunk.layer_type)
+    return _from_unit(chunk, unit, clip)
 
 
 def defect_augment(
@@ -190,7 +191,7 @@ def defect_augment(
         section *= np.float32(contrast_scale)
         section += mean
     unit[..., missing, :, :] = 0
-    return chunk.with_array(_from_unit(unit, chunk.dtype), chunk.layer_type)
+    return _from_unit(chunk, unit)
 
 
 def check_interval(interval, what: str) -> None:
