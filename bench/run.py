@@ -50,11 +50,13 @@ Results go to stdout as a table and to bench/results.json. The exit code is 0 ev
 is missed: this is a report, not a test.
 
 To add a benchmark (inference, segmentation, meshing, ...), write a function that takes a Context
-and returns a list of Row, and append it to BENCHMARKS.
+and returns a list of Row, and append it to BENCHMARKS; a module of its own with a
+`measure(ctx)` that returns the rows as dicts goes in as `measured("module")`.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import platform
 import statistics
@@ -216,86 +218,31 @@ def bench_h5_roundtrip(ctx: Context) -> list[Row]:
     return rows
 
 
-def bench_inference(ctx: Context) -> list[Row]:
-    from inference import measure  # bench/inference.py: the workload and its measurements
+def measured(module: str):
+    """A benchmark whose workload and measurements are `measure(ctx)` of bench/{module}.py,
+    which returns its rows as dicts."""
 
-    return [Row(**row) for row in measure(ctx)]
+    def bench(ctx: Context) -> list[Row]:
+        return [Row(**row) for row in importlib.import_module(module).measure(ctx)]
 
-
-def bench_scaling(ctx: Context) -> list[Row]:
-    from scaling import measure  # bench/scaling.py: 64^3 to 512^3 through a whole chain
-
-    return [Row(**row) for row in measure(ctx)]
-
-
-def bench_segmentation(ctx: Context) -> list[Row]:
-    from segmentation import measure  # bench/segmentation.py: the workloads and their checks
-
-    return [Row(**row) for row in measure(ctx)]
-
-
-def bench_queue(ctx: Context) -> list[Row]:
-    from queue_overhead import measure  # bench/queue_overhead.py: fetch + delete per task
-
-    return [Row(**row) for row in measure(ctx)]
-
-
-def bench_generate(ctx: Context) -> list[Row]:
-    from generate import measure  # bench/generate.py: 10^6 tasks, an index range of 10^12
-
-    return [Row(**row) for row in measure(ctx)]
-
-
-def bench_mesh(ctx: Context) -> list[Row]:
-    from mesh import measure  # bench/mesh.py: meshing to ply, and pinky40 512^3 in one chunk
-
-    return [Row(**row) for row in measure(ctx)]
-
-
-def bench_training(ctx: Context) -> list[Row]:
-    from training_pipeline import measure  # bench/training_pipeline.py: against gunpowder
-
-    return [Row(**row) for row in measure(ctx)]
-
-
-def bench_blockwise(ctx: Context) -> list[Row]:
-    from blockwise import measure  # bench/blockwise.py: segment-* against the whole volume
-
-    return [Row(**row) for row in measure(ctx)]
-
-
-def bench_sharding(ctx: Context) -> list[Row]:
-    from sharding import measure  # bench/sharding.py: unsharded against sharded writes
-
-    return [Row(**row) for row in measure(ctx)]
-
-
-def bench_igneous(ctx: Context) -> list[Row]:
-    from igneous import measure  # bench/igneous.py: downsampling, meshes, skeletons
-
-    return [Row(**row) for row in measure(ctx)]
-
-
-def bench_train_gala(ctx: Context) -> list[Row]:
-    from train_gala import measure  # bench/train_gala.py: the real-data training goal
-
-    return [Row(**row) for row in measure(ctx)]
+    bench.__name__ = f"bench_{module}"
+    return bench
 
 
 BENCHMARKS = [
     bench_startup,
     bench_h5_roundtrip,
-    bench_inference,
-    bench_scaling,
-    bench_segmentation,
-    bench_mesh,
-    bench_queue,
-    bench_generate,
-    bench_sharding,
-    bench_igneous,
-    bench_training,
-    bench_train_gala,
-    bench_blockwise,
+    measured("inference"),  # bench/inference.py: the workload and its measurements
+    measured("scaling"),  # bench/scaling.py: 64^3 to 512^3 through a whole chain
+    measured("segmentation"),  # bench/segmentation.py: the workloads and their checks
+    measured("mesh"),  # bench/mesh.py: meshing to ply, and pinky40 512^3 in one chunk
+    measured("queue_overhead"),  # bench/queue_overhead.py: fetch + delete per task
+    measured("generate"),  # bench/generate.py: 10^6 tasks, an index range of 10^12
+    measured("sharding"),  # bench/sharding.py: unsharded against sharded writes
+    measured("igneous"),  # bench/igneous.py: downsampling, meshes, skeletons
+    measured("training_pipeline"),  # bench/training_pipeline.py: against gunpowder
+    measured("train_gala"),  # bench/train_gala.py: the real-data training goal
+    measured("blockwise"),  # bench/blockwise.py: segment-* against the whole volume
 ]
 
 
