@@ -30,6 +30,18 @@ def bounds(gt, label):
     )
 
 
+def check_gala_skeletons(vol, gala) -> None:
+    """Skeletons of four gala labels, merged from two tasks split at z = 25, are one piece
+    each, inside their label's bounds and reaching into both tasks."""
+    gt = read_stack(gala / "test-gt.lzf.h5")
+    for label in (21, 9, 1, 14):
+        skeleton = vol.skeleton.get(label)
+        low, high = bounds(gt, label)
+        assert (skeleton.vertices >= low).all() and (skeleton.vertices <= high).all(), label
+        z = skeleton.vertices[:, 2]  # cut at z = 25 voxels = 250 nm: reaches into both halves
+        assert z.min() < 240 and z.max() > 260 and len(skeleton.components()) == 1, label
+
+
 def test_two_tasks_then_merge(run_cli, gala, seg_volume):
     from cloudvolume import CloudVolume
 
@@ -41,14 +53,7 @@ def test_two_tasks_then_merge(run_cli, gala, seg_volume):
     assert {"21:0-26_0-100_0-200", "21:25-50_0-100_0-200"} <= names
     result = run_cli("merge-skeletons -v seg")
     assert "45 skeletons merged" in result.err
-    gt = read_stack(gala / "test-gt.lzf.h5")
-    vol = CloudVolume(f"file://{seg_volume}")
-    for label in (21, 9, 1, 14):
-        skeleton = vol.skeleton.get(label)
-        low, high = bounds(gt, label)
-        assert (skeleton.vertices >= low).all() and (skeleton.vertices <= high).all(), label
-        z = skeleton.vertices[:, 2]  # cut at z = 25 voxels = 250 nm: reaches into both halves
-        assert z.min() < 240 and z.max() > 260 and len(skeleton.components()) == 1, label
+    check_gala_skeletons(CloudVolume(f"file://{seg_volume}"), gala)
 
 
 def test_ids_dust_and_the_volume_resolution(run_cli, gala, seg_volume):

@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 from cloudvolume import CloudVolume
 
-from tests.cli.test_skeleton import bounds
-from tests.conftest import read_stack
+from tests.cli.test_skeleton import check_gala_skeletons
 
 
 @pytest.fixture
@@ -40,13 +39,7 @@ def test_shard_jobs_write_skeletons_cloudvolume_reads(run_cli, gala, skeleton_fr
     assert (info["sharding"]["shard_bits"], info["sharding"]["minishard_bits"]) == (1, 1)
     vol = CloudVolume(f"file://{skeleton_fragments}")
     assert "Sharded" in type(vol.skeleton).__name__
-    gt = read_stack(gala / "test-gt.lzf.h5")
-    for label in (21, 9, 1, 14):
-        skeleton = vol.skeleton.get(label)
-        low, high = bounds(gt, label)
-        assert (skeleton.vertices >= low).all() and (skeleton.vertices <= high).all(), label
-        z = skeleton.vertices[:, 2]  # cut at z = 25 voxels = 250 nm: reaches into both halves
-        assert z.min() < 240 and z.max() > 260 and len(skeleton.components()) == 1, label
+    check_gala_skeletons(vol, gala)
 
 
 def test_sharded_equals_unsharded(run_cli, skeleton_fragments):
