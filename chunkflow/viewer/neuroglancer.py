@@ -146,25 +146,7 @@ def chunk_layer(chunk: Chunk, voxel_size=None) -> neuroglancer.Layer:
 
 def read_info(path: str) -> dict:
     """The precomputed `info` of a volume path (file://, gs://, s3://, http(s)://)."""
-    if path.startswith("file://"):
-        info_path = os.path.join(path[len("file://") :], "info")
-        try:
-            with open(info_path) as f:
-                return json.load(f)
-        except FileNotFoundError:
-            raise ChunkflowError(f"{path}: no precomputed volume there (no info file)") from None
-        except (OSError, ValueError) as err:
-            raise ChunkflowError(f"{path}: unreadable precomputed info ({err})") from None
-    if not path.startswith(REMOTE_SCHEMES):
-        raise ChunkflowError(
-            f"{path}: neuroglancer reads file://, gs://, s3:// and http(s):// volumes only"
-        )
-    from cloudfiles import CloudFiles
-
-    try:
-        info = CloudFiles(path).get_json("info")
-    except Exception as err:  # any transport failure: name the path, keep it one line
-        raise ChunkflowError(f"{path}: cannot read the precomputed info ({err})") from None
+    info = _read_json(path, "info", "precomputed info")
     if info is None:
         raise ChunkflowError(f"{path}: no precomputed volume there (no info file)")
     return info
@@ -199,8 +181,10 @@ def _zarr_version(path: str) -> str:
     raise ChunkflowError(f"{path}: no zarr store there (no zarr.json, .zarray or .zgroup)")
 
 
-def _read_json(path: str, name: str) -> dict | None:
-    """The JSON file `name` of a store, or None where it is missing."""
+def _read_json(path: str, name: str, what: str | None = None) -> dict | None:
+    """The JSON file `name` of a volume or store, or None where it is missing; `what` names
+    it in errors (default: `name`)."""
+    what = what or name
     if path.startswith("file://"):
         try:
             with open(os.path.join(path[len("file://") :], name)) as f:
@@ -208,17 +192,17 @@ def _read_json(path: str, name: str) -> dict | None:
         except (FileNotFoundError, NotADirectoryError):
             return None
         except (OSError, ValueError) as err:
-            raise ChunkflowError(f"{path}: unreadable {name} ({err})") from None
+            raise ChunkflowError(f"{path}: unreadable {what} ({err})") from None
     if not path.startswith(REMOTE_SCHEMES):
         raise ChunkflowError(
-            f"{path}: neuroglancer reads file://, gs://, s3:// and http(s):// stores only"
+            f"{path}: neuroglancer reads file://, gs://, s3:// and http(s):// paths only"
         )
     from cloudfiles import CloudFiles
 
     try:
         return CloudFiles(path).get_json(name)
     except Exception as err:  # any transport failure: name the path, keep it one line
-        raise ChunkflowError(f"{path}: cannot read {name} ({err})") from None
+        raise ChunkflowError(f"{path}: cannot read {what} ({err})") from None
 
 
 def read_zarr_meta(path: str, fmt: str) -> dict:

@@ -449,3 +449,17 @@ def test_browser_shows_affinities_as_rgb(browser, gala_chunks, screenshot_dir):
                 s.layers["affinities"].visible = True
             path = screenshot_dir / "neuroglancer-affinities.png"
             readme_screenshot(browser, viewer, path, side_by_side, zoom=0.55, size=(800, 340))
+
+
+def test_read_info_names_the_volume_when_info_is_missing_or_damaged(tmp_path):
+    from chunkflow.viewer.neuroglancer import read_info
+
+    with pytest.raises(ChunkflowError, match="no precomputed volume there"):
+        read_info(f"file://{tmp_path}")
+    (tmp_path / "info").write_text("{not json")
+    with pytest.raises(ChunkflowError, match=f"{tmp_path}: unreadable precomputed info"):
+        read_info(f"file://{tmp_path}")
+    (tmp_path / "info").write_text('{"type": "image"}')
+    assert read_info(f"file://{tmp_path}") == {"type": "image"}
+    with pytest.raises(ChunkflowError, match="paths only"):
+        read_info(str(tmp_path))
