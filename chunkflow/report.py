@@ -170,3 +170,22 @@ def _inference_words(plan, framework, convnet_model, convnet_weight_path) -> lis
     if plan.dtype != "float32":
         words += ["--dtype", plan.dtype]
     return words
+
+
+# ---------------------------------------------------------------------------------------------
+# segment-status
+
+
+def segment_status_report(plan, done: dict, phases) -> str:
+    """A segmentation job (`chunkflow.segmentation.blockwise.Plan`) and how far its `phases`
+    are, as `chunkflow.segmentation.blockwise.status` says (`done`)."""
+    total, merged = done["tasks"], done["merge"]
+    lines = {p: f"{p:<10} {done[p]}/{total}" for p in ("fragments", "edges", "relabel")}
+    lines["merge"] = "merge      " + (
+        f"done: {merged['fragments']} fragments, {merged['edges']} edges, "
+        f"{merged['objects']} objects"
+        if merged
+        else "not run"
+    )
+    head = f"{plan.mode} job: {plan.input_path} -> {plan.output_path}, {total} tasks"
+    return "\n".join([head] + [lines[name] for name in phases])

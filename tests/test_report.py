@@ -36,3 +36,28 @@ def test_worker_command_keeps_the_s3_endpoint():
         worker_command(plan, "s3://b/in", "s3://b/out", s3_endpoint="http://minio:9000")
     )
     assert words[:5] == ["chunkflow", "--s3-endpoint", "http://minio:9000", "--mip", "0"]
+
+
+def test_segment_status_report_and_unfinished_phases():
+    from types import SimpleNamespace
+
+    from chunkflow.report import segment_status_report
+    from chunkflow.segmentation.blockwise import unfinished_phases
+
+    plan = SimpleNamespace(mode="cc", input_path="file:///in", output_path="file:///out")
+    done = dict(tasks=8, fragments=8, edges=5, relabel=0, merge=None)
+    phases = ("fragments", "edges", "merge", "relabel")
+    assert segment_status_report(plan, done, phases).splitlines() == [
+        "cc job: file:///in -> file:///out, 8 tasks",
+        "fragments  8/8",
+        "edges      5/8",
+        "merge      not run",
+        "relabel    0/8",
+    ]
+    assert unfinished_phases(done, phases) == ["edges", "merge", "relabel"]
+    assert unfinished_phases(done, ("fragments",)) == []
+    done.update(edges=8, relabel=8, merge=dict(fragments=12, edges=30, objects=3))
+    assert segment_status_report(plan, done, ("merge",)).endswith(
+        "merge      done: 12 fragments, 30 edges, 3 objects"
+    )
+    assert unfinished_phases(done, phases) == []

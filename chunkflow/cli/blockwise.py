@@ -195,25 +195,13 @@ PHASES = ("fragments", "edges", "merge", "relabel")
 )
 def segment_status(task, output_path, work_path, phase):
     """Print how far a segmentation job is; fails unless every phase (or --phase) is complete."""
-    from chunkflow.segmentation.blockwise import load_plan, status
+    from chunkflow.report import segment_status_report
+    from chunkflow.segmentation.blockwise import load_plan, status, unfinished_phases
 
     plan = load_plan(output_path, work_path)  # never cached: the job moves on
     done = status(plan)
-    total, merged = done["tasks"], done["merge"]
-    lines = {p: f"{p:<10} {done[p]}/{total}" for p in ("fragments", "edges", "relabel")}
-    lines["merge"] = "merge      " + (
-        f"done: {merged['fragments']} fragments, {merged['edges']} edges, "
-        f"{merged['objects']} objects"
-        if merged
-        else "not run"
-    )
-    click.echo(f"{plan.mode} job: {plan.input_path} -> {plan.output_path}, {total} tasks")
-    for name in PHASES if phase is None else (phase,):
-        click.echo(lines[name])
-    unfinished = [
-        name
-        for name in (PHASES if phase is None else (phase,))
-        if not (merged if name == "merge" else done[name] == total)
-    ]
+    phases = PHASES if phase is None else (phase,)
+    click.echo(segment_status_report(plan, done, phases))
+    unfinished = unfinished_phases(done, phases)
     if unfinished:
         raise ChunkflowError(f"the job is not complete: {', '.join(unfinished)} unfinished")

@@ -48,7 +48,7 @@ nothing else (default `{OUTPUT}/blockwise`)::
     relabeled/{bbox}     phase 4 of a task is done
 """
 
-from chunkflow.segmentation.blockwise.merge import merge, status
+from chunkflow.segmentation.blockwise.merge import merge, status, unfinished_phases
 from chunkflow.segmentation.blockwise.plan import (
     DEFAULT_MARGIN,
     ID_BITS,
@@ -76,4 +76,5 @@ __all__ = [
     "same_basins",
     "setup",
     "status",
+    "unfinished_phases",
 ]

@@ -126,3 +126,10 @@ def status(plan: Plan) -> dict:
     done["merge"] = json.loads(summary) if summary is not None else None
     done["tasks"] = plan.num_tasks
     return done
+
+
+def unfinished_phases(done: dict, phases) -> list[str]:
+    """The `phases` a job's `status` (`done`) shows unfinished: a per-task phase not done on
+    every task, or a merge that has not run."""
+    merged = done["merge"]
+    return [p for p in phases if not (merged if p == "merge" else done[p] == done["tasks"])]
