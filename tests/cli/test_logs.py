@@ -6,8 +6,6 @@ cloud-watch talks to a moto server started on 127.0.0.1 for this module.
 import json
 import os
 import socket
-import subprocess
-import sys
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -15,6 +13,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from tests.conftest import error_line
+from tests.queues.moto import MOTO_SERVER, moto_server
 
 GRID = "generate-tasks -s 0 0 0 -z 4 8 32 -c 4 8 8"  # 4 tasks of 256 voxels
 BBOXES = ["0-4_0-8_0-8", "0-4_0-8_16-24", "0-4_0-8_24-32", "0-4_0-8_8-16"]  # sorted names
@@ -161,33 +160,11 @@ def test_empty_or_missing_log_dir(run_cli, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def moto_url():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail("moto server did not start")
-                time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        os.kill(proc.pid, 15)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, 9)
-            proc.wait()
+def moto_url(tmp_path_factory):
+    if not MOTO_SERVER.exists():
+        pytest.skip("moto_server is not installed (pip install 'moto[server]')")
+    with moto_server(tmp_path_factory.mktemp("moto")) as url:
+        yield url
 
 
 def no_aws(monkeypatch, tmp_path):
