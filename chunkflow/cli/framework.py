@@ -455,6 +455,13 @@ def output_box(task, request, output, chunk):
     return chunk.bbox if base is None else request.box(output, base)
 
 
+def parameters(options: dict, names) -> dict:
+    """`options` as the keyword arguments of a library call: `names` maps each option to the
+    library's parameter (a tuple: names both spell alike)."""
+    names = names if isinstance(names, dict) else {name: name for name in names}
+    return {parameter: options[option] for option, parameter in names.items()}
+
+
 def chunks_on_one_grid(task, *names: str) -> list:
     """The task's chunks `names`, refused (naming them) unless each covers the same voxels as
     the first."""

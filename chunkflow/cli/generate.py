@@ -14,6 +14,7 @@ from chunkflow.cli.framework import (
     mip_option,
     operator,
     output_option,
+    parameters,
     vec3_option,
 )
 from chunkflow.errors import flag_names
@@ -30,6 +31,22 @@ GENERATE_FLAGS = dict(
     volume_path="-v",
     append="--append",
     task_file="--file-path",
+)
+
+# generate-tasks' options by the name of the parameter of task_grid they give
+GRID_PARAMETERS = dict(
+    volume_path="volume_path",
+    roi_start="start",
+    roi_stop="stop",
+    roi_size="size",
+    bbox_string="bbox",
+    grid_size="grid",
+    stride="stride",
+    respect_stop="respect_stop",
+    aligned_block_size="block_size",
+    align_to_shards="align_to_shards",
+    task_index_start="index_start",
+    task_index_stop="index_stop",
 )
 
 
@@ -189,26 +206,7 @@ def create_bbox(task, start, stop, size, bbox_string):
 )
 @click.option("--endpoint-url", default=None, help="SQS-compatible endpoint.")
 def generate_tasks(
-    task,
-    volume_path,
-    mip,
-    roi_start,
-    roi_stop,
-    roi_size,
-    bbox_string,
-    chunk_size,
-    grid_size,
-    stride,
-    respect_stop,
-    aligned_block_size,
-    align_to_shards,
-    task_index_start,
-    task_index_stop,
-    queue_name,
-    file_path,
-    append,
-    endpoint_url,
-    config,
+    task, mip, chunk_size, queue_name, file_path, append, endpoint_url, config, **region
 ):
     """Cut a region into a grid of tasks and stream them down the chain.
 
@@ -220,13 +218,7 @@ def generate_tasks(
 
     mip = config.mip if mip is None else mip
     with flag_names(**GENERATE_FLAGS):
-        grid = task_grid(
-            chunk_size, volume_path=volume_path, mip=mip, start=roi_start, stop=roi_stop,
-            size=roi_size, bbox=bbox_string, grid=grid_size, stride=stride,
-            respect_stop=respect_stop, block_size=aligned_block_size,
-            align_to_shards=align_to_shards, index_start=task_index_start,
-            index_stop=task_index_stop,
-        )  # fmt: skip
+        grid = task_grid(chunk_size, mip=mip, **parameters(region, GRID_PARAMETERS))
         sink = TaskSink(queue_name, file_path, endpoint_url, append)
         size = " ".join(map(str, chunk_size))
         logger.info(
@@ -234,8 +226,6 @@ def generate_tasks(
         )
         if sink.streams:
             yield from stream(grid.tasks, mip)
-        elif config.dry_run:
-            logger.info("generate-tasks: dry run, %d tasks not sent", len(grid.tasks))
-        else:
-            for line in sink.send(grid.tasks):
-                logger.info("generate-tasks: %s", line)
+            return
+        for line in sink.send(grid.tasks, config.dry_run):
+            logger.info("generate-tasks: %s", line)

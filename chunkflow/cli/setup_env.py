@@ -6,7 +6,7 @@ import logging
 
 import click
 
-from chunkflow.cli.framework import VOLUME_PATH, mip_option, operator, vec3_option
+from chunkflow.cli.framework import VOLUME_PATH, mip_option, operator, parameters, vec3_option
 from chunkflow.errors import flag_names
 from chunkflow.io import PRECOMPUTED_ENCODINGS
 
@@ -29,6 +29,21 @@ PLANNING = (
     "voxel_size",
     "sharded",
     "shard_bytes",
+)
+# the options passed on to chunkflow.task_creation.setup.set_up, by its parameters' names
+SET_UP = dict(encoding="encoding", thumbnail_path="thumbnail_path", overwrite_info="overwrite")
+# the options chunkflow.report.worker_command writes into the workers' command line
+WORKER = dict(
+    input_path="input_path",
+    layer_path="output_path",
+    queue_name="queue_name",
+    task_file="task_file",
+    thumbnail_path="thumbnail_path",
+    framework="framework",
+    convnet_model="convnet_model",
+    convnet_weight_path="convnet_weight_path",
+    visibility_timeout="visibility_timeout",
+    endpoint_url="endpoint_url",
 )
 # the parameters of the library calls, as setup-env spells them
 SETUP_FLAGS = dict(
@@ -294,7 +309,6 @@ def setup_env(
     task writes whole shards at each of its mips.
     """
     from chunkflow.image.thumbnail import thumbnail_path_of
-    from chunkflow.report import setup_report, worker_command
     from chunkflow.task_creation.dispatch import TaskSink, stream
     from chunkflow.task_creation.setup import plan_run, set_up
 
@@ -303,22 +317,28 @@ def setup_env(
     sink = TaskSink(queue_name, task_file, endpoint_url, append)
     with flag_names(**SETUP_FLAGS):
         plan = plan_run(**_planning(locals()))
-        done = set_up(plan, layer_path, sink, encoding=encoding, thumbnail_path=thumbnail_path,
-                      overwrite=overwrite_info, dry_run=config.dry_run)  # fmt: skip
+        done = set_up(
+            plan, layer_path, sink, dry_run=config.dry_run, **parameters(locals(), SET_UP)
+        )
     for line in done:
         logger.info("setup-env: %s", line)
-    command = worker_command(
-        plan, input_path, layer_path, queue_name, task_file, thumbnail_path, framework,
-        convnet_model, convnet_weight_path, visibility_timeout, endpoint_url, config.s3_endpoint,
-    )  # fmt: skip
-    click.echo(setup_report(plan, layer_path, thumbnail_path, encoding, command))
+    click.echo(_report(plan, locals(), config.s3_endpoint))
     if sink.streams:
         yield from stream(plan.bboxes, mip)
 
 
+def _report(plan, options: dict, s3_endpoint) -> str:
+    """What setup-env prints: the plan, its layers and the command line of the workers."""
+    from chunkflow.report import setup_report, worker_command
+
+    command = worker_command(plan, s3_endpoint=s3_endpoint, **parameters(options, WORKER))
+    layer_path, thumbnail_path = options["layer_path"], options["thumbnail_path"]
+    return setup_report(plan, layer_path, thumbnail_path, options["encoding"], command)
+
+
 def _planning(options: dict) -> dict:
     """setup-env's options as the arguments of `plan_run`."""
-    planning = {name: options[name] for name in PLANNING}
+    planning = parameters(options, PLANNING)
     planning.update(start=options["volume_start"], stop=options["volume_stop"])
     planning.update(size=options["volume_size"], max_ram_gb=options["max_ram_size"])
     planning["thumbnail_mip"] = options["thumbnail_mip"] if options["thumbnail"] else None

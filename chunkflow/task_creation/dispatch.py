@@ -42,8 +42,11 @@ class TaskSink:
             self._queue = open_task_queue(self.queue_name, self.endpoint_url, self.append)
         return self
 
-    def send(self, bboxes: Sequence) -> list[str]:
-        """Send the tasks; what was done, one line per place."""
+    def send(self, bboxes: Sequence, dry_run: bool = False) -> list[str]:
+        """Send the tasks; what was done, one line per place. A dry run sends nothing and
+        opens nothing."""
+        if dry_run:
+            return [f"dry run, {len(bboxes)} tasks not sent"]
         self.open()
         done = []
         if self._queue is not None:

@@ -37,3 +37,9 @@ def test_without_queue_or_file_the_tasks_stream():
     tasks = list(stream(BOXES, mip=3))
     assert [t.bbox for t in tasks] == list(BOXES)
     assert all(t.log["mip"] == 3 for t in tasks)
+
+
+def test_a_dry_run_sends_and_opens_nothing(tmp_path):
+    sink = TaskSink(f"file://{tmp_path}/q", str(tmp_path / "tasks.txt"))
+    assert sink.send(BOXES, dry_run=True) == ["dry run, 4 tasks not sent"]
+    assert not (tmp_path / "q").exists() and not (tmp_path / "tasks.txt").exists()
