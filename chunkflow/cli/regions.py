@@ -16,6 +16,7 @@ from chunkflow.cli.framework import (
     input_option,
     operator,
     output_option,
+    reads_around,
     seed_option,
     vec3_option,
 )
@@ -134,13 +135,7 @@ def random_location(
     if (roi is None) == (source is None):
         raise ChunkflowError("give exactly one of --roi or --file")
     bounds = roi if roi is not None else stored_bounds(source, dataset)
-
-    def grow(box):
-        grown = box
-        for read in request.reads.values():
-            grown = grown.union(read(box))
-        return grown
-
+    grow = reads_around(request)
     accept = None
     if mask is not None:
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 import click
 
@@ -279,17 +280,39 @@ def train(stream, **options):
     result, CHECKPOINT_DIR/model.pt, is what inference --convnet-weight-path reads.
     """
     from chunkflow.task import Task
-    from chunkflow.training.data import IMAGE, LABEL, MASK, check_samples
+    from chunkflow.training.data import check_samples
     from chunkflow.training.trainer import train as run
 
-    names = {
+    names = _chunk_names(options)
+    with flag_names(**TRAIN_FLAGS):
+        spec = _spec(options)
+        train_options = _train_options(options)
+    samples, describe = _samples(stream, names)
+    with flag_names(**TRAIN_FLAGS):
+        check_samples(samples, spec, describe)
+        start = time.perf_counter()
+        model = run(samples, spec, train_options, [describe(k) for k in range(len(samples))])
+    result = Task(model_path=model)
+    result.log["timer"]["train"] = time.perf_counter() - start
+    yield result
+
+
+def _chunk_names(options: dict) -> dict:
+    """The chunk each part of a sample is: image, labels and mask (None: no mask)."""
+    from chunkflow.training.data import IMAGE, LABEL, MASK
+
+    return {
         IMAGE: options.pop("image_chunk_name"),
         LABEL: options.pop("label_chunk_name"),
         MASK: options.pop("mask_chunk_name"),
     }
-    with flag_names(**TRAIN_FLAGS):
-        spec = _spec(options)
-        train_options = _train_options(options)
+
+
+def _samples(stream, names: dict) -> tuple[list, Callable]:
+    """The samples of the tasks reaching train (skipped ones left out), and what names sample
+    k in errors and logs: its chunks and its task."""
+    from chunkflow.training.data import IMAGE, LABEL
+
     samples, where = [], []
     for task in stream:
         if task.skipped:
@@ -302,15 +325,7 @@ def train(stream, **options):
     def describe(k):
         return f"sample {k} ({names[IMAGE]}/{names[LABEL]} of task {where[k]})"
 
-    sample_names = [describe(k) for k in range(len(samples))]
-    with flag_names(**TRAIN_FLAGS):
-        check_samples(samples, spec, describe)
-        start = time.perf_counter()
-        model = run(samples, spec, train_options, sample_names)
-    result = Task()
-    result["model_path"] = model
-    result.log["timer"]["train"] = time.perf_counter() - start
-    yield result
+    return samples, describe
 
 
 def _numbers(text: str, option: str, count=None) -> tuple[float, ...]:
