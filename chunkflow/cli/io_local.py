@@ -423,19 +423,11 @@ def save_zarr(task, input_chunk_name, store, dataset, block_size, zarr_format, o
 
     New arrays carry `resolution`/`offset` (gunpowder), `units` and axis names (c?, z, y, x).
     """
-    from chunkflow.io.ome import OME_VERSIONS
+    from chunkflow.io.ome import zarr_format_for
     from chunkflow.io.zarr import write_zarr
 
-    zarr_format = int(zarr_format) if zarr_format else None
-    if ome_version is not None:
-        if not ome:
-            raise ChunkflowError("--ome-version needs --ome")
-        if zarr_format is not None and OME_VERSIONS[ome_version] != zarr_format:
-            raise ChunkflowError(
-                f"OME-Zarr {ome_version} is zarr format {OME_VERSIONS[ome_version]}, "
-                f"not --zarr-format {zarr_format}"
-            )
-        zarr_format = OME_VERSIONS[ome_version]
+    with flag_names(ome_version="--ome-version", ome="--ome", zarr_format="--zarr-format"):
+        zarr_format = zarr_format_for(int(zarr_format) if zarr_format else None, ome, ome_version)
     with flag_names(dataset="--dataset"):
         write_zarr(
             task.chunk(input_chunk_name),

@@ -23,6 +23,7 @@ __all__ = [
     "find_multiscale",
     "ome_geometry",
     "ome_multiscale",
+    "zarr_format_for",
 ]
 
 UNIT = "nanometer"
@@ -38,6 +39,23 @@ NANOMETERS = {
     "meter": 1e9,
 }
 OME_VERSIONS = {"0.4": 2, "0.5": 3}  # the zarr format each OME-Zarr version lives on
+
+
+def zarr_format_for(
+    zarr_format: int | None = None, ome: bool = False, ome_version: str | None = None
+) -> int | None:
+    """The zarr format to write: `zarr_format`, or the one `ome_version` (with `ome`) lives on;
+    None leaves the choice to the writer. A version and a format that disagree are refused."""
+    if ome_version is None:
+        return zarr_format
+    if not ome:
+        raise ParameterError("`ome_version` needs `ome`")
+    if zarr_format is not None and OME_VERSIONS[ome_version] != zarr_format:
+        raise ParameterError(
+            f"OME-Zarr {ome_version} is zarr format {OME_VERSIONS[ome_version]}, "
+            f"not `zarr_format` {zarr_format}"
+        )
+    return OME_VERSIONS[ome_version]
 
 
 def find_multiscale(where: str, attrs) -> dict | None:

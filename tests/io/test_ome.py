@@ -46,3 +46,32 @@ def test_a_voxel_size_of_a_fraction_of_a_nanometer_is_refused():
     with pytest.raises(ChunkflowError, match="img: OME-Zarr voxel size .* not a whole number"):
         ome_geometry("img", multiscale, 0, 3)
     assert find_multiscale("x", {"other": 1}) is None
+
+
+def test_zarr_format_for_an_ome_version():
+    from chunkflow.errors import ParameterError
+    from chunkflow.io.ome import zarr_format_for
+
+    assert zarr_format_for() is None and zarr_format_for(3) == 3
+    assert zarr_format_for(None, True, "0.4") == 2 and zarr_format_for(3, True, "0.5") == 3
+    with pytest.raises(ParameterError, match="^`ome_version` needs `ome`$"):
+        zarr_format_for(None, False, "0.5")
+    with pytest.raises(ParameterError, match="0.4 is zarr format 2, not `zarr_format` 3$"):
+        zarr_format_for(3, True, "0.4")
+
+
+@pytest.mark.parametrize(
+    "options,message",
+    [
+        ("--ome-version 0.5", "--ome-version needs --ome"),
+        (
+            "--ome --ome-version 0.4 --zarr-format 3",
+            "OME-Zarr 0.4 is zarr format 2, not --zarr-format 3",
+        ),
+    ],
+)
+def test_save_zarr_names_its_flags(run_cli, options, message):
+    from tests.conftest import error_line
+
+    result = run_cli(f"create-chunk -s 2 2 2 save-zarr -f o.zarr {options}", expect=1)
+    assert error_line(result).endswith(message)
