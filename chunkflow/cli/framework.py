@@ -356,6 +356,11 @@ def parse_ids(names, option: str = "--ids"):
         ) from None
 
 
+def volume_path_option(help: str | None = None):
+    """`-v/--volume-path`, required: a precomputed volume (`VOLUME_PATH`)."""
+    return click.option("-v", "--volume-path", type=VOLUME_PATH, required=True, help=help)
+
+
 def mip_option():
     """`-m/--mip`; None means the global `--mip`, resolved by the operator from its config."""
     return click.option(

@@ -12,6 +12,7 @@ from chunkflow.cli.framework import (
     operator,
     output_option,
     vec3_option,
+    volume_path_option,
 )
 from chunkflow.errors import flag_names
 
@@ -188,13 +189,9 @@ def downsample(task, input_chunk_name, output_chunk_name, factor):
 
 @operator("downsample-upload", family="image", effects=("writes",))
 @input_option()
-@click.option(
-    "-v",
-    "--volume-path",
-    type=VOLUME_PATH,
-    required=True,
-    help="Precomputed volume (missing scales are added to its info), or an OME-Zarr image, "
-    "local or s3:// gs:// (missing levels are added).",
+@volume_path_option(
+    "Precomputed volume (missing scales are added to its info), or an OME-Zarr image, "
+    "local or s3:// gs:// (missing levels are added)."
 )
 @factor_option()
 @click.option(

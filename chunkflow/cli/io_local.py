@@ -31,6 +31,11 @@ TIF_SUFFIXES = (".tif", ".tiff")
 GEOMETRY_FLAGS = dict(voxel_size="-x/--voxel-size", voxel_offset="-v/--voxel-offset")
 
 
+def file_name_option(help: str):
+    """`-f/--file-name`, required: a file, or a folder/prefix a bbox completes."""
+    return click.option("-f", "--file-name", required=True, help=help)
+
+
 def reader_options(fn):
     """Options shared by the readers: geometry overrides, cutout, dtype, output name."""
     decorators = [
@@ -130,12 +135,7 @@ def rescale_option():
 
 # HDF5 ----------------------------------------------------------------------------------------
 @operator("read-h5", family="io", aliases=["load-h5"], context=reader_context)
-@click.option(
-    "-f",
-    "--file-name",
-    required=True,
-    help="HDF5 file, or a folder/prefix completed by the task bbox.",
-)
+@file_name_option("HDF5 file, or a folder/prefix completed by the task bbox.")
 @click.option(
     "-d",
     "--dataset-path",
@@ -157,12 +157,7 @@ def read_h5(task, file_name, dataset_path, layer_type, voxel_offset, voxel_size,
 
 @operator("write-h5", family="io", aliases=["save-h5"], effects=("writes",))
 @input_option()
-@click.option(
-    "-f",
-    "--file-name",
-    required=True,
-    help="Output .h5 file, or a folder/prefix completed by the chunk bbox.",
-)
+@file_name_option("Output .h5 file, or a folder/prefix completed by the chunk bbox.")
 @click.option(
     "-d",
     "--dataset-path",
@@ -239,12 +234,7 @@ def _prepare(chunk, voxel_size=None, dtype=None, rescale=False):
 
 # TIFF ----------------------------------------------------------------------------------------
 @operator("read-tif", family="io", aliases=["load-tif"], context=reader_context)
-@click.option(
-    "-f",
-    "--file-name",
-    required=True,
-    help="TIFF file, or a folder/prefix completed by the task bbox.",
-)
+@file_name_option("TIFF file, or a folder/prefix completed by the task bbox.")
 @reader_options
 def read_tif(task, file_name, layer_type, voxel_offset, voxel_size, bbox, clip):
     """Read a chunk from a TIFF file (a 2D image is one section)."""
@@ -257,12 +247,7 @@ def read_tif(task, file_name, layer_type, voxel_offset, voxel_size, bbox, clip):
 
 @operator("write-tif", family="io", aliases=["save-tif"], effects=("writes",))
 @input_option()
-@click.option(
-    "-f",
-    "--file-name",
-    required=True,
-    help="Output .tif file, or a folder/prefix completed by the chunk bbox.",
-)
+@file_name_option("Output .tif file, or a folder/prefix completed by the chunk bbox.")
 @click.option(
     "-t", "--dtype", type=DTYPE, default=None, help="Cast before writing (default: keep)."
 )
@@ -285,12 +270,7 @@ def write_tif(task, input_chunk_name, file_name, dtype, rescale, compression):
 
 # NumPy ---------------------------------------------------------------------------------------
 @operator("load-npy", family="io", aliases=["read-npy"], context=reader_context)
-@click.option(
-    "-f",
-    "--file-name",
-    required=True,
-    help=".npy file, or a folder/prefix completed by the task bbox.",
-)
+@file_name_option(".npy file, or a folder/prefix completed by the task bbox.")
 @reader_options
 def load_npy(task, file_name, layer_type, voxel_offset, voxel_size, bbox, clip):
     """Read a chunk from a .npy file.
@@ -315,12 +295,7 @@ def load_npy(task, file_name, layer_type, voxel_offset, voxel_size, bbox, clip):
 
 @operator("save-npy", family="io", aliases=["write-npy"], effects=("writes",))
 @input_option()
-@click.option(
-    "-f",
-    "--file-name",
-    required=True,
-    help="Output .npy file, or a folder/prefix completed by the chunk bbox.",
-)
+@file_name_option("Output .npy file, or a folder/prefix completed by the chunk bbox.")
 def save_npy(task, input_chunk_name, file_name):
     """Write a chunk to a .npy file.
 

@@ -15,6 +15,7 @@ from chunkflow.cli.framework import (
     operator,
     parse_ids,
     vec3_option,
+    volume_path_option,
 )
 from chunkflow.errors import ChunkflowError, flag_names
 
@@ -132,13 +133,7 @@ def mesh(
 
 
 @operator("mesh-manifest", family="mesh", effects=("writes",))
-@click.option(
-    "-v",
-    "--volume-path",
-    type=VOLUME_PATH,
-    required=True,
-    help="Precomputed segmentation volume holding mesh fragments.",
-)
+@volume_path_option("Precomputed segmentation volume holding mesh fragments.")
 @click.option(
     "-p",
     "--prefix",
@@ -165,13 +160,7 @@ def mesh_manifest(task, volume_path, prefix, digits):
 
 
 @operator("mesh-merge-sharded", family="mesh", effects=("writes",))
-@click.option(
-    "-v",
-    "--volume-path",
-    type=VOLUME_PATH,
-    required=True,
-    help="Precomputed segmentation volume whose mesh dir holds {bbox}.frags files.",
-)
+@volume_path_option("Precomputed segmentation volume whose mesh dir holds {bbox}.frags files.")
 @click.option(
     "--shard",
     "shards",

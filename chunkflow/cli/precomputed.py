@@ -9,7 +9,6 @@ import click
 from chunkflow.cli.framework import (
     DTYPE,
     LAYER_TYPE,
-    VOLUME_PATH,
     compress_option,
     input_option,
     mip_option,
@@ -17,6 +16,7 @@ from chunkflow.cli.framework import (
     output_option,
     reader_context,
     vec3_option,
+    volume_path_option,
 )
 from chunkflow.errors import ChunkflowError, flag_names
 from chunkflow.io import PRECOMPUTED_ENCODINGS
@@ -25,13 +25,7 @@ logger = logging.getLogger(__name__)
 
 
 @operator("cutout", family="io", aliases=["load-precomputed"], context=reader_context)
-@click.option(
-    "-v",
-    "--volume-path",
-    type=VOLUME_PATH,
-    required=True,
-    help="Precomputed volume (file://, gs://, s3:// or a local folder).",
-)
+@volume_path_option("Precomputed volume (file://, gs://, s3:// or a local folder).")
 @mip_option()
 @vec3_option("-s", "--start", "--chunk-start", "start", help="Start (z y x) at this mip.")
 @vec3_option("-p", "--stop", "stop", help="Stop (z y x).")
@@ -97,13 +91,7 @@ def cutout(
 
 
 @operator("save", family="io", aliases=["save-precomputed"], effects=("writes", "logs"))
-@click.option(
-    "-v",
-    "--volume-path",
-    type=VOLUME_PATH,
-    required=True,
-    help="Precomputed volume; its info is created from the chunk when missing.",
-)
+@volume_path_option("Precomputed volume; its info is created from the chunk when missing.")
 @input_option()
 @mip_option()
 @vec3_option(
@@ -231,7 +219,7 @@ def _skipped_chunk(task, volume_path, input_chunk_name, mip, skipped_tasks):
 
 
 @operator("create-info", family="io", effects=("writes",))
-@click.option("-v", "--volume-path", type=VOLUME_PATH, required=True)
+@volume_path_option()
 @input_option(
     default=None, help="Take dtype, channels, size, offset and voxel size from this chunk."
 )

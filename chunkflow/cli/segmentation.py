@@ -9,13 +9,13 @@ import click
 
 from chunkflow.cli.framework import (
     NAMES,
-    VOLUME_PATH,
     chunks_on_one_grid,
     input_option,
     mip_option,
     operator,
     output_option,
     parse_ids,
+    volume_path_option,
 )
 from chunkflow.errors import ChunkflowError, flag_names
 
@@ -219,7 +219,7 @@ def evaluate_segmentation(
 @operator("mask", family="segmentation")
 @input_option(multiple=True)
 @output_option(default=None, multiple=True, help="Names of the masked chunks [default: -i].")
-@click.option("-v", "--volume-path", type=VOLUME_PATH, required=True, help="Mask volume.")
+@volume_path_option("Mask volume.")
 @mip_option()
 @click.option(
     "--chunk-mip",

@@ -14,6 +14,7 @@ from chunkflow.cli.framework import (
     operator,
     parse_ids,
     vec3_option,
+    volume_path_option,
 )
 from chunkflow.cli.mesh import MESH_FLAGS
 from chunkflow.errors import ChunkflowError, flag_names
@@ -112,13 +113,7 @@ def skeletonize(
 
 
 @operator("skeleton-merge", family="mesh", aliases=["merge-skeletons"], effects=("writes",))
-@click.option(
-    "-v",
-    "--volume-path",
-    type=VOLUME_PATH,
-    required=True,
-    help="Precomputed segmentation volume holding skeleton fragments.",
-)
+@volume_path_option("Precomputed segmentation volume holding skeleton fragments.")
 @click.option(
     "-p",
     "--prefix",
