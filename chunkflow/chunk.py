@@ -22,7 +22,16 @@ from chunkflow.errors import ChunkflowError
 from chunkflow.geometry import BoundingBox, Cartesian
 from chunkflow.memory import require_memory
 
-__all__ = ["Chunk", "Grid", "LayerType", "check_same_grid"]
+__all__ = [
+    "Chunk",
+    "Grid",
+    "LayerType",
+    "cast_array",
+    "check_same_grid",
+    "from_unit",
+    "to_unit",
+    "unit_scale",
+]
 
 
 class LayerType(str, Enum):
@@ -145,7 +154,7 @@ class Chunk(NDArrayOperatorsMixin):
                 unit = np.broadcast_to(unit, shape)
             else:
                 unit = np.random.default_rng(seed).random(shape)
-            array = _scale_unit(unit, dtype)
+            array = from_unit(unit, dtype)
         else:
             raise ChunkflowError(f"unknown pattern {pattern!r}: expected sin, zero or random")
         return cls(array, voxel_offset, voxel_size, layer_type)
@@ -349,8 +358,9 @@ def cast_array(array, dtype, rescale: bool = False) -> np.ndarray:
     - to a float dtype, finite floats must not overflow to inf and integers must stay whole
       numbers (at most 2^24 in magnitude for float32, 2^53 for float64).
 
-    With `rescale`, floats in [0, 1] map onto 0..max of an integer dtype, round(v * max)
-    (255 for uint8); values outside [0, 1], NaN included, are refused.
+    With `rescale`, floats in [0, 1] map onto the whole range of an integer dtype by
+    `from_unit` (round(v * 255) for uint8, round(v * 255) - 128 for int8); values outside
+    [0, 1], NaN included, are refused.
     """
     array = np.asarray(array)
     source, target = array.dtype, np.dtype(dtype)
@@ -359,16 +369,7 @@ def cast_array(array, dtype, rescale: bool = False) -> np.ndarray:
             raise ChunkflowError(
                 f"rescaling maps floats in [0, 1] onto an integer range, not {source} onto {target}"
             )
-        high = np.iinfo(target).max
-        with np.errstate(invalid="ignore"):
-            outside = array.size - np.count_nonzero((array >= 0) & (array <= 1))
-        if outside:
-            raise ChunkflowError(
-                f"rescaling {source} [0, 1] onto {target} 0..{high}: {outside:,} of "
-                f"{array.size:,} values are outside [0, 1]{_span(array)}"
-            )
-        work = np.float64 if source.itemsize > 4 or target.itemsize > 2 else np.float32
-        return np.rint(array.astype(work) * work(high)).astype(target)
+        return from_unit(array, target)
     if source == target or source == np.bool_ or array.size == 0:
         return array.astype(target, copy=False)
     if source.kind not in "iuf" or target.kind not in "iufb":
@@ -431,7 +432,8 @@ def unit_scale(dtype) -> tuple[float, float]:
     Integers span their dtype's range (uint8 v / 255, uint16 v / 65535, int8 (v + 128) / 255),
     bool is 0 or 1, floats are taken to be in units already (low 0, scale 1). `normalize`,
     `normalize-intensity` (for integers) and `inference` all convert through it, on the host
-    with `to_unit` or on the device with the same two float32 operations.
+    with `to_unit` or on the device with the same two float32 operations; `from_unit` is the
+    way back.
     """
     dtype = np.dtype(dtype)
     if dtype.kind in "fb":
@@ -454,16 +456,50 @@ def to_unit(array) -> np.ndarray:
     return unit
 
 
-def _scale_unit(unit: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """Map values in [0, 1] to the value range of `dtype` (floats stay in [0, 1])."""
+def from_unit(unit, dtype, clip: bool = False) -> np.ndarray:
+    """`unit` ([0, 1] units) as `dtype`: the inverse of `to_unit`, the one way back.
+
+    Integers span their dtype's whole range, v = round(min + u * (max - min)) (uint8
+    round(u * 255), int8 round(u * 255) - 128), computed in float64 for dtypes wider than 16
+    bits so that 1 lands on max exactly; bool is the one-bit integer (u > 0.5); floats keep
+    their values. An integer dtype cannot hold values outside [0, 1] or NaN: they are refused,
+    or with `clip` values are clipped into [0, 1] (for floats too; NaN is refused still).
+    """
+    dtype, unit = np.dtype(dtype), np.asarray(unit)
     if dtype.kind == "f":
-        return unit.astype(dtype)
+        values = unit.astype(dtype)
+        return np.clip(values, 0.0, 1.0, out=values) if clip else values
+    if dtype.kind not in "iub":
+        raise ChunkflowError(f"cannot put [0, 1] units into dtype {dtype}")
+    work = np.float64 if dtype.itemsize > 2 or unit.dtype.itemsize > 4 else np.float32
+    values = unit.astype(work)
+    if clip:
+        np.clip(values, 0.0, 1.0, out=values)
+        bad, what = np.count_nonzero(np.isnan(values)), "NaN"
+    else:
+        with np.errstate(invalid="ignore"):
+            bad = values.size - np.count_nonzero((values >= 0) & (values <= 1))
+        what = "outside [0, 1]"
+    low, high = (0, 1) if dtype == np.bool_ else (np.iinfo(dtype).min, np.iinfo(dtype).max)
+    if bad:
+        raise ChunkflowError(
+            f"rescaling {unit.dtype} [0, 1] onto {dtype} {low}..{high}: {bad:,} of "
+            f"{values.size:,} values are {what}{_span(values)}"
+        )
     if dtype == np.bool_:
-        return unit > 0.5
-    info = np.iinfo(dtype)
-    high = min(info.max, 2**31 - 1) if dtype.itemsize >= 4 else info.max
-    low = max(info.min, 0)
-    return (low + unit * (high - low)).round().astype(dtype)
+        return values > 0.5
+    values *= work(float(high) - float(low))
+    if low:
+        values += work(low)
+    np.rint(values, out=values)
+    if float(high) == high:
+        return values.astype(dtype)
+    # 64 bits: max rounds up to 2^63 or 2^64 in float64, one beyond the dtype
+    top = values >= float(high)
+    values[top] = 0
+    out = values.astype(dtype)
+    out[top] = high
+    return out
 
 
 class Grid(NamedTuple):

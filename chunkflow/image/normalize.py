@@ -24,7 +24,7 @@ import json
 
 import numpy as np
 
-from chunkflow.chunk import Chunk, LayerType, to_unit
+from chunkflow.chunk import Chunk, LayerType, from_unit, to_unit
 from chunkflow.errors import ChunkflowError, ParameterError
 
 QUANTIZE_MODES = ("xy", "z", "mean")
@@ -227,6 +227,5 @@ def quantize(chunk: Chunk, mode: str = "xy") -> Chunk:
         values = (array[1].astype(np.float32) + array[2]) / np.float32(2)
     else:
         values = array[0]
-    values = np.nan_to_num(np.clip(values.astype(np.float32, copy=False), 0, 1), nan=0.0)
-    out = np.rint(values * np.float32(255)).astype(np.uint8)
+    out = from_unit(np.nan_to_num(values.astype(np.float32, copy=False), nan=0.0), np.uint8, True)
     return Chunk(out, chunk.voxel_offset, chunk.voxel_size, LayerType.IMAGE)

@@ -7,8 +7,9 @@ mip is written. The image is:
 - a float map (probabilities, affinities): `quantize`d to uint8, affinities as the mean of their
   y and x channels, other multi-channel maps as the mean of all channels (the thumbnail that
   `setup-env`'s worker command makes);
-- an integer image: uint8 as it is, wider types scaled by their dtype range; several channels
-  are averaged;
+- an integer image: uint8 as it is, other integer types by their dtype range into [0, 1] and
+  onto uint8 (`to_unit`, `from_unit`: int8 -128 is black, 127 white); several channels are
+  averaged;
 - a segmentation: kept as it is (downsampled by the block mode), in a segmentation layer.
 
 The thumbnail mip is the layer's top mip when the layer exists, else 6 (chunkflow 1.x's). A
@@ -24,7 +25,7 @@ import logging
 
 import numpy as np
 
-from chunkflow.chunk import Chunk, LayerType
+from chunkflow.chunk import Chunk, LayerType, from_unit, to_unit
 from chunkflow.errors import ChunkflowError
 from chunkflow.geometry import Cartesian
 
@@ -60,8 +61,7 @@ def thumbnail_image(chunk: Chunk) -> Chunk:
     elif array.dtype != np.uint8:
         if array.dtype.kind not in "iu":
             raise ChunkflowError(f"cannot make a thumbnail of a {array.dtype} chunk")
-        scaled = np.clip(array.astype(np.float64) / np.iinfo(array.dtype).max, 0, 1)
-        array = np.rint(scaled * 255).astype(np.uint8)
+        array = from_unit(to_unit(array), np.uint8)
     if array.ndim == 4:
         array = np.rint(array.mean(axis=0)).astype(np.uint8)
     return Chunk(array, chunk.voxel_offset, chunk.voxel_size, LayerType.IMAGE)

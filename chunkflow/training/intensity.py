@@ -3,7 +3,8 @@
 
 Every random function takes a `numpy.random.Generator` and never touches global random state.
 They work in normalised units: float images are taken to lie in [0, 1]; integer images are
-mapped to [0, 1] by their dtype range and back to the same dtype with rounding. The dtype and
+mapped to [0, 1] by their dtype range (`chunkflow.chunk.to_unit`) and back to the same dtype
+with rounding (`chunkflow.chunk.from_unit`). The dtype and
 layer type never change. Geometric augmentations are in `chunkflow.training.augment`.
 """
 
@@ -13,7 +14,7 @@ import math
 
 import numpy as np
 
-from chunkflow.chunk import Chunk, to_unit
+from chunkflow.chunk import Chunk, from_unit, to_unit
 from chunkflow.errors import ChunkflowError
 
 __all__ = ["defect_augment", "intensity_augment", "noise_augment", "normalize"]
@@ -26,23 +27,11 @@ _NOISE_ALIASES = {"salt-and-pepper": "s&p", "salt_and_pepper": "s&p", "sp": "s&p
 # value ranges
 
 
-def _from_unit(chunk: Chunk, unit: np.ndarray, clip: bool = False) -> Chunk:
-    """`unit` (normalised values) back as a chunk like `chunk`: its layer type and dtype
-    (integers: clipped to [0, 1] and rounded; floats too clipped with `clip`)."""
-    if clip:
-        np.clip(unit, 0.0, 1.0, out=unit)
-    dtype = np.dtype(chunk.dtype)
-    if dtype.kind == "f":
-        array = unit.astype(dtype, copy=False)
-    elif dtype == np.bool_:
-        array = unit >= 0.5
-    else:
-        info = np.iinfo(dtype)
-        scaled = np.clip(unit, 0.0, 1.0) * np.float32(float(info.max) - float(info.min))
-        if info.min:
-            scaled += np.float32(info.min)
-        array = np.rint(scaled, out=scaled).astype(dtype)
-    return chunk.with_array(array, chunk.layer_type)
+def _back(chunk: Chunk, unit: np.ndarray, clip: bool = False) -> Chunk:
+    """`unit` back as a chunk like `chunk` (its dtype by `from_unit`, its layer type); integer
+    dtypes saturate at their ends, floats are clipped to [0, 1] only with `clip`."""
+    clip = clip or chunk.dtype.kind != "f"
+    return chunk.with_array(from_unit(unit, chunk.dtype, clip), chunk.layer_type)
 
 
 def _finite_mean(unit: np.ndarray, axis=None) -> np.ndarray:
@@ -108,7 +97,7 @@ def intensity_augment(
     unit -= mean
     unit *= a
     unit += mean + b
-    return _from_unit(chunk, unit, clip)
+    return _back(chunk, unit, clip)
 
 
 def noise_augment(
@@ -154,7 +143,7 @@ def noise_augment(
         flip = rng.random(unit.shape, dtype=np.float32) < amount
         salt = rng.random(unit.shape, dtype=np.float32) < salt_vs_pepper
         unit[flip] = salt[flip]
-    return _from_unit(chunk, unit, clip)
+    return _back(chunk, unit, clip)
 
 
 def defect_augment(
@@ -191,7 +180,7 @@ def defect_augment(
         section *= np.float32(contrast_scale)
         section += mean
     unit[..., missing, :, :] = 0
-    return _from_unit(chunk, unit)
+    return _back(chunk, unit)
 
 
 def check_interval(interval, what: str) -> None:
