@@ -21,7 +21,7 @@ from chunkflow.errors import ChunkflowError
 from chunkflow.geometry import BoundingBox
 from chunkflow.io.object_store import is_remote, object_store
 from chunkflow.io.ome import find_multiscale, ome_multiscale
-from chunkflow.io.zarr import _open, _writable, _write_into, _zarr_store
+from chunkflow.io.zarr import open_array, require_writable, write_into, zarr_store
 
 __all__ = ["is_ome_image", "update_group_attributes", "write_ome_levels"]
 
@@ -145,7 +145,7 @@ def write_ome_levels(path: str, levels: list[tuple[int, Chunk]], name: str = "ch
     """
     path = _local(path)
     if is_remote(path):
-        _writable(path)
+        require_writable(path)
     obj = object_store(path) if is_remote(path) else None
     for level, chunk in levels:
         found = _attributes(path, obj)
@@ -159,14 +159,14 @@ def write_ome_levels(path: str, levels: list[tuple[int, Chunk]], name: str = "ch
             )
         if level == count:
             _add_level(path, level, chunk, multiscale["datasets"][0]["path"])
-        _write_into(chunk, _open(path, None, level, mode="r+"), name)
+        write_into(chunk, open_array(path, None, level, mode="r+"), name)
 
 
 def _add_level(path: str, level: int, chunk: Chunk, first: str) -> None:
     """Create level `level` (array `"{level}"`) for `chunk`'s voxel size and list it."""
     import zarr
 
-    below = _open(path, None, level - 1)
+    below = open_array(path, None, level - 1)
     factor = chunk.voxel_size // below.voxel_size
     if tuple(factor * below.voxel_size) != tuple(chunk.voxel_size):
         raise ChunkflowError(
@@ -184,7 +184,7 @@ def _add_level(path: str, level: int, chunk: Chunk, first: str) -> None:
     )
     entry = ome_multiscale(level_chunk)["datasets"][0]
     entry["path"] = str(level)
-    group = zarr.open_group(store=_zarr_store(path, "r+"), mode="r+")
+    group = zarr.open_group(store=zarr_store(path, "r+"), mode="r+")
     try:  # two processes adding the same level make the same array
         _create_empty(level_chunk, group, entry["path"], tuple(below.array.chunks[-3:]))
     except Exception as err:

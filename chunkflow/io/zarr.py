@@ -57,10 +57,22 @@ from chunkflow.io.n5 import is_n5, n5_attributes, open_n5
 from chunkflow.io.object_store import is_remote, object_store
 from chunkflow.io.ome import find_multiscale, ome_geometry, ome_multiscale
 
+__all__ = [
+    "OpenedArray",
+    "open_array",
+    "read_zarr",
+    "require_writable",
+    "write_into",
+    "write_zarr",
+    "zarr_bounds",
+    "zarr_store",
+]
+
 
 @dataclass
-class _Source:
-    """An opened array, where it is (for errors) and the geometry its store states (or None)."""
+class OpenedArray:
+    """An opened zarr or N5 array, where it is (for errors) and the geometry its store states
+    (None where it states none); `open_array` makes one."""
 
     array: object
     where: str
@@ -69,16 +81,18 @@ class _Source:
     n5: bool = False
 
     def read(self, slices) -> np.ndarray:
+        """The voxels at `slices` ((c,) z, y, x order, N5 too) as a numpy array."""
         if self.n5:  # N5 dimensions are (x, y, z[, c]): numpy's are the reverse
             return np.asarray(self.array.T[slices].read().result())
         return np.asarray(self.array[slices])
 
     @property
     def shape(self):
+        """The array's shape in (c,) z, y, x order (N5's x, y, z reversed)."""
         return tuple(self.array.shape[::-1] if self.n5 else self.array.shape)
 
 
-def _zarr_store(store: str, mode: str = "r"):
+def zarr_store(store: str, mode: str = "r"):
     """A local path, or zarr's ObjectStore over `s3://`, `gs://` (`http(s)://`: read only)."""
     if not is_remote(store):
         if not os.path.exists(store):
@@ -87,23 +101,32 @@ def _zarr_store(store: str, mode: str = "r"):
     from zarr.storage import ObjectStore
 
     if mode != "r":
-        _writable(store)
+        require_writable(store)
     return ObjectStore(object_store(store), read_only=mode == "r")
 
 
-def _writable(store: str) -> None:
+def require_writable(store: str) -> None:
+    """Refuse a store chunkflow cannot write: `http(s)://` ones are read only."""
     if store.startswith(("http://", "https://")):
         raise ChunkflowError(f"{store}: http(s) stores are read only; write to s3:// or gs://")
 
 
-def _open(store: str, dataset: str | None, level: int | None = None, mode: str = "r") -> _Source:
+def open_array(
+    store: str, dataset: str | None, level: int | None = None, mode: str = "r"
+) -> OpenedArray:
+    """The array `dataset` of a zarr or N5 `store` (local or remote), with its stored geometry.
+
+    `dataset` may name an array, an OME-Zarr image (then `level` picks its level, default 0)
+    or a group holding one array; None is the store's root. `mode` "r+" opens it for
+    `write_into` (N5 and `http(s)://` stores are read only).
+    """
     if is_n5(store, dataset):
         if mode != "r":
             raise ChunkflowError(f"{store}: N5 is read only here; write zarr instead")
-        return _Source(*open_n5(store, dataset), n5=True)
+        return OpenedArray(*open_n5(store, dataset), n5=True)
     import zarr
 
-    zstore = _zarr_store(store, mode)
+    zstore = zarr_store(store, mode)
     try:
         node = zarr.open(store=zstore, mode=mode, path=dataset or "")
     except Exception as err:
@@ -121,7 +144,7 @@ def _open(store: str, dataset: str | None, level: int | None = None, mode: str =
             path = datasets[level].get("path")
             array = node[path]
             offset, size = ome_geometry(where, multiscale, level, array.ndim)
-            return _Source(array, f"{where}/{path}", offset, size)
+            return OpenedArray(array, f"{where}/{path}", offset, size)
         names = sorted(node.array_keys())
         if len(names) != 1:
             raise ParameterError(
@@ -143,9 +166,17 @@ def _open(store: str, dataset: str | None, level: int | None = None, mode: str =
         paths = [d.get("path") for d in (multiscale or {}).get("datasets", [])]
         if name in paths:
             offset, size = ome_geometry(where, multiscale, paths.index(name), node.ndim)
-            return _Source(node, where, offset, size)
+            return OpenedArray(node, where, offset, size)
     offset, size = _gunpowder_geometry(where, dict(node.attrs))
-    return _Source(node, where, offset, size)
+    return OpenedArray(node, where, offset, size)
+
+
+def zarr_bounds(store: str, dataset: str | None = None) -> BoundingBox:
+    """The box (voxels) a zarr or N5 array covers, from its metadata only (offset 0 where the
+    store states none)."""
+    source = open_array(store, dataset)
+    offset = source.voxel_offset if source.voxel_offset is not None else Cartesian(0, 0, 0)
+    return BoundingBox.from_delta(offset, source.shape[-3:])
 
 
 def _gunpowder_geometry(where, attrs) -> tuple[Cartesian | None, Cartesian | None]:
@@ -178,7 +209,7 @@ def read_zarr(
     be given. `level` picks an OME-Zarr multiscale level (default 0). With `clip`, `bbox` may
     reach past the data: the part inside it is read.
     """
-    source = _open(store, dataset, level)
+    source = open_array(store, dataset, level)
     where = source.where
     stored_array(
         where, source.shape, source.array.dtype.numpy_dtype if source.n5 else source.array.dtype
@@ -234,12 +265,12 @@ def write_zarr(
     if dataset and os.path.exists(store):
         group = zarr.open_group(store, mode="a")
         if dataset in group:
-            _write_into(chunk, _open(store, dataset, mode="r+"), name)
+            write_into(chunk, open_array(store, dataset, mode="r+"), name)
             return
         _create(chunk, group, dataset, block_size, zarr_format or group.metadata.zarr_format, ome)
         return
     if not dataset and os.path.exists(store):
-        _write_into(chunk, _open(store, None, mode="r+"), name)
+        write_into(chunk, open_array(store, None, mode="r+"), name)
         return
     require_output_folder(store)
     zarr_format = zarr_format or 3
@@ -262,7 +293,7 @@ METADATA = ("zarr.json", ".zarray", ".zgroup", ".zattrs")
 
 def _write_remote(chunk, store, dataset, block_size, name, zarr_format, ome) -> None:
     """`write_zarr` into an object store (see the module's notes for what a failure leaves)."""
-    _writable(store)
+    require_writable(store)
     if store.rstrip("/").endswith(".n5"):
         raise ChunkflowError(f"{store}: N5 is read only here; write zarr instead")
     obj = object_store(store)
@@ -273,7 +304,7 @@ def _write_remote(chunk, store, dataset, block_size, name, zarr_format, ome) -> 
             raise ParameterError(f"{store}: an array, not a group: it holds no `dataset`")
         _publish(chunk, store, obj, dataset, block_size, zarr_format or root[0], ome)
     elif root is not None:
-        _write_into(chunk, _open(store, dataset or None, mode="r+"), name)
+        write_into(chunk, open_array(store, dataset or None, mode="r+"), name)
     else:
         _publish(chunk, store, obj, dataset, block_size, zarr_format or 3, ome)
 
@@ -403,7 +434,12 @@ def _create(
     array[...] = np.asarray(chunk)
 
 
-def _write_into(chunk: Chunk, source: _Source, name: str = "chunk") -> None:
+def write_into(chunk: Chunk, source: OpenedArray, name: str = "chunk") -> None:
+    """Write `chunk` at its place in an array opened with `open_array(..., mode="r+")`.
+
+    The array must state its geometry and cover the chunk on the chunk's grid, with the same
+    dtype and channels; `name` names the chunk in errors. Locally every block lands or none.
+    """
     array, where = source.array, source.where
     if source.voxel_size is None or source.voxel_offset is None:
         raise ChunkflowError(

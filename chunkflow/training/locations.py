@@ -61,11 +61,9 @@ def stored_bounds(path: str, dataset: str | None = None) -> BoundingBox:
         from chunkflow.io.h5 import h5_bounds
 
         return h5_bounds(path, dataset)
-    from chunkflow.io.zarr import _open
+    from chunkflow.io.zarr import zarr_bounds
 
-    source = _open(path, dataset)
-    offset = source.voxel_offset if source.voxel_offset is not None else Cartesian(0, 0, 0)
-    return BoundingBox.from_delta(offset, source.shape[-3:])
+    return zarr_bounds(path, dataset)
 
 
 def read_box(path: str, dataset: str | None, box: BoundingBox) -> Chunk:
