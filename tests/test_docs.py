@@ -33,6 +33,11 @@ SHOWN = {
     "api/segmentation": ["chunkflow.segmentation.evaluate.evaluate_segmentation"],
     "api/training": ["chunkflow.training.targets.add_affinities"],
     "api/task_creation": ["chunkflow.task_creation.region.task_grid"],
+    "api/queues": [
+        "chunkflow.queues.open_queue",
+        "chunkflow.queues.local.LocalQueue",
+        "chunkflow.queues.worker.Worker",
+    ],
 }
 
 

@@ -44,6 +44,9 @@ def _split_leased(name: str) -> tuple[str, int, float] | None:
 
 
 class LocalQueue:
+    """The task queue in the folder `path` (the layout of the module doc); `create` makes the
+    folders when missing, else a folder that is not a queue is refused."""
+
     def __init__(self, path: str, create: bool = False):
         self.path = os.path.abspath(os.path.expanduser(path))
         self.pending = os.path.join(self.path, "pending")

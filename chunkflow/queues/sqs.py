@@ -18,6 +18,9 @@ from chunkflow.queues.messages import Counts, Message
 
 
 class SQSQueue:
+    """The SQS queue `name` (at `endpoint_url`, else boto3's endpoint); `create` makes it
+    when missing, else a missing queue is refused."""
+
     def __init__(self, name: str, endpoint_url: str | None = None, create: bool = False):
         from botocore.config import Config
         from botocore.exceptions import BotoCoreError, ClientError
