@@ -67,7 +67,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from chunkflow.errors import STOPS, ChunkflowError
+from chunkflow.errors import STOPS, ChunkflowError, ParameterError
 
 __all__ = [
     "EFFECTS",
@@ -358,6 +358,7 @@ def op(
     effects: Iterable[str] = (),
     dry_run: str = "skip",
     context=None,
+    task_bbox: str | None = None,
     **params,
 ) -> Operator:
     """A library function over chunks as an operator of any kind, `fn(..., **params)`.
@@ -385,6 +386,11 @@ def op(
     alike: in a dry run an operator with effects does not run, unless it declares
     ``dry_run="self"``; then `fn` is also given ``dry_run=`` (True in a dry run) and must
     honour it (as `chunkflow.task_creation.leasing.lease_tasks` does).
+
+    `task_bbox` names a keyword under which `fn` is also given the bounding box of the task
+    (None when it has none): ``op(read_zarr, (), "image", task_bbox="bbox", store=path)``
+    reads each task's box after a source of bare boxes such as a queue. A stream is then given
+    ``(bbox, item)`` pairs, one per task.
     """
     from chunkflow.task import DEFAULT_CHUNK_NAME
 
@@ -395,17 +401,24 @@ def op(
     outputs = _names(outputs)
     name = name or getattr(fn, "__name__", "operator").replace("_", "-")
     honours = dry_run == "self"  # fn(..., dry_run=) then
+    if task_bbox is not None and (task_bbox in params or (honours and task_bbox == "dry_run")):
+        raise ParameterError(f"`task_bbox` {task_bbox!r}: {name} is given that keyword already")
 
-    def call(args, config):
-        return fn(*args, **params, **({"dry_run": config.dry_run} if honours else {}))
+    def call(args, config, task=None):
+        given = {"dry_run": config.dry_run} if honours else {}
+        if task_bbox is not None and task is not None:
+            given[task_bbox] = task.bbox
+        return fn(*args, **params, **given)
 
     def run(arg, config=None):  # arg: the task, or the stream of a stream operator
         config = config or RunConfig()
         if kind == "stream":
-            return _stream_results(lambda items: call((items,), config), arg, inputs, outputs)
+            return _stream_results(
+                lambda items: call((items,), config), arg, inputs, outputs, task_bbox is not None
+            )
         if kind == "source":
-            return _new_tasks(call(arg.chunks(inputs), config), outputs)
-        _store(arg, outputs, call(arg.chunks(inputs), config))
+            return _new_tasks(call(arg.chunks(inputs), config, arg), outputs)
+        _store(arg, outputs, call(arg.chunks(inputs), config, arg))
 
     run.__name__ = name
     return Operator(
@@ -461,9 +474,11 @@ def _new_task(item, outputs: tuple[str, ...]):
     return task
 
 
-def _stream_results(fn: Callable, stream: Iterable, inputs, outputs) -> Iterator:
-    """The tasks of `stream` with the results of `fn` over their input chunks, in order (see
-    `op`, kind ``stream``)."""
+def _stream_results(
+    fn: Callable, stream: Iterable, inputs, outputs, with_bbox: bool = False
+) -> Iterator:
+    """The tasks of `stream` with the results of `fn` over their input chunks (each item as
+    a `(bbox, item)` pair with `with_bbox`), in order (see `op`, kind ``stream``)."""
     from collections import deque
 
     waiting: deque = deque()  # [task, answered] in the order they came
@@ -477,7 +492,8 @@ def _stream_results(fn: Callable, stream: Iterable, inputs, outputs) -> Iterator
             if live:
                 taken += 1
                 chunks = task.chunks(inputs)
-                yield chunks[0] if len(chunks) == 1 else tuple(chunks)
+                item = chunks[0] if len(chunks) == 1 else tuple(chunks)
+                yield (task.bbox, item) if with_bbox else item
 
     answered = 0
     for result in fn(items()) or ():

@@ -124,7 +124,7 @@ def test_a_library_task_source_leases_from_a_queue_only_outside_a_dry_run(tmp_pa
         queue_name=str(tmp_path / "q"),
         options=options,
     )
-    fill = Operator("fill", lambda task: task.update(image=Chunk(np.ones(task.bbox.shape))))
+    fill = op(lambda bbox: Chunk(np.ones(bbox.shape)), (), "image", name="fill", task_bbox="bbox")
     done = Operator(
         "delete", lambda task: task.lease.delete(), kind="finalizer", effects=("queue",)
     )
@@ -141,6 +141,38 @@ def test_a_library_task_source_leases_from_a_queue_only_outside_a_dry_run(tmp_pa
     tasks = list(Pipeline([fetch, fill, done]).stream(config=config))
     assert len(tasks) == 2 and all(t["image"].shape == (2, 8, 8) for t in tasks)
     assert queue.count() == 0
+
+
+def test_a_function_may_ask_for_the_task_bbox(tmp_path):
+    volume = Chunk(np.arange(4 * 8 * 8, dtype=np.uint16).reshape(4, 8, 8), (10, 0, 0), (40, 4, 4))
+    write_h5(volume, str(tmp_path / "v.h5"))
+    boxes = [BoundingBox((10, 0, 0), (12, 8, 8)), BoundingBox((12, 0, 4), (14, 8, 8))]
+
+    def grid():  # bare boxes, as a queue gives them
+        yield from boxes
+
+    seen = []
+
+    def sizes(pairs):
+        for bbox, image in pairs:
+            seen.append(bbox)
+            yield Chunk(np.full((1, 1, 1), image.array.size))
+
+    pipeline = Pipeline(
+        [
+            op(grid, kind="source"),
+            op(read_h5, (), "image", task_bbox="bbox", path=str(tmp_path / "v.h5")),
+            op(sizes, "image", "size", kind="stream", task_bbox="bbox"),
+        ]
+    )
+    tasks = list(pipeline.stream())
+    assert [task.bbox for task in tasks] == boxes == seen
+    for task, box in zip(tasks, boxes):
+        np.testing.assert_array_equal(task["image"].array, volume[box].array)
+        assert task["size"].array.item() == box.voxel_count
+    # a reader told the task's box and a box of its own would read one of them silently
+    with pytest.raises(ChunkflowError, match="`task_bbox` 'bbox': read-h5 is given that keyword"):
+        op(read_h5, (), "image", task_bbox="bbox", path="v.h5", bbox=boxes[0])
 
 
 def test_a_stream_may_hold_items_and_lets_skipped_tasks_pass_in_place():
