@@ -153,7 +153,8 @@ def mean_affinity_agglomeration(
         np.zeros((num_edges, 2), dtype=np.int8),  # next_s
         np.empty(capacity, dtype=np.int64),  # keys
         np.empty(capacity, dtype=edge_t),  # values
-        np.empty(num_edges, dtype=edge_t),  # heap
+        np.empty(num_edges, dtype=np.float64),  # heap_s
+        np.empty(num_edges, dtype=edge_t),  # heap_e
     )
     return graphkernels.first_come_labels(parent, np.uint64(1))
 
