@@ -120,7 +120,8 @@ def cast_option(chunk, dtype, rescale=False, flag="-t/--dtype"):
         target = np.dtype(dtype)
         hint = ""
         if rescale is False and chunk.dtype.kind == "f" and target.kind in "iu":
-            hint = f"; --rescale maps floats in [0, 1] onto 0..{np.iinfo(target).max}"
+            info = np.iinfo(target)
+            hint = f"; --rescale maps floats in [0, 1] onto {info.min}..{info.max}"
         raise ChunkflowError(f"{flag} {target}: {err}{hint}") from None
 
 
@@ -128,8 +129,9 @@ def rescale_option():
     return click.option(
         "--rescale",
         is_flag=True,
-        help="With -t: map floats in [0, 1] onto the integer range, round(v * max) "
-        "(255 for uint8). Without it a cast that would change values fails.",
+        help="With -t: map floats in [0, 1] onto the integer dtype's whole range, "
+        "round(min + v * (max - min)) (0..255 for uint8, -128..127 for int8). "
+        "Without it a cast that would change values fails.",
     )
 
 

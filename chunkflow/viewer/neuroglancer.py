@@ -7,7 +7,9 @@ shows the xy plane. Voxel sizes (nm) become the dimension scales and voxel offse
 
 Layer kinds follow the chunk's layer type:
 
-- image: a grey `ImageLayer` (a 3-channel image is shown as RGB);
+- image: a grey `ImageLayer` (a 3-channel image is shown as RGB) from black at the dtype's
+  min to white at its max, the rule of `chunkflow.chunk.to_unit` (int8 -128..127, uint8
+  0..255, floats 0..1); dtypes neuroglancer lacks (signed, 64-bit) are served as float32;
 - segmentation: a `SegmentationLayer`; ids keep their bits in the unsigned type of their size;
 - affinity_map: an `ImageLayer` with RGB = channels 0, 1, 2, i.e. the z, y, x affinities;
 - probability_map: an `ImageLayer`, grey over [0, 1] for one channel, RGB for three, else one
@@ -38,7 +40,7 @@ import neuroglancer.server
 import numpy as np
 import tornado.web
 
-from chunkflow.chunk import Chunk, LayerType
+from chunkflow.chunk import Chunk, LayerType, unit_scale
 from chunkflow.errors import ChunkflowError, ParameterError
 from chunkflow.geometry import Cartesian
 from chunkflow.viewer import LAYOUTS, log_failure, one_line_logs, segment_ids
@@ -120,9 +122,16 @@ def chunk_volume(chunk: Chunk, voxel_size=None) -> neuroglancer.LocalVolume:
     )
 
 
-def _grey_shader(dtype: np.dtype, channel: bool) -> str:
-    high = 1 if dtype.kind == "f" else np.iinfo(dtype).max
-    return GREY_SHADER.format(low=0, high=high, channel=", channel=0" if channel else "")
+def _value_range(dtype: np.dtype, served: np.dtype) -> tuple[float, float]:
+    """The values that span black to white: the [0, 1] units of `unit_scale` (integers min..max,
+    int8 -128..127; floats 0..1) of the chunk's dtype, or of the served one for bool (0, 255)."""
+    low, scale = unit_scale(served if dtype == np.bool_ else dtype)
+    return low, low + round(1 / scale)  # 1 / scale is max - min up to rounding
+
+
+def _grey_shader(value_range: tuple[float, float], channel: bool) -> str:
+    low, high = (int(v) for v in value_range)
+    return GREY_SHADER.format(low=low, high=high, channel=", channel=0" if channel else "")
 
 
 def chunk_layer(chunk: Chunk, voxel_size=None) -> neuroglancer.Layer:
@@ -131,12 +140,13 @@ def chunk_layer(chunk: Chunk, voxel_size=None) -> neuroglancer.Layer:
     if chunk.is_segmentation:
         return neuroglancer.SegmentationLayer(source=volume)
     num_channels = volume.shape[3] if volume.rank == 4 else 1
-    dtype = np.dtype(volume.data_type)
+    served = np.dtype(volume.data_type)
+    value_range = _value_range(chunk.dtype, served)
     if num_channels == 3:
         shader = RGB_SHADER
-    elif num_channels > 1 or not chunk.is_image:
-        shader = _grey_shader(dtype, channel=num_channels > 1)
-    else:
+    elif num_channels > 1 or not chunk.is_image or value_range != _value_range(served, served):
+        shader = _grey_shader(value_range, channel=num_channels > 1)
+    else:  # neuroglancer's default range for the served dtype is the values' range
         return neuroglancer.ImageLayer(source=volume)
     return neuroglancer.ImageLayer(source=volume, shader=shader)
 

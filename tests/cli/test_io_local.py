@@ -58,6 +58,18 @@ def test_a_probability_map_to_uint8_is_refused_unless_rescaled(run_cli, tmp_path
 
 
 @pytest.mark.parametrize("writer", sorted(WRITERS))
+def test_rescale_onto_a_signed_dtype_spans_min_to_max_as_its_hint_says(run_cli, tmp_path, writer):
+    args, read, name = WRITERS[writer]
+    unit = Chunk.create((4, 8, 8), "float32", "random", seed=1).array
+    line = error_line(run_cli(f"{PROBABILITIES} {writer} -i p {args} -t int8", expect=1))
+    assert "--rescale maps floats in [0, 1] onto -128..127" in line
+    run_cli(f"{PROBABILITIES} {writer} -i p {args} -t int8 --rescale")
+    written = read(tmp_path / name)
+    assert written.dtype == np.int8
+    np.testing.assert_array_equal(written, (np.rint(unit * 255) - 128).astype(np.int8))
+
+
+@pytest.mark.parametrize("writer", sorted(WRITERS))
 def test_casts_that_keep_values_pass_and_rescale_checks_its_range(run_cli, tmp_path, writer):
     args, read, name = WRITERS[writer]
     values = np.array([0.0, 0.5, 1.5, np.nan] * 4, np.float32).reshape(1, 4, 4)

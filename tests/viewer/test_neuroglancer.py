@@ -6,6 +6,7 @@ import gzip
 import io
 import json
 import os
+import re
 import socket
 import threading
 import time
@@ -20,7 +21,7 @@ import pytest
 
 neuroglancer = pytest.importorskip("neuroglancer")
 
-from chunkflow.chunk import Chunk  # noqa: E402
+from chunkflow.chunk import Chunk, to_unit  # noqa: E402
 from chunkflow.errors import ChunkflowError  # noqa: E402
 from chunkflow.io.precomputed import write_precomputed  # noqa: E402
 from chunkflow.viewer.neuroglancer import (  # noqa: E402
@@ -111,9 +112,23 @@ def test_probability_maps_are_grey_over_zero_to_one():
     assert "channel=0" in two.shader and two.source[0].url.rank == 4
 
 
-def test_plain_image_keeps_the_default_shader_and_converts_unsupported_types():
-    layer = chunk_layer(Chunk(np.zeros((2, 3, 4), np.int16), layer_type="image"))
-    assert "shader" not in layer.to_json() and layer.source[0].url.data_type == "float32"
+def test_plain_image_keeps_the_default_shader_where_it_spans_the_dtype():
+    layer = chunk_layer(Chunk(np.zeros((2, 3, 4), np.uint16), layer_type="image"))
+    assert "shader" not in layer.to_json() and layer.source[0].url.data_type == "uint16"
+
+
+@pytest.mark.parametrize("dtype", ["int8", "int16", "int32", "int64", "uint64"])
+@pytest.mark.parametrize("channels", [1, 2])
+def test_converted_images_span_black_to_white_by_the_unit_rule(dtype, channels):
+    info = np.iinfo(dtype)
+    array = np.zeros((channels, 2, 3, 4), dtype)
+    layer = chunk_layer(Chunk(array, layer_type="image"))
+    assert layer.source[0].url.data_type == "float32"  # neuroglancer has no signed dtypes
+    found = re.search(r"range=\[(-?\d+), (-?\d+)\]", layer.shader)
+    low, high = float(found[1]), float(found[2])
+    values = np.array([info.min, 0, info.max], dtype)
+    shown = (values.astype(np.float64) - low) / (high - low)  # neuroglancer's invlerp
+    np.testing.assert_allclose(shown, to_unit(values), atol=1e-6)
 
 
 def test_a_multichannel_segmentation_is_refused():
