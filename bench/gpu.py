@@ -67,29 +67,18 @@ def image():
 
 def inferencer(device: str, options: dict):
     """The Inferencer as `inference --framework pytorch` builds it, plus engine options."""
-    from chunkflow.cli.inference import build_inferencer
+    from chunkflow.inference.build import build_inferencer
     from chunkflow.inference.engine import Inferencer
 
     base = build_inferencer(
-        framework="pytorch",
-        convnet_model=str(MODEL),
-        convnet_weight_path=str(WEIGHTS),
-        device=device,
-        num_threads=None,
-        input_patch_size=(16, 64, 64),
-        output_patch_size=None,
+        (16, 64, 64),
         output_patch_overlap=(4, 16, 16),
-        output_crop_margin=None,
-        patch_num=None,
         mask_output_chunk=True,
-        num_input_channels=1,
-        num_output_channels=3,
+        framework="pytorch",
+        model_path=str(MODEL),
+        weight_path=str(WEIGHTS),
+        device=device,
         batch_size=4,
-        bump="wu",
-        dtype="float32",
-        augment=False,
-        output_layer_type=None,
-        mask_myelin_threshold=None,
     )
     # the same model and grid; only the engine options differ
     return Inferencer(base.backend, base.grid, base.device, 1, 3, 4, **options)

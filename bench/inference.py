@@ -12,7 +12,7 @@ sigmoid; seeded weights saved as a state_dict), input patch 16x128x128, output p
   most 0.5x the original. The untimed warm-up runs write the outputs, for the max |difference|.
   Both cut the same 125 patches; the original runs a full batch for the last, single patch
   (128 patch passes to our 125).
-* In-process: our Inferencer (built by chunkflow.cli.inference.build_inferencer, as the CLI does)
+* In-process: our Inferencer (built by chunkflow.inference.build.build_inferencer, as the CLI does)
   on the chunk, weight sum included as in a one-chunk CLI run, against the bare forward passes of
   the same model over the same 125 patches in batches of 4 under torch.inference_mode().
   Target: overhead = ours / network - 1 at most 10 %.
@@ -186,29 +186,21 @@ def read_output(path: Path) -> np.ndarray:
 
 def build(paths: dict, dtype: str = "float32", whole_chunk: bool = False):
     """Our Inferencer, exactly as the CLI options of ours_command build it."""
-    from chunkflow.cli.inference import build_inferencer
+    from chunkflow.inference.build import build_inferencer
 
     return build_inferencer(
-        whole_chunk=whole_chunk,
+        PATCH,
+        output_patch_overlap=OVERLAP,
+        mask_output_chunk=True,
         framework="pytorch",
-        convnet_model=str(paths["ours_model"]),
-        convnet_weight_path=str(paths["weights"]),
+        model_path=str(paths["ours_model"]),
+        weight_path=str(paths["weights"]),
         device="cpu",
         num_threads=THREADS,
-        input_patch_size=PATCH,
-        output_patch_size=None,
-        output_patch_overlap=OVERLAP,
-        output_crop_margin=None,
-        patch_num=None,
-        mask_output_chunk=True,
-        num_input_channels=1,
         num_output_channels=CHANNELS,
         batch_size=BATCH,
-        bump="wu",
         dtype=dtype,
-        augment=False,
-        output_layer_type=None,
-        mask_myelin_threshold=None,
+        whole_chunk=whole_chunk,
     )
 
 

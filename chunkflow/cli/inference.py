@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import logging
 
 import click
 
@@ -16,8 +15,6 @@ from chunkflow.cli.framework import (
     vec3_option,
 )
 from chunkflow.errors import flag_names
-
-logger = logging.getLogger(__name__)
 
 # The library's parameters (chunkflow.inference) as inference's flags, for its errors.
 INFERENCE_FLAGS = dict(
@@ -35,6 +32,7 @@ INFERENCE_FLAGS = dict(
     autocast="--autocast",
     pin_memory="--pin-memory",
     device="--device",
+    num_threads="--num-threads",
     framework="--framework",
     model_path="--convnet-model",
     weight_path="--convnet-weight-path",
@@ -42,88 +40,14 @@ INFERENCE_FLAGS = dict(
 
 
 @functools.lru_cache(maxsize=4)
-def build_inferencer(**options):
+def _inferencer(convnet_model, convnet_weight_path, **options):
     """Load the model once per operator; later tasks reuse it."""
+    from chunkflow.inference.build import build_inferencer
+
     with flag_names(**INFERENCE_FLAGS):
-        return _build_inferencer(**options)
-
-
-@functools.lru_cache(maxsize=4)
-def _build_inferencer(
-    framework,
-    convnet_model,
-    convnet_weight_path,
-    device,
-    num_threads,
-    input_patch_size,
-    output_patch_size,
-    output_patch_overlap,
-    output_crop_margin,
-    patch_num,
-    mask_output_chunk,
-    num_input_channels,
-    num_output_channels,
-    batch_size,
-    bump,
-    dtype,
-    augment,
-    output_layer_type,
-    mask_myelin_threshold,
-    whole_chunk=False,
-    autocast=None,
-    pin_memory=False,
-):
-    import os
-
-    # large tensors on 2 MiB pages: far fewer page faults for the big intermediate activations
-    os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
-    import torch
-
-    from chunkflow.inference.backends import choose_device, describe_device, load_backend
-    from chunkflow.inference.bump import bump as make_bump
-    from chunkflow.inference.engine import Inferencer
-    from chunkflow.inference.grid import PatchGrid
-
-    if num_threads is not None:
-        torch.set_num_threads(num_threads)
-    grid = PatchGrid.create(
-        input_patch_size,
-        output_patch_size,
-        output_patch_overlap,
-        output_crop_margin,
-        mask_output_chunk or whole_chunk,  # no patch seams to crop away in whole-chunk mode
-        patch_num,
-    )
-    torch_device = choose_device(device)
-    logger.info("inference on %s", describe_device(torch_device))
-    backend = load_backend(
-        framework,
-        convnet_model,
-        convnet_weight_path,
-        torch_device,
-        grid.patch_crop_margin,
-        num_input_channels,
-        num_output_channels,
-        make_bump(grid.output_patch_size, bump),
-    )
-    if output_layer_type is None and framework == "identity":
-        output_layer_type = "image"
-    return Inferencer(
-        backend,
-        grid,
-        torch_device,
-        num_input_channels,
-        num_output_channels,
-        batch_size,
-        bump,
-        dtype,
-        augment,
-        output_layer_type,
-        mask_myelin_threshold,
-        whole_chunk=whole_chunk,
-        autocast=autocast,
-        pin_memory=pin_memory,
-    )
+        return build_inferencer(
+            model_path=convnet_model, weight_path=convnet_weight_path, **options
+        )
 
 
 def _inference_context(input_chunk_name, output_chunk_name, read_context=False, **options):
@@ -132,21 +56,18 @@ def _inference_context(input_chunk_name, output_chunk_name, read_context=False, 
     if not read_context:
         return None
     from chunkflow.context import Context, grow_by
-    from chunkflow.geometry import BoundingBox
-    from chunkflow.inference.grid import PatchGrid
+    from chunkflow.inference.build import inference_grid
 
     with flag_names(**INFERENCE_FLAGS):
-        grid = PatchGrid.create(
+        margin = inference_grid(
             options["input_patch_size"],
             options["output_patch_size"],
             options["output_patch_overlap"],
             options["output_crop_margin"],
-            options["mask_output_chunk"] or options["whole_chunk"],
-        )
-        probe = BoundingBox((0, 0, 0), (1 << 20,) * 3)
-        _, written = grid._regions(probe)
-    grow = grow_by(written.start - probe.start, probe.stop - written.stop)
-    return Context((input_chunk_name,), (output_chunk_name,), grow)
+            mask_output_chunk=options["mask_output_chunk"],
+            whole_chunk=options["whole_chunk"],
+        ).read_margin
+    return Context((input_chunk_name,), (output_chunk_name,), grow_by(margin, margin))
 
 
 @operator("inference", family="inference", context=_inference_context)
@@ -299,7 +220,7 @@ def inference(
     model runs once over the whole chunk instead. With --read-context the readers before it
     read the margin the output loses, so the output covers the box they were asked for.
     """
-    inferencer = build_inferencer(**options)
+    inferencer = _inferencer(**options)
     chunk = task.chunk(input_chunk_name)
     if read_context and output_chunk_name in task.bases:  # the read box of the write box
         from chunkflow.context import cover

@@ -107,6 +107,12 @@ class PatchGrid:
         return (self.input_patch_size - self.output_patch_size) // 2
 
     @property
+    def read_margin(self) -> Cartesian:
+        """What the output chunk loses on each side of the input chunk: the patch crop margin
+        plus the output crop margin. The read ROI is the write ROI grown by it."""
+        return self.patch_crop_margin + self.output_crop_margin
+
+    @property
     def stride(self) -> Cartesian:
         return self.output_patch_size - self.output_patch_overlap
 

@@ -361,7 +361,7 @@ class _Search:
             )
         n_min, size = smallest
         why = f", divisible by {divisor}: {self._reason(i)}" if divisor > 1 else ""
-        expand = self.grid.patch_crop_margin[i] + self.grid.output_crop_margin[i]
+        expand = self.grid.read_margin[i]
         down, start = self.down[i], self.start[i]
         return ParameterError(
             f"the region is too small along {AXES[i]} for one task: the smallest task there "
@@ -449,7 +449,7 @@ def _plan(search: _Search, patch_num: Cartesian, voxel_size, max_ram_gb, **layer
     """The plan of tasks of `patch_num` patches."""
     grid, mip = search.grid, search.mip
     input_chunk, output_chunk = search.size_of(patch_num, 0), search.size_of(patch_num, 2)
-    expand = grid.patch_crop_margin + grid.output_crop_margin
+    expand = grid.read_margin
     assert input_chunk == grid.chunk_size_for(patch_num)
     assert input_chunk == output_chunk + expand * 2
     grid_size = search.avail // output_chunk

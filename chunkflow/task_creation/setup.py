@@ -38,7 +38,7 @@ def plan_run(
         shard_bytes = shard_bytes or DEFAULT_SHARD_BYTES
     names = ("input_patch_size", "output_patch_size", "output_patch_overlap", "output_crop_margin")
     grid = patch_grid(*(planning.get(name) for name in names))
-    margin = grid.patch_crop_margin + grid.output_crop_margin
+    margin = grid.read_margin
     source = read_input(input_path, mip) if input_path is not None else None
     region = inference_region(
         margin, source=source, input_path=input_path, start=start, stop=stop, size=size, mip=mip
