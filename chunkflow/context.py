@@ -112,6 +112,14 @@ class Request:
         """Whether anything downstream needs more than the base box of `name`."""
         return name in self.needs
 
+    def reads_around(self, box: BoundingBox) -> BoundingBox:
+        """The box the readers after a task source read for a task box (its union with what
+        each reads around it): the box a task must find inside the data."""
+        grown = box
+        for read in self.reads.values():
+            grown = grown.union(read(box))
+        return grown
+
 
 def plan(contexts: Sequence[Context | None]) -> list[Request]:
     """Walk a chain backwards and give each stage its `Request`.

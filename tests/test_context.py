@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from chunkflow.chunk import Chunk
-from chunkflow.context import Context, align, centred, cover, grow_by, pad, plan
+from chunkflow.context import Context, Request, align, centred, cover, grow_by, pad, plan
 from chunkflow.errors import ChunkflowError
 from chunkflow.geometry import BoundingBox
 from chunkflow.training.margins import affinity_grow
@@ -83,3 +83,10 @@ def test_a_task_source_leaves_to_pad_what_pad_fills():
     requests = plan(chain)
     assert requests[1].box("raw", BOX) == BoundingBox((-1, -1, -1), (4, 8, 8))  # reads it
     assert requests[0].reads["raw"](BOX) == BOX  # but need not find it in the data
+
+
+def test_reads_around_is_the_union_of_what_the_readers_after_read():
+    box = BoundingBox((0, 0, 0), (4, 4, 4))
+    assert Request().reads_around(box) == box
+    request = Request(reads=dict(a=lambda b: b.grow((1, 0, 0)), b=lambda b: b.grow((0, 2, 2))))
+    assert request.reads_around(box) == BoundingBox((-1, -2, -2), (5, 6, 6))

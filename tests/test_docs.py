@@ -28,8 +28,15 @@ SHOWN = {
         "chunkflow.task.Task",
     ],
     "api/pipeline": ["chunkflow.pipeline.Pipeline", "chunkflow.pipeline.op"],
-    "api/io": ["chunkflow.io.h5.read_h5", "chunkflow.io.zarr.write_zarr"],
-    "api/inference": ["chunkflow.inference.engine.Inferencer"],
+    "api/io": [
+        "chunkflow.io.h5.read_h5",
+        "chunkflow.io.zarr.write_zarr",
+        "chunkflow.io.precomputed_volume.save_chunk",
+    ],
+    "api/inference": [
+        "chunkflow.inference.engine.Inferencer",
+        "chunkflow.inference.build.build_inferencer",
+    ],
     "api/segmentation": ["chunkflow.segmentation.evaluate.evaluate_segmentation"],
     "api/training": ["chunkflow.training.targets.add_affinities"],
     "api/task_creation": ["chunkflow.task_creation.region.task_grid"],

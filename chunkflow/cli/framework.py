@@ -478,19 +478,6 @@ def chunks_on_one_grid(task, *names: str) -> list:
     return chunks
 
 
-def reads_around(request) -> Callable:
-    """The box the readers after a task source read for a task box (its union with what each
-    reads around it): the box a task must find inside the data."""
-
-    def grow(box):
-        grown = box
-        for read in request.reads.values():
-            grown = grown.union(read(box))
-        return grown
-
-    return grow
-
-
 @contextmanager
 def about_chunk(name: str):
     """Prefix library errors with the chunk they concern."""

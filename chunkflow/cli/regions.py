@@ -16,7 +16,6 @@ from chunkflow.cli.framework import (
     input_option,
     operator,
     output_option,
-    reads_around,
     seed_option,
     vec3_option,
 )
@@ -135,7 +134,6 @@ def random_location(
     if (roi is None) == (source is None):
         raise ChunkflowError("give exactly one of --roi or --file")
     bounds = roi if roi is not None else stored_bounds(source, dataset)
-    grow = reads_around(request)
     accept = None
     if mask is not None:
 
@@ -143,4 +141,4 @@ def random_location(
             return foreground(read_box(mask, mask_dataset, box), box) >= min_masked
 
     for _ in range(count):
-        yield Task(random_box(bounds, size, rng, grow, accept, tries))
+        yield Task(random_box(bounds, size, rng, request.reads_around, accept, tries))

@@ -6,10 +6,8 @@ import numpy as np
 import pytest
 
 from chunkflow.chunk import Chunk
-from chunkflow.cli.framework import chunks_on_one_grid, parameters, reads_around
-from chunkflow.context import Request
+from chunkflow.cli.framework import chunks_on_one_grid, parameters
 from chunkflow.errors import ChunkflowError
-from chunkflow.geometry import BoundingBox
 from chunkflow.task import Task
 
 
@@ -18,13 +16,6 @@ def test_parameters_rename_options_for_a_library_call():
     renamed = parameters(options, dict(roi_start="start", stride="stride"))
     assert renamed == dict(start=(1, 2, 3), stride=None)
     assert parameters(options, ("stride",)) == dict(stride=None)
-
-
-def test_reads_around_is_the_union_of_what_the_readers_after_read():
-    box = BoundingBox((0, 0, 0), (4, 4, 4))
-    assert reads_around(Request())(box) == box
-    request = Request(reads=dict(a=lambda b: b.grow((1, 0, 0)), b=lambda b: b.grow((0, 2, 2))))
-    assert reads_around(request)(box) == BoundingBox((-1, -2, -2), (5, 6, 6))
 
 
 def test_chunks_on_one_grid_names_the_chunks_that_do_not_line_up():
