@@ -56,10 +56,10 @@ def _inference_context(input_chunk_name, output_chunk_name, read_context=False, 
     if not read_context:
         return None
     from chunkflow.context import Context, grow_by
-    from chunkflow.inference.build import inference_grid
+    from chunkflow.inference.grid import PatchGrid
 
     with flag_names(**INFERENCE_FLAGS):
-        margin = inference_grid(
+        margin = PatchGrid.create(
             options["input_patch_size"],
             options["output_patch_size"],
             options["output_patch_overlap"],

@@ -27,31 +27,9 @@ import os
 from chunkflow.errors import ParameterError
 from chunkflow.inference.grid import PatchGrid
 
-__all__ = ["build_inferencer", "inference_grid"]
+__all__ = ["build_inferencer"]
 
 logger = logging.getLogger(__name__)
-
-
-def inference_grid(
-    input_patch_size,
-    output_patch_size=None,
-    output_patch_overlap=None,
-    output_crop_margin=None,
-    patch_num=None,
-    mask_output_chunk: bool = False,
-    whole_chunk: bool = False,
-) -> PatchGrid:
-    """The patch grid of an inference run (see `PatchGrid.create`); in whole-chunk mode there
-    are no patch seams to crop away, so the output crop margin defaults to 0 as with
-    `mask_output_chunk`."""
-    return PatchGrid.create(
-        input_patch_size,
-        output_patch_size,
-        output_patch_overlap,
-        output_crop_margin,
-        mask_output_chunk or whole_chunk,
-        patch_num,
-    )
 
 
 def build_inferencer(
@@ -74,7 +52,7 @@ def build_inferencer(
     whole_chunk: bool = False,
     **engine,
 ):
-    """The `Inferencer` of a model: its grid (`inference_grid`), the torch device `device`
+    """The `Inferencer` of a model: its grid (`PatchGrid.create`), the torch device `device`
     (`choose_device`: auto, cpu, cuda, cuda:N), the model loaded by `framework`
     (`load_backend`) and the blending engine.
 
@@ -96,13 +74,13 @@ def build_inferencer(
         if num_threads < 1:
             raise ParameterError(f"`num_threads` {num_threads} must be at least 1")
         torch.set_num_threads(num_threads)
-    grid = inference_grid(
+    grid = PatchGrid.create(
         input_patch_size,
         output_patch_size,
         output_patch_overlap,
         output_crop_margin,
-        patch_num,
         mask_output_chunk,
+        patch_num,
         whole_chunk,
     )
     torch_device = choose_device(device)

@@ -65,7 +65,11 @@ class PatchGrid:
         output_crop_margin=None,
         mask_output_chunk: bool = False,
         patch_num=None,
+        whole_chunk: bool = False,
     ) -> PatchGrid:
+        """The grid of these sizes, checked. The output crop margin defaults to the overlap,
+        where fewer patches overlap, or to 0 with `mask_output_chunk` or `whole_chunk` (one
+        pass over the whole chunk has no patch seams to crop away)."""
         p_in = Cartesian(input_patch_size)
         p_out = Cartesian(output_patch_size) if output_patch_size is not None else p_in
         overlap = (
@@ -91,7 +95,7 @@ class PatchGrid:
                 f"patch {_vec(p_out)}"
             )
         if output_crop_margin is None:
-            margin = Cartesian(0, 0, 0) if mask_output_chunk else overlap
+            margin = Cartesian(0, 0, 0) if mask_output_chunk or whole_chunk else overlap
         else:
             margin = Cartesian(output_crop_margin)
             if min(margin) < 0:

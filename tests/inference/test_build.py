@@ -7,7 +7,8 @@ import pytest
 from chunkflow.chunk import Chunk, LayerType
 from chunkflow.errors import ParameterError
 from chunkflow.geometry import BoundingBox, Cartesian
-from chunkflow.inference.build import build_inferencer, inference_grid
+from chunkflow.inference.build import build_inferencer
+from chunkflow.inference.grid import PatchGrid
 from tests.inference import models
 
 
@@ -34,14 +35,14 @@ def test_the_identity_model_returns_the_input_cropped_by_the_read_margin():
 )
 def test_the_read_margin_is_what_a_plan_loses_on_each_side(grid):
     box = BoundingBox((5, 7, 9), (25, 87, 99))
-    plan = inference_grid(**grid).plan(box)
-    margin = inference_grid(**grid).read_margin
+    plan = PatchGrid.create(**grid).plan(box)
+    margin = PatchGrid.create(**grid).read_margin
     assert plan.output_bbox.start - box.start == margin == box.stop - plan.output_bbox.stop
 
 
 def test_whole_chunk_mode_crops_no_overlap_by_default():
-    assert inference_grid((4, 16, 16), output_patch_overlap=(2, 8, 8)).read_margin == (2, 8, 8)
-    whole = inference_grid((4, 16, 16), output_patch_overlap=(2, 8, 8), whole_chunk=True)
+    assert PatchGrid.create((4, 16, 16), output_patch_overlap=(2, 8, 8)).read_margin == (2, 8, 8)
+    whole = PatchGrid.create((4, 16, 16), output_patch_overlap=(2, 8, 8), whole_chunk=True)
     assert whole.read_margin == (0, 0, 0)
 
 
