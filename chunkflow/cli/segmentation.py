@@ -98,6 +98,14 @@ def _affinity_options(fn):
     return fn
 
 
+# The agglomeration's parameters as the command line spells them.
+AFFINITY_FLAGS = dict(
+    threshold="--threshold",
+    aff_threshold_low="--aff-threshold-low",
+    aff_threshold_high="--aff-threshold-high",
+)
+
+
 @operator("agglomerate", family="segmentation")
 @input_option()
 @output_option()
@@ -146,21 +154,14 @@ def agglomerate(
 
     Affinities: (3, z, y, x), channel order z, y, x; channel c of voxel p links p and p - e_c.
     """
-    from chunkflow.segmentation.agglomerate import MEAN_AFFINITY
     from chunkflow.segmentation.agglomerate import agglomerate as run
 
     affs, fragments = task.chunk(input_chunk_name), None
     if fragments_chunk_name:
         fragments, affs = chunks_on_one_grid(task, fragments_chunk_name, input_chunk_name)
-    result = run(
-        affs,
-        threshold,
-        aff_threshold_low,
-        aff_threshold_high,
-        scoring_function or MEAN_AFFINITY,
-        fragments,
-        fragments_output is not None,
-    )
+    keep, limits = fragments_output is not None, (aff_threshold_low, aff_threshold_high)
+    with flag_names(**AFFINITY_FLAGS, affs=input_chunk_name, fragments=fragments_chunk_name):
+        result = run(affs, threshold, *limits, scoring_function, fragments, keep)
     if fragments_output is not None:
         task[output_chunk_name], task[fragments_output] = result
     else:
@@ -175,9 +176,10 @@ def watershed(task, input_chunk_name, output_chunk_name, aff_threshold_low, aff_
     """Watershed fragments of an affinity map (waterz), without agglomeration."""
     from chunkflow.segmentation.agglomerate import watershed as run
 
-    task[output_chunk_name] = run(
-        task.chunk(input_chunk_name), aff_threshold_low, aff_threshold_high
-    )
+    with flag_names(**AFFINITY_FLAGS, affs=input_chunk_name):
+        task[output_chunk_name] = run(
+            task.chunk(input_chunk_name), aff_threshold_low, aff_threshold_high
+        )
 
 
 @operator("evaluate-segmentation", family="segmentation", effects=("writes",), dry_run="self")

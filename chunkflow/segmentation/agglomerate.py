@@ -13,8 +13,8 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from chunkflow.chunk import Chunk, LayerType, check_same_grid
-from chunkflow.errors import ChunkflowError
+from chunkflow.chunk import Chunk, LayerType, check_same_grid, to_unit
+from chunkflow.errors import ChunkflowError, ParameterError
 
 logger = logging.getLogger(__name__)
 
@@ -165,22 +165,57 @@ def _quiet_stdout():
 
 
 def affinity_array(affs: Chunk) -> np.ndarray:
-    """The affinities as a contiguous float32 (3, z, y, x) array (uint8 maps to [0, 1])."""
+    """The affinities as a contiguous float32 (3, z, y, x) array (uint8 in [0, 1] units)."""
     array = np.asarray(affs)
     if array.ndim != 4 or array.shape[0] != 3:
-        raise ChunkflowError(
-            f"an affinity map (3, z, y, x) is required, got a chunk of shape {array.shape}"
+        raise ParameterError(
+            f"`affs`: an affinity map (3, z, y, x) is required, got a chunk of shape {array.shape}"
         )
+    if array.dtype == np.uint8:
+        return np.ascontiguousarray(to_unit(array))
     if array.dtype.kind != "f":
-        if array.dtype == np.uint8:
-            return np.ascontiguousarray(array, dtype=np.float32) / 255.0
-        raise ChunkflowError(f"affinities must be float (or uint8), not {array.dtype}")
+        raise ParameterError(f"`affs` must be float (or uint8), not {array.dtype}")
     return np.ascontiguousarray(array, dtype=np.float32)
 
 
 def _check_range(name: str, value: float) -> None:
     if not 0.0 <= value <= 1.0:
-        raise ChunkflowError(f"{name} {value} is out of range: expected a value in [0, 1]")
+        raise ParameterError(f"`{name}` {value} is out of range: expected a value in [0, 1]")
+
+
+def _waterz(array, thresholds, seeds, low, high, scoring_function) -> list[np.ndarray]:
+    """waterz's segmentation at each threshold (its watershed unless `seeds` are given)."""
+    import waterz
+
+    with _quiet_stdout():
+        return [
+            seg.copy()
+            for seg in waterz.agglomerate(
+                array,
+                thresholds,
+                fragments=seeds,
+                aff_threshold_low=low,
+                aff_threshold_high=high,
+                scoring_function=scoring_function,
+            )
+        ]
+
+
+def mean_affinity_segments(fragments: np.ndarray, affs: np.ndarray, threshold: float):
+    """Fragments merged by mean affinity up to `threshold`, on their region graph: waterz's
+    default agglomeration, run by chunkflow.segmentation.regiongraph (the merge
+    `segment-merge` runs on a whole volume), in time and memory linear in the fragments'
+    contacts. Segment ids are 1, 2, ... in the order of the fragments' ids; 0 stays 0."""
+    import fastremap
+
+    from chunkflow.segmentation.regiongraph import contacts, mean_affinity_agglomeration
+
+    ids, _ = fastremap.renumber(fragments, preserve_zero=True, in_place=False)
+    num = int(ids.max()) + 1
+    u, v, sums, counts = contacts(ids, affs, num)
+    segments = mean_affinity_agglomeration(u, v, sums, counts, num, threshold, overwrite=True)
+    segments -= np.uint64(1)  # node 0, the background, has no edge and comes first
+    return segments[ids]
 
 
 def agglomerate(
@@ -188,21 +223,22 @@ def agglomerate(
     threshold: float = 0.7,
     aff_threshold_low: float = 0.0001,
     aff_threshold_high: float = 0.9999,
-    scoring_function: str = MEAN_AFFINITY,
+    scoring_function: str | None = None,
     fragments: Chunk | None = None,
     return_fragments: bool = False,
 ):
     """Watershed (unless `fragments` are given) and agglomeration up to `threshold`.
 
-    Returns the segmentation (uint64), or (segmentation, fragments) with `return_fragments`.
+    The watershed is waterz's. The default scoring function (None), mean affinity, merges on
+    the region graph (`mean_affinity_segments`: waterz's rule, linear in the graph); any other
+    goes to waterz. Returns the segmentation (uint64), or (segmentation, fragments) with
+    `return_fragments`.
     """
-    import waterz
-
-    scoring_function = parse_scoring_function(scoring_function)
+    scoring_function = parse_scoring_function(scoring_function or MEAN_AFFINITY)
     for name, value in (
-        ("--threshold", threshold),
-        ("--aff-threshold-low", aff_threshold_low),
-        ("--aff-threshold-high", aff_threshold_high),
+        ("threshold", threshold),
+        ("aff_threshold_low", aff_threshold_low),
+        ("aff_threshold_high", aff_threshold_high),
     ):
         _check_range(name, value)
     array = affinity_array(affs)
@@ -210,20 +246,16 @@ def agglomerate(
     if fragments is not None:
         check_same_grid(("fragments", fragments), ("affinities", affs))
         if np.asarray(fragments).dtype.kind not in "iu":
-            raise ChunkflowError(f"fragments must be integer labels, not {fragments.dtype}")
+            raise ParameterError(f"`fragments` must be integer labels, not {fragments.dtype}")
         seeds = np.array(fragments, dtype=np.uint64)  # waterz relabels it in place
-    thresholds = [0.0, threshold] if return_fragments else [threshold]
-    results = []
-    with _quiet_stdout():
-        for seg in waterz.agglomerate(
-            array,
-            thresholds,
-            fragments=seeds,
-            aff_threshold_low=aff_threshold_low,
-            aff_threshold_high=aff_threshold_high,
-            scoring_function=scoring_function,
-        ):
-            results.append(seg.copy())
+    low, high = aff_threshold_low, aff_threshold_high
+    if scoring_function == parse_scoring_function(MEAN_AFFINITY):
+        if seeds is None:
+            (seeds,) = _waterz(array, [0.0], None, low, high, scoring_function)
+        results = [seeds, mean_affinity_segments(seeds, array, threshold)]
+    else:
+        thresholds = [0.0, threshold] if return_fragments else [threshold]
+        results = _waterz(array, thresholds, seeds, low, high, scoring_function)
     chunks = [Chunk(r, affs.voxel_offset, affs.voxel_size, LayerType.SEGMENTATION) for r in results]
     return (chunks[-1], chunks[0]) if return_fragments else chunks[-1]
 
@@ -231,5 +263,9 @@ def agglomerate(
 def watershed(
     affs: Chunk, aff_threshold_low: float = 0.0001, aff_threshold_high: float = 0.9999
 ) -> Chunk:
-    """Watershed fragments only (no agglomeration)."""
-    return agglomerate(affs, 0.0, aff_threshold_low, aff_threshold_high)
+    """waterz's watershed fragments only (no agglomeration)."""
+    _check_range("aff_threshold_low", aff_threshold_low)
+    _check_range("aff_threshold_high", aff_threshold_high)
+    array, function = affinity_array(affs), parse_scoring_function(MEAN_AFFINITY)
+    (fragments,) = _waterz(array, [0.0], None, aff_threshold_low, aff_threshold_high, function)
+    return Chunk(fragments, affs.voxel_offset, affs.voxel_size, LayerType.SEGMENTATION)

@@ -8,7 +8,7 @@ import pytest
 
 from chunkflow.chunk import Chunk
 from chunkflow.errors import ChunkflowError
-from chunkflow.segmentation.agglomerate import agglomerate, watershed
+from chunkflow.segmentation.agglomerate import watershed
 from chunkflow.segmentation.evaluate import evaluate_segmentation
 from chunkflow.segmentation.regiongraph import (
     UnionFind,
@@ -17,6 +17,7 @@ from chunkflow.segmentation.regiongraph import (
     plane_contacts,
 )
 from tests.conftest import GALA, read_stack
+from tests.segmentation.test_agglomerate import waterz_segmentation
 
 
 def brute_force_contacts(labels, affs):
@@ -76,7 +77,7 @@ def test_graph_agglomeration_is_waterz_on_the_whole_volume(gala_affinities, thre
     edges whose scores differ by less than float32 resolution may merge in another order, which
     here changes at most one segment in a thousand."""
     fragments = np.asarray(watershed(gala_affinities, 0.001, 0.9999))
-    expected = np.asarray(agglomerate(gala_affinities, threshold, 0.001, 0.9999))
+    expected = waterz_segmentation(np.asarray(gala_affinities), threshold)
     num = int(fragments.max()) + 1
     u, v, sums, counts = contacts(fragments, np.asarray(gala_affinities), num)
     assert len(u) > 5000
