@@ -1,6 +1,6 @@
 """save-log, log-summary and cloud-watch through the real entry point.
 
-cloud-watch talks to a moto server started on 127.0.0.1 for this module.
+cloud-watch talks to the moto server the queue tests start on 127.0.0.1.
 """
 
 import json
@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from tests.conftest import error_line
-from tests.queues.moto import MOTO_SERVER, moto_server
+from tests.queues import conftest as queue_fixtures
 
 GRID = "generate-tasks -s 0 0 0 -z 4 8 32 -c 4 8 8"  # 4 tasks of 256 voxels
 BBOXES = ["0-4_0-8_0-8", "0-4_0-8_16-24", "0-4_0-8_24-32", "0-4_0-8_8-16"]  # sorted names
@@ -159,12 +159,7 @@ def test_empty_or_missing_log_dir(run_cli, tmp_path):
 # cloud-watch against moto
 
 
-@pytest.fixture(scope="module")
-def moto_url(tmp_path_factory):
-    if not MOTO_SERVER.exists():
-        pytest.skip("moto_server is not installed (pip install 'moto[server]')")
-    with moto_server(tmp_path_factory.mktemp("moto")) as url:
-        yield url
+moto_endpoint = queue_fixtures.moto_endpoint  # the moto server of tests/queues/conftest.py
 
 
 def no_aws(monkeypatch, tmp_path):
@@ -190,17 +185,17 @@ def aws(monkeypatch, tmp_path):
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
 
 
-def test_cloud_watch(run_cli, moto_url, aws):
+def test_cloud_watch(run_cli, moto_endpoint, aws):
     import boto3
 
     namespace = f"chunkflow-test-{uuid.uuid4().hex[:8]}"
     result = run_cli(
-        f"{GRID} create-chunk cloud-watch --endpoint-url {moto_url} --namespace {namespace} "
+        f"{GRID} create-chunk cloud-watch --endpoint-url {moto_endpoint} --namespace {namespace} "
         "--log-name run1"
     )
     assert SECRET not in result.out + result.err
 
-    client = boto3.client("cloudwatch", endpoint_url=moto_url, region_name="us-east-1")
+    client = boto3.client("cloudwatch", endpoint_url=moto_endpoint, region_name="us-east-1")
     metrics = client.list_metrics(Namespace=namespace)["Metrics"]
     assert {m["MetricName"] for m in metrics} == {"generate-tasks", "create-chunk"}
     dimensions = [{"Name": "LogName", "Value": "run1"}]

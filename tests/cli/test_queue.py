@@ -67,18 +67,24 @@ def run_main(argv: list) -> None:
     assert code == 0, f"chunkflow {' '.join(map(str, argv))} exited {code}"
 
 
+def random_volume(root: Path, shape, block, seed: int) -> tuple[str, np.ndarray]:
+    """A random uint8 precomputed volume of `shape` at `root`/in, stored in blocks of `block`:
+    its path and its voxels."""
+    source = f"file://{root / 'in'}"
+    run_main(
+        ["create-chunk", "-s", *shape, "--pattern", "random", "--seed", seed, "-t", "uint8"]
+        + ["save", "-v", source, "--block-size", *block]
+    )
+    return source, read_precomputed(source, BoundingBox((0, 0, 0), shape)).array
+
+
 @pytest.fixture(scope="module")
 def volumes(tmp_path_factory) -> dict:
     """A random uint8 input volume, its inverse, and the plugins."""
     root = tmp_path_factory.mktemp("queue-volumes")
-    source = f"file://{root / 'in'}"
-    run_main(
-        ["create-chunk", "-s", *SHAPE, "--pattern", "random", "--seed", 1, "-t", "uint8"]
-        + ["save", "-v", source, "--block-size", *BLOCK]
-    )
+    source, image = random_volume(root, SHAPE, BLOCK, seed=1)
     (root / "slow.py").write_text(SLOW_PLUGIN)
     (root / "failing.py").write_text(FAILING_PLUGIN)
-    image = read_precomputed(source, WHOLE).array
     assert image.std() > 50  # random, not a constant
     return {
         "in": source,

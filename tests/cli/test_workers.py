@@ -19,7 +19,14 @@ import pytest
 
 from chunkflow.geometry import BoundingBox, grid_bboxes
 from chunkflow.io.precomputed import read_precomputed
-from tests.cli.test_queue import SLOW_PLUGIN, start_worker, stop_all, wait_for
+from tests.cli.test_queue import (
+    SLOW_PLUGIN,
+    random_volume,
+    run_main,
+    start_worker,
+    stop_all,
+    wait_for,
+)
 from tests.queues import conftest as queue_fixtures
 
 aws_env = queue_fixtures.aws_env
@@ -44,22 +51,12 @@ SUMMARY = re.compile(
 )
 
 
-def run_main(argv) -> None:
-    from chunkflow.cli.main import main
-
-    assert main([str(a) for a in argv]) == 0
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("workers")
-    source = f"file://{root / 'in'}"
-    run_main(
-        ["create-chunk", "-s", *SHAPE, "--pattern", "random", "--seed", 3, "-t", "uint8"]
-        + ["save", "-v", source, "--block-size", *BLOCK]
-    )
+    source, image = random_volume(root, SHAPE, BLOCK, seed=3)
     (root / "plugin.py").write_text(PLUGIN)
-    return source, str(root / "plugin.py"), 255 - read_precomputed(source, WHOLE).array
+    return source, str(root / "plugin.py"), 255 - image
 
 
 @pytest.mark.parametrize("kind", ["local", "sqs"])

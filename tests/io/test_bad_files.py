@@ -43,6 +43,13 @@ def damaged(kind: str, path, good: bytes) -> None:
         path.write_bytes(bytes(data))
 
 
+def damage_in_place(kind: str, path) -> None:
+    """Replace the good file at `path` by a damaged one of `kind` (see `damaged`)."""
+    good = path.read_bytes()
+    path.unlink()
+    damaged(kind, path, good)
+
+
 def assert_one_line_naming(result, path) -> None:
     assert result.code != 0
     lines = result.err.strip().splitlines()
@@ -68,9 +75,7 @@ def test_damaged_zarr_metadata(kind, run_cli, tmp_path):
     store = tmp_path / "a.zarr"
     write_zarr(Chunk(IMAGE), str(store))
     meta = store / "zarr.json"
-    good = meta.read_bytes()
-    meta.unlink()
-    damaged(kind, meta, good)
+    damage_in_place(kind, meta)
     result = run_cli(f"load-zarr -f {store}", expect=None)
     assert_one_line_naming(result, store)
 
@@ -80,9 +85,7 @@ def test_damaged_zarr_block_is_not_read_as_data(kind, run_cli, tmp_path):
     store = tmp_path / "a.zarr"
     write_zarr(Chunk(IMAGE), str(store), block_size=(4, 16, 16))
     block = next(p for p in store.rglob("*") if p.is_file() and p.name != "zarr.json")
-    good = block.read_bytes()
-    block.unlink()
-    damaged(kind, block, good)
+    damage_in_place(kind, block)
     result = run_cli(f"load-zarr -f {store}", expect=None)
     assert_one_line_naming(result, store)
 
@@ -99,9 +102,7 @@ def volume(tmp_path):
 def test_damaged_precomputed_block(kind, volume, run_cli):
     path, folder = volume
     block = next((folder / "1_1_1").iterdir())
-    good = block.read_bytes()
-    block.unlink()
-    damaged(kind, block, good)
+    damage_in_place(kind, block)
     for fill in ("", "--fill-missing"):  # a damaged block is not a missing one
         result = run_cli(f"cutout -v {path} -s 0 0 0 -z 4 32 32 {fill}", expect=None)
         assert_one_line_naming(result, folder)
@@ -111,9 +112,7 @@ def test_damaged_precomputed_block(kind, volume, run_cli):
 def test_damaged_precomputed_info(kind, volume, run_cli):
     path, folder = volume
     info = folder / "info"
-    good = info.read_bytes()
-    info.unlink()
-    damaged(kind, info, good)
+    damage_in_place(kind, info)
     result = run_cli(f"cutout -v {path} -s 0 0 0 -z 4 32 32", expect=None)
     assert_one_line_naming(result, folder)
 

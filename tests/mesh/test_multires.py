@@ -34,15 +34,21 @@ def _get(vol, label, lod):
     return mesh[int(label)] if isinstance(mesh, dict) else mesh
 
 
+def mesh_gala_gt(run_cli, gala, path: str, mesh_options: str = "") -> None:
+    """gala ground truth saved at `path` (10 nm voxels) and meshed as 8 tasks with one voxel of
+    overlap, into multi-resolution fragments not yet merged."""
+    run_cli(f"read-h5 -f {gala}/test-gt.lzf.h5 -e uint32 -x 10 10 10 save -v {path}")
+    run_cli(
+        f"generate-tasks -v {path} -c 26 51 101 --stride 25 50 100 --respect-stop "
+        f"cutout -v {path} -o seg mesh -i seg -o {path} --format multires {mesh_options}"
+    )
+
+
 @pytest.fixture
 def gala_multires(run_cli, gala, tmp_path):
     """gala ground truth meshed as 8 tasks (one voxel of overlap), merged into 2 shards."""
     path = f"file://{tmp_path}/seg"
-    run_cli(f"read-h5 -f {gala}/test-gt.lzf.h5 -e uint32 -x 10 10 10 save -v {path}")
-    run_cli(
-        f"generate-tasks -v {path} -c 26 51 101 --stride 25 50 100 --respect-stop "
-        f"cutout -v {path} -o seg mesh -i seg -o {path} --format multires -s 0"
-    )
+    mesh_gala_gt(run_cli, gala, path, "-s 0")
     for shard in ("0", "1"):  # two shard jobs, as separate processes would run them
         run_cli(f"mesh-merge-sharded -v {path} --shard {shard} --shard-bits 1 --minishard-bits 2")
     gt = np.asarray(CloudVolume(path)[:, :, :])[..., 0].T  # z, y, x

@@ -23,7 +23,7 @@ CHUNKFLOW = Path(sys.executable).parent / "chunkflow"
 
 @pytest.fixture(scope="session")
 def moto_endpoint(tmp_path_factory):
-    """URL of a moto SQS server on 127.0.0.1, one per test session."""
+    """URL of a moto server (SQS, S3, CloudWatch) on 127.0.0.1, one per test session."""
     if not MOTO_SERVER.exists():
         pytest.skip("moto_server is not installed (pip install 'moto[server]')")
     with moto_server(tmp_path_factory.mktemp("moto")) as url:

@@ -35,6 +35,23 @@ def write_tiny_model(path, out_channels: int = 3):
     return path
 
 
+def cpu_options(**values):
+    """`TrainOptions` of a small, quiet run on one CPU thread: batches of 2 made in-process, no
+    profile table; `values` give the model, the checkpoint folder and the rest."""
+    from chunkflow.training.trainer import TrainOptions
+
+    return TrainOptions(
+        **{
+            "batch_size": 2,
+            "num_workers": 0,
+            "profile_interval": 0,
+            "threads": 1,
+            "device": "cpu",
+            **values,
+        }
+    )
+
+
 def cells(shape=(12, 40, 40), offset=(0, 0, 0), seed=0) -> dict[str, Chunk]:
     """Labels: boxes of 4x8x8 voxels (ids > 0) separated by one-voxel borders (id 0) in y and
     x; image: bright noisy cells, dark borders (uint8)."""

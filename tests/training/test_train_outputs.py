@@ -14,7 +14,7 @@ from chunkflow.errors import ChunkflowError
 from chunkflow.training.data import ExampleMaker, PipelineSpec, sample_probabilities
 from chunkflow.training.targets import Target
 from chunkflow.training.trainer import TrainOptions, train
-from tests.training.synthetic import cells
+from tests.training.synthetic import cells, cpu_options
 
 HEADS = """
 import torch
@@ -65,21 +65,9 @@ def options(tmp_path, model: str, **changes) -> TrainOptions:
     tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "model.py"
     path.write_text(model)
-    values = dict(
-        model_path=str(path),
-        checkpoint_dir=str(tmp_path / "ckpt"),
-        iterations=3,
-        batch_size=2,
-        num_workers=0,
-        learning_rate=0.01,
-        checkpoint_interval=3,
-        profile_interval=0,
-        threads=1,
-        device="cpu",
-        tensorboard=False,
-    )
-    values.update(changes)
-    return TrainOptions(**values)
+    values = dict(model_path=str(path), checkpoint_dir=str(tmp_path / "ckpt"))
+    values.update(iterations=3, learning_rate=0.01, checkpoint_interval=3, tensorboard=False)
+    return cpu_options(**{**values, **changes})
 
 
 def scalars(folder) -> dict[str, list[float]]:

@@ -13,7 +13,7 @@ from chunkflow.errors import ChunkflowError
 from chunkflow.training.checkpoints import newest_checkpoint
 from chunkflow.training.data import ExampleMaker, PipelineSpec
 from chunkflow.training.trainer import TrainOptions, train
-from tests.training.synthetic import cells, write_tiny_model
+from tests.training.synthetic import cells, cpu_options, write_tiny_model
 
 SPEC = dict(input_size=(8, 24, 24), elastic=dict(jitter_sigma=(0, 1, 1)))
 
@@ -23,20 +23,9 @@ def options(tmp_path, **changes) -> TrainOptions:
     model = tmp_path / "tiny.py"
     if not model.exists():
         write_tiny_model(model)
-    values = dict(
-        model_path=str(model),
-        checkpoint_dir=str(tmp_path / "ckpt"),
-        iterations=10,
-        batch_size=2,
-        num_workers=0,
-        learning_rate=0.02,
-        checkpoint_interval=5,
-        profile_interval=0,
-        threads=1,
-        device="cpu",
-    )
-    values.update(changes)
-    return TrainOptions(**values)
+    values = dict(model_path=str(model), checkpoint_dir=str(tmp_path / "ckpt"))
+    values.update(iterations=10, learning_rate=0.02, checkpoint_interval=5)
+    return cpu_options(**{**values, **changes})
 
 
 def state(path) -> dict:

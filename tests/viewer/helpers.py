@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import shutil
@@ -68,6 +69,19 @@ def set_viewport(driver, width: int, height: int) -> None:
     inner = driver.execute_script("return [window.innerWidth, window.innerHeight]")
     outer = driver.get_window_size()
     driver.set_window_size(width + outer["width"] - inner[0], height + outer["height"] - inner[1])
+
+
+@contextlib.contextmanager
+def panel_txn(viewer, width: int, height: int, layout: str):
+    """A transaction on a neuroglancer viewer's state with `layout` set, its screenshots fixed
+    to `width` x `height` pixels of panel alone (no UI controls, no panel borders)."""
+    with viewer.config_state.txn() as s:
+        s.show_ui_controls = False
+        s.show_panel_borders = False
+        s.viewer_size = [width, height]
+    with viewer.txn() as s:
+        s.layout = layout
+        yield s
 
 
 def png_pixels(png: bytes) -> np.ndarray:

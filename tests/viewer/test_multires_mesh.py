@@ -10,7 +10,8 @@ import pytest
 neuroglancer = pytest.importorskip("neuroglancer")
 
 from chunkflow.viewer.neuroglancer import open_viewer  # noqa: E402
-from tests.viewer.helpers import set_viewport  # noqa: E402
+from tests.mesh.test_multires import mesh_gala_gt  # noqa: E402
+from tests.viewer.helpers import panel_txn, set_viewport  # noqa: E402
 from tests.viewer.test_neuroglancer import canvas_screenshot  # noqa: E402
 
 SIZE = 320
@@ -20,11 +21,7 @@ SIZE = 320
 def multires_gt(run_cli, gala, tmp_path):
     """gala ground truth meshed in 8 tasks and merged into sharded multires meshes."""
     path = f"file://{tmp_path}/seg"
-    run_cli(f"read-h5 -f {gala}/test-gt.lzf.h5 -e uint32 -x 10 10 10 save -v {path}")
-    run_cli(
-        f"generate-tasks -v {path} -c 26 51 101 --stride 25 50 100 --respect-stop "
-        f"cutout -v {path} -o seg mesh -i seg -o {path} --format multires"
-    )
+    mesh_gala_gt(run_cli, gala, path)
     run_cli(f"mesh-merge-sharded -v {path}")
     from cloudvolume import CloudVolume
 
@@ -38,12 +35,7 @@ def drawn(viewer, segments, until) -> np.ndarray:
     pixels that differ from the background. The browser may still be applying the new state or
     receiving mesh fragments when a screenshot is taken: retry for a while until
     `until(number of drawn pixels)` holds."""
-    with viewer.config_state.txn() as s:
-        s.show_ui_controls = False
-        s.show_panel_borders = False
-        s.viewer_size = [SIZE, SIZE]
-    with viewer.txn() as s:
-        s.layout = "3d"
+    with panel_txn(viewer, SIZE, SIZE, "3d") as s:
         s.show_slices = False
         s.show_axis_lines = False
         s.show_scale_bar = False

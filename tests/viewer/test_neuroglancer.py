@@ -37,6 +37,7 @@ from tests.viewer.helpers import (  # noqa: E402
     get,
     grey_levels,
     neuroglancer_state,
+    panel_txn,
     png_pixels,
     set_viewport,
 )
@@ -359,12 +360,7 @@ def canvas_screenshot(viewer, timeout: float = 20) -> np.ndarray:
 
 def checked_panel(viewer, **layer_visibility) -> np.ndarray:
     """A fixed-size screenshot of the xy panel at z = 25, centered on voxel (100, 50)."""
-    with viewer.config_state.txn() as s:
-        s.show_ui_controls = False
-        s.show_panel_borders = False
-        s.viewer_size = [WIDTH, HEIGHT]
-    with viewer.txn() as s:
-        s.layout = "xy"
+    with panel_txn(viewer, WIDTH, HEIGHT, "xy") as s:
         s.position = [100, 50, 25.5]
         s.cross_section_scale = ZOOM
         for name, visible in layer_visibility.items():
