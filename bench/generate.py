@@ -220,12 +220,9 @@ def measure(ctx) -> list[dict]:
 
 
 def main() -> int:
-    rows = run(sqs="--no-sqs" not in sys.argv[1:])
-    for r in rows:
-        result = {True: "PASS", False: "FAIL", None: ""}[r.get("passed")]
-        seconds = "-" if r["ours_s"] is None else f"{r['ours_s']:.2f}"
-        print(f"{r['name']:<42} {seconds:>8} s  {r.get('target', ''):<18} {result}")
-        print(f"{'':<42} {r['note']}")
+    from run import print_rows  # bench/run.py
+
+    print_rows(run(sqs="--no-sqs" not in sys.argv[1:]))
     return 0
 
 

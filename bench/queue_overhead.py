@@ -163,12 +163,9 @@ def measure(ctx) -> list[dict]:
 
 def main() -> int:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else N
-    rows = run(n)
-    for r in rows:
-        result = {True: "PASS", False: "FAIL", None: "SKIP"}[r["passed"]]
-        ms = "-" if r["ours_s"] is None else f"{r['ours_s'] * 1000:.2f}"
-        print(f"{r['name']:<42} {ms:>8} ms  {r['target']:<16} {result}")
-        print(f"{'':<42} {r['note']}")
+    from run import print_rows  # bench/run.py
+
+    print_rows(run(n), unit="ms")
     return 0
 
 

@@ -250,6 +250,18 @@ def fmt(x: float | None, suffix: str = "") -> str:
     return "-" if x is None else f"{x:.3f}{suffix}"
 
 
+def print_rows(rows: list[dict], unit: str = "s") -> None:
+    """A module's rows (dicts, as its `measure` returns them) as it prints them when run by hand:
+    name, our time in `unit` (s or ms), target and PASS, FAIL or SKIP (a target that was not
+    measured), then the note on a line of its own."""
+    scale = {"s": 1, "ms": 1000}[unit]
+    for r in rows:
+        result = {True: "PASS", False: "FAIL"}.get(r.get("passed"), "SKIP" if "target" in r else "")
+        value = "-" if r["ours_s"] is None else f"{r['ours_s'] * scale:.2f}"
+        print(f"{r['name']:<42} {value:>8} {unit:<3}{r.get('target', ''):<18} {result}")
+        print(f"{'':<42} {r['note']}")
+
+
 def report(rows: list[Row], ctx: Context) -> None:
     head = (
         f"{'benchmark':<42} {'ours':>9} {'anchor':>9} {'ours/anch':>9}  {'target':<14} result  note"

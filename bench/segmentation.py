@@ -167,6 +167,18 @@ def side_by_side(commands: dict, warmups: dict, cwd: Path, before=None) -> dict:
     return runs
 
 
+def run_detail(runs: dict) -> dict:
+    """The wall times and peak RSS of every run of side_by_side, ours and the original's (None
+    where it did not run), as a row's detail lists them."""
+    orig = runs.get("orig")
+    return {
+        "runs_s": runs["ours"][0],
+        "orig_runs_s": orig[0] if orig else None,
+        "peak_rss_bytes": runs["ours"][1],
+        "orig_peak_rss_bytes": orig[1] if orig else None,
+    }
+
+
 def median(runs: dict, name: str) -> float | None:
     return statistics.median(runs[name][0]) if name in runs else None
 
@@ -234,10 +246,7 @@ def bench_connected_components(ctx) -> list[dict]:
             "passed": passed,
             "note": note,
             "detail": {
-                "runs_s": runs["ours"][0],
-                "orig_runs_s": runs["orig"][0] if ctx.orig else None,
-                "peak_rss_bytes": runs["ours"][1],
-                "orig_peak_rss_bytes": runs["orig"][1] if ctx.orig else None,
+                **run_detail(runs),
                 "components": count["ours"],
                 "orig_components": count.get("orig"),
                 "labels_identical": same,
@@ -330,10 +339,7 @@ def bench_agglomerate(ctx) -> list[dict]:
             "passed": passed,
             "note": note,
             "detail": {
-                "runs_s": runs["ours"][0],
-                "orig_runs_s": runs["orig"][0] if "orig" in runs else None,
-                "peak_rss_bytes": runs["ours"][1],
-                "orig_peak_rss_bytes": runs["orig"][1] if "orig" in runs else None,
+                **run_detail(runs),
                 "segments": count["ours"],
                 "orig_segments": count.get("orig"),
                 "identical": same,
@@ -399,10 +405,7 @@ def bench_downsample_upload(ctx) -> list[dict]:
             "orig_s": t_orig,
             "note": note,
             "detail": {
-                "runs_s": runs["ours"][0],
-                "orig_runs_s": runs["orig"][0] if ctx.orig else None,
-                "peak_rss_bytes": runs["ours"][1],
-                "orig_peak_rss_bytes": runs["orig"][1] if ctx.orig else None,
+                **run_detail(runs),
                 "mips": list(range(start, stop)),
                 "factor": DS_FACTOR,
                 "max_abs_error_by_mip": errors["ours"],
