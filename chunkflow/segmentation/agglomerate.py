@@ -1,4 +1,4 @@
-"""Watershed and mean-affinity agglomeration of affinity maps (waterz).
+"""Watershed and mean-affinity agglomeration of affinity maps (waterz's algorithms).
 
 Affinity convention: a float32 map (3, z, y, x); channel order z, y, x; channel c of voxel p is
 the affinity between p and p − e_c, the previous voxel along axis c. This is what waterz reads.
@@ -183,6 +183,13 @@ def _check_range(name: str, value: float) -> None:
         raise ParameterError(f"`{name}` {value} is out of range: expected a value in [0, 1]")
 
 
+def _check_limits(low: float, high: float) -> None:
+    for name, value in (("aff_threshold_low", low), ("aff_threshold_high", high)):
+        _check_range(name, value)
+    if low >= high:
+        raise ParameterError(f"`aff_threshold_low` {low} must be below `aff_threshold_high` {high}")
+
+
 def _waterz(array, thresholds, seeds, low, high, scoring_function) -> list[np.ndarray]:
     """waterz's segmentation at each threshold (its watershed unless `seeds` are given)."""
     import waterz
@@ -201,21 +208,25 @@ def _waterz(array, thresholds, seeds, low, high, scoring_function) -> list[np.nd
         ]
 
 
-def mean_affinity_segments(fragments: np.ndarray, affs: np.ndarray, threshold: float):
+def mean_affinity_segments(
+    fragments: np.ndarray, affs: np.ndarray, threshold: float, consecutive: bool = False
+):
     """Fragments merged by mean affinity up to `threshold`, on their region graph: waterz's
     default agglomeration, run by chunkflow.segmentation.regiongraph (the merge
-    `segment-merge` runs on a whole volume), in time and memory linear in the fragments'
-    contacts. Segment ids are 1, 2, ... in the order of the fragments' ids; 0 stays 0."""
+    `segment-merge` runs on a whole volume). Segment ids are 1, 2, ... in the order of the
+    fragments' ids; 0 stays 0. `consecutive`: the fragment ids are 1 .. n already (as the
+    watershed makes them), so they need no renumbering."""
     import fastremap
 
     from chunkflow.segmentation.regiongraph import contacts, mean_affinity_agglomeration
 
-    ids, _ = fastremap.renumber(fragments, preserve_zero=True, in_place=False)
-    num = int(ids.max()) + 1
-    u, v, sums, counts = contacts(ids, affs, num)
+    if not consecutive:
+        fragments, _ = fastremap.renumber(fragments, preserve_zero=True, in_place=False)
+    num = int(fragments.max()) + 1 if fragments.size else 1
+    u, v, sums, counts = contacts(fragments, affs, num)
     segments = mean_affinity_agglomeration(u, v, sums, counts, num, threshold, overwrite=True)
     segments -= np.uint64(1)  # node 0, the background, has no edge and comes first
-    return segments[ids]
+    return segments[fragments]
 
 
 def agglomerate(
@@ -229,18 +240,14 @@ def agglomerate(
 ):
     """Watershed (unless `fragments` are given) and agglomeration up to `threshold`.
 
-    The watershed is waterz's. The default scoring function (None), mean affinity, merges on
-    the region graph (`mean_affinity_segments`: waterz's rule, linear in the graph); any other
-    goes to waterz. Returns the segmentation (uint64), or (segmentation, fragments) with
-    `return_fragments`.
+    With the default scoring function (None), mean affinity, the watershed is `basins`'s
+    (waterz's fragments) and the merge runs on the region graph (`mean_affinity_segments`:
+    waterz's rule); any other scoring function goes to waterz, watershed and all. Returns the
+    segmentation (uint64), or (segmentation, fragments) with `return_fragments`.
     """
     scoring_function = parse_scoring_function(scoring_function or MEAN_AFFINITY)
-    for name, value in (
-        ("threshold", threshold),
-        ("aff_threshold_low", aff_threshold_low),
-        ("aff_threshold_high", aff_threshold_high),
-    ):
-        _check_range(name, value)
+    _check_range("threshold", threshold)
+    _check_limits(aff_threshold_low, aff_threshold_high)
     array = affinity_array(affs)
     seeds = None
     if fragments is not None:
@@ -250,9 +257,12 @@ def agglomerate(
         seeds = np.array(fragments, dtype=np.uint64)  # waterz relabels it in place
     low, high = aff_threshold_low, aff_threshold_high
     if scoring_function == parse_scoring_function(MEAN_AFFINITY):
-        if seeds is None:
-            (seeds,) = _waterz(array, [0.0], None, low, high, scoring_function)
-        results = [seeds, mean_affinity_segments(seeds, array, threshold)]
+        from chunkflow.segmentation import basins
+
+        given = seeds is not None
+        if not given:
+            seeds = basins.watershed(array, low, high)
+        results = [seeds, mean_affinity_segments(seeds, array, threshold, not given)]
     else:
         thresholds = [0.0, threshold] if return_fragments else [threshold]
         results = _waterz(array, thresholds, seeds, low, high, scoring_function)
@@ -263,9 +273,9 @@ def agglomerate(
 def watershed(
     affs: Chunk, aff_threshold_low: float = 0.0001, aff_threshold_high: float = 0.9999
 ) -> Chunk:
-    """waterz's watershed fragments only (no agglomeration)."""
-    _check_range("aff_threshold_low", aff_threshold_low)
-    _check_range("aff_threshold_high", aff_threshold_high)
-    array, function = affinity_array(affs), parse_scoring_function(MEAN_AFFINITY)
-    (fragments,) = _waterz(array, [0.0], None, aff_threshold_low, aff_threshold_high, function)
+    """Watershed fragments only (no agglomeration): waterz's, computed by `basins`."""
+    from chunkflow.segmentation import basins
+
+    _check_limits(aff_threshold_low, aff_threshold_high)
+    fragments = basins.watershed(affinity_array(affs), aff_threshold_low, aff_threshold_high)
     return Chunk(fragments, affs.voxel_offset, affs.voxel_size, LayerType.SEGMENTATION)

@@ -148,7 +148,12 @@ BAD = [
     (
         "create-chunk -s 4 4 4 -t float32 -c 3 -o affs "
         "agglomerate -i affs --aff-threshold-high 1.2",
-        "out of range",
+        "--aff-threshold-high 1.2 is out of range",
+    ),
+    (
+        "create-chunk -s 4 4 4 -t float32 -c 3 -o affs "
+        "watershed -i affs --aff-threshold-low 0.6 --aff-threshold-high 0.5",
+        "--aff-threshold-low 0.6 must be below --aff-threshold-high 0.5",
     ),
     ("create-chunk -s 4 4 4 -t float32 mask-out-objects -d 3", "not an integer segmentation"),
     ("create-chunk -s 4 4 4 --voxel-offset 8 0 0 mask -v mask -m 1", "does not cover the chunk"),

@@ -73,6 +73,7 @@ def test_fragments_and_watershed():
         (dict(affs=np.zeros((4, 4, 4), np.float32)), "affinity map \\(3, z, y, x\\) is required"),
         (dict(threshold=1.5), "`threshold` 1.5 is out of range"),
         (dict(aff_threshold_low=-0.1), "`aff_threshold_low` -0.1"),
+        (dict(aff_threshold_low=0.5, aff_threshold_high=0.5), "must be below `aff_threshold_high`"),
         (dict(fragments=np.zeros((4, 4, 5), np.uint32)), "do not cover the same voxels"),
     ],
 )
