@@ -12,8 +12,11 @@ EM-like content everywhere. One CLI command per chunk size, as a worker runs it:
       agglomerate --threshold 0.7 --aff-threshold-low 0.001 --aff-threshold-high 0.9999 \
       save -v SEG --block-size 64 64 64
 
-* Time per voxel: the operators' own seconds (the run's timing table, without process start-up
-  and imports) over the chunk's voxels, and the whole command's wall time over them. How many
+* Time per voxel: the operators' own seconds (the run's timing table, without process start-up)
+  less the first task's cost, over the chunk's voxels, and the whole command's wall time over
+  them. The first task's cost, what a queue worker pays once (importing torch, building the
+  model, first calls; about 1.5 s), is each operator's time on a chunk of one patch, measured
+  first and printed apart. How many
   patch voxels the network runs per chunk voxel depends on how the chunk fits the patch grid
   (the last patch is flush with the end): 3.1 at 128^3, 2.05 at 256^3, 2.54 at 512^3, which
   alone moves the time per chunk voxel by -34 % and +24 %. So the goal (+-20 % of the 128^3
@@ -21,24 +24,27 @@ EM-like content everywhere. One CLI command per chunk size, as a worker runs it:
   operators' time per chunk voxel, each printed with its spread. On a shared machine the wall
   figures move with the load; the process's CPU time per voxel (user + system) is printed too.
 * Peak memory: maximum resident set size (/usr/bin/time -v), against a fixed part plus a
-  stated multiple of the chunk's bytes (float32): at most 0.75 GiB + 40x. The fixed part
+  stated multiple of the chunk's bytes (float32): at most 0.75 GiB + 32x. The fixed part
   (Python, torch, the model, a batch of U-Net activations; about 0.5 GiB) dominates small
   chunks. The linear part is the largest stage's: inference holds the image, a 3-channel
   float32 output and the weight sums (about 9x the chunk, 12x with the image cutout), and
-  agglomerate holds the affinities plus waterz's watershed and region graph, about 130 bytes
-  per voxel (33x) on these affinities: the watershed (aff-threshold-low 0.001) makes about
-  one fragment per 8 voxels and 0.6 region-graph edges per voxel. That stage is linear
-  (waterz alone on mirrored affinities: 129, 128, 139 bytes per voxel at 64^3, 128^3, 256^3),
-  but it only peaks above inference from about 256^3 on, so the slope of the peak between
-  sizes (printed) rises from about 17x (inference) to about 35x (agglomerate) and stays there.
-  A 64^3 run gives the first slope's base.
-* Open: agglomerate's time per voxel grows with the chunk. Measured in CPU seconds on the
-  same mirrored affinities: waterz 0.80, 1.6, 3.2, 3.5 us per voxel at 64^3, 128^3, 192^3,
-  256^3, of which its watershed and region graph take 0.62 and 0.79 at 128^3 and 256^3 (about
-  flat); the rest is the region merging, and chunkflow's own mean-affinity merge
-  (chunkflow.segmentation.regiongraph) on the same fragments grows alike (1.1 to 2.4 us).
+  agglomerate holds the affinities (3x), the fragments, the contact statistics and the merge's
+  work arrays, about 106 bytes per voxel above the affinities on these: the watershed
+  (aff-threshold-low 0.001) makes about one fragment per 8 voxels and 0.64 region-graph edges
+  per voxel, at about 100 bytes per edge. Measured: 0.70, 2.34, 14.92 GiB at 128^3, 256^3,
+  512^3 (29.8x the chunk), a slope between sizes of 28x to 30x. Before agglomerate ran its own
+  watershed it was waterz's, whose region graph alone took about 130 bytes per voxel (19.2 GiB
+  at 512^3). A 64^3 run gives the first slope's base.
+* Open: the merge's time per voxel grows with the chunk. In CPU nanoseconds per voxel on the
+  U-Net's affinities of this image at 128^3, 256^3, 512^3: the watershed 136, 138, 140
+  (chunkflow.segmentation.basins; waterz's watershed and region graph took 511, 675, 864),
+  contact statistics 129, 165, 191, the merge 530, 762, 1014 (waterz's own merge took 0.8 to
+  3.5 us per voxel from 64^3 to 256^3). The merge's operation counts per edge are flat (pops
+  1.2, list steps 9.5 to 11.7), and neither the hash table's size (1.6x to 12x the edges)
+  nor numbering the fragments in Morton order moves it by more than 10 %: the growth is
+  memory latency, as the graph's arrays outgrow the caches. From 256^3 on it is flat.
 
-512^3 takes 20 minutes or more on 2 cores and up to 20 GiB; SCALING_SIZES=64,128,256
+512^3 takes about 4 minutes on 2 quiet cores and 15 GiB; SCALING_SIZES=64,128,256
 leaves it out, and a size whose budget exceeds the available memory is skipped (and said so).
 Standalone: .venv/bin/python bench/scaling.py
 From bench/run.py: measure(ctx) returns the rows as keyword dicts for run.Row.
@@ -61,7 +67,7 @@ SIZES = tuple(int(s) for s in os.environ.get("SCALING_SIZES", "64,128,256,512").
 GiB = 1 << 30
 REFERENCE = 128  # time per voxel is compared with this size's (64^3 only sets the memory base)
 FIXED_BYTES = 3 * GiB // 4  # Python, torch, the model and the U-Net's activations of a batch
-LINEAR = 40  # bytes per byte of the float32 chunk; waterz's region graph is about 33 of them
+LINEAR = 32  # bytes per byte of the float32 chunk; about 30 measured, most of it agglomerate's
 FLAT = 0.20  # time per voxel within +-20 % of the REFERENCE chunk's
 PATCH, OVERLAP = (16, 64, 64), (4, 16, 16)
 TABLE_ROW = re.compile(r"^(\S+)\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)$")
@@ -81,9 +87,9 @@ def prepare(tmp: Path) -> Path:
     return path
 
 
-def command(ctx, volume: Path, side: int) -> list:
+def command(ctx, volume: Path, shape: tuple) -> list:
     argv = [ctx.ours, "cutout", "-v", f"file://{volume}", "--start", 0, 0, 0]
-    argv += ["--size", side, side, side, "-o", "image"]
+    argv += ["--size", *shape, "-o", "image"]
     argv += ["inference", "-i", "image", "-o", "affs", "--framework", "pytorch"]
     argv += ["--convnet-model", MODEL, "--convnet-weight-path", WEIGHTS]
     argv += ["--input-patch-size", *PATCH, "--output-patch-overlap", *OVERLAP]
@@ -91,7 +97,8 @@ def command(ctx, volume: Path, side: int) -> list:
     argv += ["--device", "cpu"]
     argv += ["agglomerate", "-i", "affs", "-o", "seg", "--threshold", 0.7]
     argv += ["--aff-threshold-low", 0.001, "--aff-threshold-high", 0.9999]
-    argv += ["save", "-i", "seg", "-v", f"file://{ctx.tmp}/scaling-seg-{side}"]
+    name = "x".join(map(str, shape))
+    argv += ["save", "-i", "seg", "-v", f"file://{ctx.tmp}/scaling-seg-{name}"]
     return argv + ["--block-size", 64, 64, 64]
 
 
@@ -131,13 +138,13 @@ def write_volume(ctx, npy: Path, volume: Path) -> None:
     npy.unlink()
 
 
-def patch_voxels(side: int) -> int:
-    """Voxels of all input patches the inference of a side^3 chunk runs through the network."""
+def patch_voxels(shape: tuple) -> int:
+    """Voxels of all input patches the inference of a chunk runs through the network."""
     from chunkflow.geometry import BoundingBox
     from chunkflow.inference.grid import PatchGrid
 
     grid = PatchGrid.create(PATCH, None, OVERLAP, None, mask_output_chunk=True)
-    plan = grid.plan(BoundingBox((0, 0, 0), (side, side, side)))
+    plan = grid.plan(BoundingBox((0, 0, 0), shape))
     return len(plan.patches) * int(np.prod(PATCH))
 
 
@@ -151,6 +158,10 @@ def measure(ctx) -> list[dict]:
     write_volume(ctx, prepare(ctx.tmp), volume)
     from chunkflow.memory import available_memory, format_bytes
 
+    # The first task's cost, reported apart (as a queue worker pays it once): every operator's
+    # seconds on a chunk of one patch, where all is importing, building and first calls.
+    _, _, first = measured(command(ctx, volume, PATCH), ctx.tmp)
+    first.pop("(cpu of the process)")
     results, skipped = {}, []
     for side in SIZES:
         need, free = FIXED_BYTES + LINEAR * 4 * side**3, available_memory()
@@ -159,20 +170,22 @@ def measure(ctx) -> list[dict]:
                 f"{side}^3 skipped: needs up to {format_bytes(need)}, {format_bytes(free)} free"
             )
             continue
-        wall, peak, operators = measured(command(ctx, volume, side), ctx.tmp)
-        voxels = side**3
+        wall, peak, operators = measured(command(ctx, volume, (side,) * 3), ctx.tmp)
+        voxels, pv = side**3, patch_voxels((side,) * 3)
         cpu_s = operators.pop("(cpu of the process)")
-        inference_s = operators.get("inference", 0.0)
+        net = {k: max(v - first.get(k, 0.0), 0.0) for k, v in operators.items()}
+        inference_s = net.get("inference", 0.0)
         results[side] = {
-            "patch_voxels": patch_voxels(side),
-            "inference_ns_per_patch_voxel": 1e9 * inference_s / patch_voxels(side),
-            "rest_ns_per_voxel": 1e9 * (sum(operators.values()) - inference_s) / voxels,
+            "patch_voxels": pv,
+            "inference_ns_per_patch_voxel": 1e9 * inference_s / pv,
+            "rest_ns_per_voxel": 1e9 * (sum(net.values()) - inference_s) / voxels,
             "wall_s": wall,
             "cpu_s": cpu_s,
             "cpu_ns_per_voxel": 1e9 * cpu_s / voxels,
             "peak_rss_bytes": peak,
             "operators_s": operators,
-            "operator_ns_per_voxel": 1e9 * sum(operators.values()) / voxels,
+            "first_task_s": first,
+            "operator_ns_per_voxel": 1e9 * sum(net.values()) / voxels,
             "wall_ns_per_voxel": 1e9 * wall / voxels,
             "chunk_bytes": 4 * voxels,
         }
@@ -215,6 +228,17 @@ def measure(ctx) -> list[dict]:
                 "detail": r | {"operators": per_op},
             }
         )
+    rows.append(
+        {
+            "name": "  scaling first-task cost",
+            "ours_s": sum(first.values()),
+            "target": "",
+            "passed": None,
+            "note": "left out of the figures above: "
+            + ", ".join(f"{k} {v:.2f} s" for k, v in first.items()),
+            "detail": first,
+        }
+    )
     slopes = []
     sides = list(results)
     for small, large in zip(sides, sides[1:]):
