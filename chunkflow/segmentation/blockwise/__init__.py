@@ -23,8 +23,8 @@ Modes:
   the whole graph with waterz's mean-affinity rule. The pieces of a basin cut by a face are
   joined first, as one fragment, where the watersheds of both chunks (each with its context
   beyond the face) agree that they are one basin. With one chunk this is exactly the
-  `agglomerate` operator on the whole volume; with many, it is too wherever the margin lets the chunks' watersheds see the
-  basins as the whole volume's does.
+  `agglomerate` operator on the whole volume; with many, it is too wherever the margin lets
+  the chunks' watersheds see the basins as the whole volume's does.
 - ``cc``: connected components (cc3d, 6/18/26 connectivity) of a label volume (distinct ids stay
   distinct, 0 is background) or of a map above `threshold`. Each chunk is labelled with a
   one-voxel shell of its neighbours, so every contact across a face is seen; the result equals
