@@ -32,7 +32,7 @@ _LAZY = {
     "Task": "chunkflow.task",
     "Operator": "chunkflow.pipeline",
     "Pipeline": "chunkflow.pipeline",
-    "op": "chunkflow.pipeline",
+    "op": "chunkflow.operators",
 }
 
 

@@ -27,7 +27,7 @@ SHOWN = {
         "chunkflow.chunk.LayerType",
         "chunkflow.task.Task",
     ],
-    "api/pipeline": ["chunkflow.pipeline.Pipeline", "chunkflow.pipeline.op"],
+    "api/pipeline": ["chunkflow.pipeline.Pipeline", "chunkflow.operators.op"],
     "api/io": [
         "chunkflow.io.h5.read_h5",
         "chunkflow.io.zarr.write_zarr",

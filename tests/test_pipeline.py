@@ -9,7 +9,8 @@ import pytest
 from chunkflow.chunk import Chunk
 from chunkflow.errors import ChunkflowError
 from chunkflow.io.h5 import read_h5, write_h5
-from chunkflow.pipeline import Operator, OperatorError, Pipeline, RunConfig, op
+from chunkflow.operators import op
+from chunkflow.pipeline import Operator, OperatorError, Pipeline, RunConfig
 from chunkflow.segmentation.labels import connected_components, threshold
 from chunkflow.task import Task
 

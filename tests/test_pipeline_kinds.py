@@ -1,4 +1,4 @@
-"""chunkflow.pipeline.op for every kind: sources and stream operators made of Python generators,
+"""chunkflow.operators.op for every kind: sources and stream operators made of Python generators,
 under the engine's rules for declared effects, dry runs and skipped tasks."""
 
 import json
@@ -10,7 +10,8 @@ from chunkflow.chunk import Chunk
 from chunkflow.errors import ChunkflowError
 from chunkflow.geometry import BoundingBox
 from chunkflow.io.h5 import read_h5, write_h5
-from chunkflow.pipeline import Operator, OperatorError, Pipeline, RunConfig, op
+from chunkflow.operators import op
+from chunkflow.pipeline import Operator, OperatorError, Pipeline, RunConfig
 from chunkflow.queues.local import LocalQueue
 from chunkflow.queues.worker import WorkerOptions
 from chunkflow.segmentation.labels import connected_components, threshold
