@@ -38,11 +38,11 @@ EM-like content everywhere. One CLI command per chunk size, as a worker runs it:
 * Open: the merge's time per voxel grows with the chunk. In CPU nanoseconds per voxel on the
   U-Net's affinities of this image at 128^3, 256^3, 512^3: the watershed 136, 138, 140
   (chunkflow.segmentation.basins; waterz's watershed and region graph took 511, 675, 864),
-  contact statistics 129, 165, 191, the merge 530, 762, 1014 (waterz's own merge took 0.8 to
-  3.5 us per voxel from 64^3 to 256^3). The merge's operation counts per edge are flat (pops
-  1.2, list steps 9.5 to 11.7), and neither the hash table's size (1.6x to 12x the edges)
-  nor numbering the fragments in Morton order moves it by more than 10 %: the growth is
-  memory latency, as the graph's arrays outgrow the caches. From 256^3 on it is flat.
+  contact statistics 129, 165, 191. The merge over the whole graph at once took 625, 833,
+  1133 (memory latency: its operation counts per edge are flat, and the graph's arrays
+  outgrow the caches). Merging block by block (32^3 voxels, then doubling; the same segments)
+  takes 415, 579, 723, measured in the same runs: faster at every size, but the blocks above
+  64^3 outgrow the caches too and every doubling of the chunk adds a level, so it still grows.
 
 512^3 takes about 4 minutes on 2 quiet cores and 15 GiB; SCALING_SIZES=64,128,256
 leaves it out, and a size whose budget exceeds the available memory is skipped (and said so).

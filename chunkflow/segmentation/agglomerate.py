@@ -218,13 +218,15 @@ def mean_affinity_segments(
     watershed makes them), so they need no renumbering."""
     import fastremap
 
-    from chunkflow.segmentation.regiongraph import contacts, mean_affinity_agglomeration
+    from chunkflow.segmentation.regiongraph import cells, contacts, mean_affinity_agglomeration
 
     if not consecutive:
         fragments, _ = fastremap.renumber(fragments, preserve_zero=True, in_place=False)
     num = int(fragments.max()) + 1 if fragments.size else 1
     u, v, sums, counts = contacts(fragments, affs, num)
-    segments = mean_affinity_agglomeration(u, v, sums, counts, num, threshold, overwrite=True)
+    segments = mean_affinity_agglomeration(
+        u, v, sums, counts, num, threshold, overwrite=True, cells=cells(fragments, num)
+    )
     segments -= np.uint64(1)  # node 0, the background, has no edge and comes first
     return segments[fragments]
 

@@ -111,10 +111,11 @@ def edge_score(esum, ecount, forced, e):
 
 
 @jit
-def rebuild(keys, values, eu, ev, alive, n):
+def rebuild(keys, values, edges, eu, ev, alive, n):
+    """The table of the live edges among `edges`; returns the number of keys."""
     keys[:] = -1
     used = 0
-    for e in range(len(eu)):
+    for e in edges:
         if alive[e]:
             key = pair_key(eu[e], ev[e], n)
             i = slot(keys, key)
@@ -125,10 +126,15 @@ def rebuild(keys, values, eu, ev, alive, n):
 
 
 @jit
-def link_incidence(eu, ev, head_e, head_s, tail_e, tail_s, length, next_e, next_s):
-    """Each node's list of edges, linked through (edge, side) pairs: side 0 is the edge's u,
-    1 its v."""
+def link_incidence(eu, ev, alive, head_e, head_s, tail_e, tail_s, length, next_e, next_s):
+    """Each node's list of live edges, in edge order, linked through (edge, side) pairs: side
+    0 is the edge's u, 1 its v."""
+    head_e[:] = -1
+    length[:] = 0
     for e in range(len(eu)):
+        if not alive[e]:
+            continue
+        next_e[e, 0] = next_e[e, 1] = -1
         for side in range(2):
             node = eu[e] if side == 0 else ev[e]
             if head_e[node] == -1:
@@ -157,13 +163,15 @@ def append_list(a, b, head_e, head_s, tail_e, tail_s, length, next_e, next_s):
 
 @jit
 def move_edges(
-    a, b, eu, ev, esum, ecount, forced, score, alive, stale, head_e, head_s, tail_e, tail_s,
-    length, next_e, next_s, keys, values, n,
+    a, b, eu, ev, esum, ecount, forced, threshold, score, alive, head_e, head_s, tail_e, tail_s,
+    length, next_e, next_s, keys, values, n, queued, heap_s, heap_e, size,
 ):  # fmt: skip
     """Give node b's live edges to node a, as waterz does when b merges into a: an edge to a
-    neighbour a already has adds its statistics to the cheaper of the two, the other dies.
+    neighbour a already has is joined with it; the higher of the two ids lives on with the
+    sum of both statistics (its new score goes onto the heap), the other dies.
     b's list keeps only the edges that live on (dead ones are unlinked on the way, so no list
-    is walked twice through an edge that died). Returns the number of keys added to the table."""
+    is walked twice through an edge that died). Returns the number of keys added to the table
+    and the heap's size."""
     added = 0
     f, side = head_e[b], head_s[b]
     head_e[b], last, last_side, count = -1, -1, 0, 0
@@ -174,19 +182,17 @@ def move_edges(
             key = pair_key(a, nb, n)
             i = slot(keys, key)
             g = values[i] if keys[i] != -1 else -1
-            if g != -1 and score[g] < score[f]:  # the cheaper edge g stays, with f's statistics
-                esum[g] += esum[f]
-                ecount[g] += ecount[f]
-                forced[g] |= forced[f]
-                alive[f] = False
-                stale[g] = True
-            else:  # f becomes the edge a - nb, with g's statistics
-                if g != -1:
-                    esum[f] += esum[g]
-                    ecount[f] += ecount[g]
-                    forced[f] |= forced[g]
-                    alive[g] = False
-                    stale[f] = True
+            if g != -1:
+                keep, lose = max(f, g), min(f, g)
+                esum[keep] += esum[lose]
+                ecount[keep] += ecount[lose]
+                forced[keep] |= forced[lose]
+                alive[lose] = False
+                score[keep] = edge_score(esum, ecount, forced, keep)
+                queued[keep] = True
+                if score[keep] < threshold:
+                    size = heap_push(heap_s, heap_e, size, score[keep], keep)
+            if alive[f]:  # f becomes the edge a - nb
                 if side == 0:
                     eu[f] = a
                 else:
@@ -204,13 +210,138 @@ def move_edges(
     if last != -1:
         next_e[last, last_side] = -1
     tail_e[b], tail_s[b], length[b] = last, last_side, count
-    return added
+    return added, size
+
+
+@jit
+def first_voxels(labels, num_ids):
+    out = np.zeros((num_ids, 3), dtype=np.int32)
+    seen = np.zeros(num_ids, dtype=np.bool_)
+    for z in range(labels.shape[0]):
+        for y in range(labels.shape[1]):
+            for x in range(labels.shape[2]):
+                label = labels[z, y, x]
+                if not seen[label]:
+                    seen[label] = True
+                    out[label, 0], out[label, 1], out[label, 2] = z, y, x
+    return out
+
+
+@jit
+def cell_blocks(cells, size, block):
+    """Each node's block: its cell (a voxel of it, (z, y, x)) divided by `size`. Returns the
+    number of blocks."""
+    dims = np.zeros(3, dtype=np.int64)
+    for i in range(len(cells)):
+        for d in range(3):
+            dims[d] = max(dims[d], cells[i, d] // size + 1)
+    for i in range(len(cells)):
+        block[i] = (cells[i, 0] // size * dims[1] + cells[i, 1] // size) * dims[2]
+        block[i] += cells[i, 2] // size
+    return dims[0] * dims[1] * dims[2]
+
+
+@jit
+def bucket_edges(eu, ev, alive, block, num_blocks, start, members):
+    """The live edges of each block (those with an end in it), in edge order:
+    members[start[k]:start[k + 1]] for block k."""
+    start[: num_blocks + 1] = 0
+    for e in range(len(eu)):
+        if alive[e]:
+            bu, bv = block[eu[e]], block[ev[e]]
+            start[bu + 1] += 1
+            if bv != bu:
+                start[bv + 1] += 1
+    for k in range(num_blocks):
+        start[k + 1] += start[k]
+    fill = start[:num_blocks].copy()
+    for e in range(len(eu)):
+        if alive[e]:
+            bu, bv = block[eu[e]], block[ev[e]]
+            members[fill[bu]] = e
+            fill[bu] += 1
+            if bv != bu:
+                members[fill[bv]] = e
+                fill[bv] += 1
+
+
+@jit
+def merge_block(
+    edges, cb, block, frozen, threshold, eu, ev, esum, ecount, forced, parent, score, alive,
+    queued, head_e, head_s, tail_e, tail_s, length, next_e, next_s, all_keys, values, heap_s,
+    heap_e,
+):  # fmt: skip
+    """Merge the regions of block `cb`, cheapest edge first, as long as the cheapest edge of
+    both ends is the one between them; `edges` are all live edges with an end in the block.
+
+    The queue holds the block's edges below the threshold by (score, edge id). An edge whose
+    other end lies outside the block, or is frozen, freezes its end in the block when it comes
+    up: that region's cheapest edge leads out, so it waits for a larger block. The edges are
+    sorted once and read in order; an edge whose score a merge changed goes onto a heap
+    (`queued`), and its place in the order, or an older place on the heap, is passed over.
+    Together the two give the order one heap would.
+    """
+    n = np.int64(len(parent))
+    lists = (head_e, head_s, tail_e, tail_s, length, next_e, next_s)
+    capacity = 16
+    while capacity < 2 * len(edges) + 16:
+        capacity *= 2
+    keys = all_keys[:capacity]  # a table local to the block
+    used = rebuild(keys, values, edges, eu, ev, alive, n)
+    below = edges[score[edges] < threshold]
+    order = below[np.argsort(score[below], kind="mergesort")]  # stable: ties by edge id
+    for e in edges:
+        queued[e] = False
+    i, size = 0, 0
+    while True:
+        while i < len(order) and queued[order[i]]:  # its score changed: it is on the heap
+            i += 1
+        if i == len(order) and size == 0:
+            break
+        if size == 0 or (
+            i < len(order) and before(score[order[i]], order[i], heap_s[0], heap_e[0])
+        ):
+            e = order[i]
+            i += 1
+        else:
+            s, e = heap_s[0], heap_e[0]
+            size = heap_pop(heap_s, heap_e, size)
+            if s != score[e]:
+                continue
+        if not alive[e]:
+            continue
+        a, b = eu[e], ev[e]
+        if block[a] != cb or block[b] != cb or frozen[a] or frozen[b]:
+            frozen[a] |= block[a] == cb
+            frozen[b] |= block[b] == cb
+            continue
+        if length[a] < length[b]:  # walk the shorter incidence list
+            a, b = b, a
+        # b's edges may add as many keys as it has: first make room (dropping the keys of
+        # merged regions, then growing the table)
+        grow = False
+        while 10 * (used + length[b]) > 7 * len(keys) and len(keys) < len(all_keys):
+            keys = all_keys[: 2 * len(keys)] if grow else keys
+            used = rebuild(keys, values, edges, eu, ev, alive, n)
+            grow = True
+        parent[b] = a
+        alive[e] = False
+        added, size = move_edges(
+            a, b, eu, ev, esum, ecount, forced, threshold, score, alive, head_e, head_s, tail_e,
+            tail_s, length, next_e, next_s, keys, values, n, queued, heap_s, heap_e, size,
+        )  # fmt: skip
+        used += added
+        append_list(a, b, *lists)
+    for e in edges:
+        frozen[eu[e]] = False
+        frozen[ev[e]] = False
 
 
 @jit
 def agglomerate(
-    eu, ev, esum, ecount, forced, threshold, parent, score, alive, stale, head_e, head_s,
-    tail_e, tail_s, length, next_e, next_s, keys, values, heap_s, heap_e,
+    eu, ev, esum, ecount, forced, threshold, parent, cells, sizes, score, alive, queued, block,
+    frozen, start, members, head_e, head_s, tail_e, tail_s, length, next_e, next_s, keys,
+    values, heap_s, heap_e,
 ):  # fmt: skip
     """Mean-affinity agglomeration of a graph, as waterz's IterativeRegionMerging.
 
@@ -218,47 +349,31 @@ def agglomerate(
     edges score -1: they merge first, whatever their statistics. The other arrays are work
     space; eu, ev, esum, ecount and forced are overwritten.
 
-    The queue holds the edges by (score, edge id). A merge only raises the scores it changes
-    (the edge that stays is the cheaper one), so an edge that starts at or above the threshold
-    never merges, and the edges below it are sorted once and read in order; only edges whose
-    score changed go through the heap, when they come up. Together the two give the order one
-    heap of all edges would.
+    The result is that of contracting the cheapest edge of the whole graph (by score, then
+    id), again and again. With `cells` (a voxel of each node), it is reached block by block:
+    for each block size in `sizes`, then for the whole graph, every block merges pairs of
+    regions whose cheapest edges are the one between them. Mean affinity is a reducible
+    linkage: an edge joined from two has a (score, id) no lower than the cheaper of them (its
+    mean lies between theirs, exactly so with fixed-point sums, and it keeps the higher id).
+    Such a pair then stays each other's cheapest until it merges, whatever merges elsewhere,
+    so merging it early gives the segments the whole-graph order gives, and merging in blocks
+    touches memory a block at a time.
     """
-    n = np.int64(len(parent))
     lists = (head_e, head_s, tail_e, tail_s, length, next_e, next_s)
-    link_incidence(eu, ev, *lists)
-    used = rebuild(keys, values, eu, ev, alive, n)
     for e in range(len(eu)):
         score[e] = edge_score(esum, ecount, forced, e)
-    below = np.nonzero(score < threshold)[0]
-    order = below[np.argsort(score[below], kind="mergesort")]  # stable: ties by edge id
-    i, size = 0, 0
-    while i < len(order) or size > 0:
-        if size == 0 or (
-            i < len(order) and before(score[order[i]], order[i], heap_s[0], heap_e[0])
-        ):
-            e = order[i]
-            i += 1
+    for level in range(len(sizes) + 1):
+        link_incidence(eu, ev, alive, *lists)  # without the edges that died
+        num_blocks = 1
+        if level < len(sizes):
+            num_blocks = cell_blocks(cells, sizes[level], block)
         else:
-            e = heap_e[0]
-            size = heap_pop(heap_s, heap_e, size)
-        if not alive[e]:
-            continue
-        if stale[e]:
-            score[e] = edge_score(esum, ecount, forced, e)
-            stale[e] = False
-            if score[e] < threshold:
-                size = heap_push(heap_s, heap_e, size, score[e], e)
-            continue
-        a, b = eu[e], ev[e]
-        if length[a] < length[b]:  # walk the shorter incidence list
-            a, b = b, a
-        parent[b] = a
-        alive[e] = False
-        used += move_edges(
-            a, b, eu, ev, esum, ecount, forced, score, alive, stale, head_e, head_s, tail_e,
-            tail_s, length, next_e, next_s, keys, values, n,
-        )  # fmt: skip
-        append_list(a, b, *lists)
-        if 10 * used > 7 * len(keys):  # keys of merged regions pile up: drop them
-            used = rebuild(keys, values, eu, ev, alive, n)
+            block[:] = 0
+        bucket_edges(eu, ev, alive, block, num_blocks, start, members)
+        for k in range(num_blocks):
+            if start[k + 1] > start[k]:
+                merge_block(
+                    members[start[k] : start[k + 1]], k, block, frozen, threshold, eu, ev,
+                    esum, ecount, forced, parent, score, alive, queued, *lists, keys, values,
+                    heap_s, heap_e,
+                )  # fmt: skip

@@ -8,9 +8,12 @@ voxel edges (p, p - e_c) whose two voxels carry the two fragments; label 0 takes
 default scoring function, `OneMinus<MeanAffinity>`: repeatedly the edge of lowest score
 1 - mean affinity is contracted while that score is below the threshold, and the statistics of
 edges that become parallel are added. Edges of equal score merge in the order of their
-index (waterz leaves such ties to its heap). It needs only the graph, so a volume of any size can be
-agglomerated from per-chunk contact statistics, in memory proportional to fragments and
-contacts. `union_pairs` joins equivalent ids (connected components of a graph), streaming.
+index, and two edges joined into one keep the higher index (waterz leaves such ties to its
+heap); sums are fixed-point, so no rounding depends on the order of merges. Given a voxel of
+each fragment, it merges block by block, touching memory a block at a time, with the same
+result. It needs only the graph, so a volume of any size can be agglomerated from per-chunk
+contact statistics, in memory proportional to fragments and contacts. `UnionFind` joins
+equivalent ids (connected components of a graph), streaming.
 
 Both run compiled (numba, chunkflow.segmentation.graphkernels).
 """
@@ -24,6 +27,7 @@ from chunkflow.errors import ChunkflowError
 __all__ = [
     "contacts",
     "plane_contacts",
+    "cells",
     "mean_affinity_agglomeration",
     "UnionFind",
 ]
@@ -94,6 +98,14 @@ def contacts(labels: np.ndarray, affs: np.ndarray, num_ids: int | None = None):
     return _accumulate(u, v, sums, num_ids, counts)
 
 
+def cells(labels: np.ndarray, num_ids: int) -> np.ndarray:
+    """A voxel (z, y, x) of each label below `num_ids`: its first in C order ((0, 0, 0) for
+    labels absent), for `mean_affinity_agglomeration`'s `cells`."""
+    from chunkflow.segmentation import graphkernels
+
+    return graphkernels.first_voxels(np.ascontiguousarray(labels), np.int64(num_ids))
+
+
 def plane_contacts(upper: np.ndarray, lower: np.ndarray, affs: np.ndarray):
     """Contact statistics across a face: `upper[i]` touches `lower[i]` with affinity `affs[i]`
     (the planes on the two sides of a chunk face, same shape)."""
@@ -105,17 +117,47 @@ def plane_contacts(upper: np.ndarray, lower: np.ndarray, affs: np.ndarray):
 # compiled graph algorithms (numba)
 
 
+def fixed_point(sums, counts):
+    """Sums and counts as integers in units of 2**-k (k <= 24), every total below 2**53.
+
+    Sums of such integers are exact, whatever order merges add them in, and so are their
+    quotients' comparisons (one rounding each); a merged edge's mean lies between those of
+    the two it joins. That makes a region graph's segments independent of the merge order
+    (see graphkernels.agglomerate), at a resolution of 2**-24 per contact sum.
+    """
+    sums = np.asarray(sums, dtype=np.float64)
+    counts = np.asarray(counts, dtype=np.int64)
+    total = max(int(counts.sum()), int(np.ceil(np.abs(sums).sum())), 1)
+    k = min(24, 52 - total.bit_length())
+    if k < 0:
+        raise ChunkflowError(f"{total} contacts are too many for one region graph")
+    return np.rint(np.ldexp(sums, k)).astype(np.int64), counts << k
+
+
 def mean_affinity_agglomeration(
-    u, v, sums, counts, num_nodes: int, threshold: float, forced=None, overwrite: bool = False
+    u,
+    v,
+    sums,
+    counts,
+    num_nodes: int,
+    threshold: float,
+    forced=None,
+    overwrite: bool = False,
+    cells=None,
+    block_size: int = 32,
 ):
     """Merge a region adjacency graph with waterz's mean-affinity rule up to `threshold`.
 
     Args:
         u, v: node ids (0 .. num_nodes - 1) of each edge; each pair at most once, no loops.
-        sums, counts: sum and number of the affinities across each contact.
+        sums, counts: sum and number of the affinities across each contact (fixed_point
+            rounds the sums to 2**-24).
         threshold: edges merge while 1 - mean affinity is below it.
         forced: edges that merge first, whatever their statistics (count 0 allowed).
         overwrite: the arrays may be used as work space (saves their copies).
+        cells: a voxel (z, y, x) of each node. The merge then runs in blocks of `block_size`
+            voxels and doubling sizes, each touching only its part of the graph's memory; the
+            segments are the same.
 
     Returns:
         For every node, its segment: ids 1, 2, ... in the order segments first appear along
@@ -132,7 +174,7 @@ def mean_affinity_agglomeration(
         return array if overwrite and array.dtype == dtype else array.astype(dtype)
 
     eu, ev = work(u, node_t), work(v, node_t)
-    esum, ecount = work(sums, np.float64), work(counts, np.float64)
+    esum, ecount = fixed_point(sums, counts)
     forced = np.zeros(num_edges, dtype=np.bool_) if forced is None else work(forced, np.bool_)
     if num_edges and (((ecount <= 0) & ~forced).any() or (eu == ev).any()):
         raise ChunkflowError(
@@ -141,6 +183,19 @@ def mean_affinity_agglomeration(
     capacity = 16
     while capacity < 2 * num_edges + 16:
         capacity *= 2
+    sizes, num_blocks = [], 1
+    if cells is None:
+        cells = np.zeros((0, 3), dtype=np.int32)
+    else:
+        cells = np.asarray(cells)
+        if cells.shape != (num_nodes, 3) or (cells < 0).any() or cells.max(initial=0) >= 2**31:
+            raise ChunkflowError(f"cells: expected ({num_nodes}, 3) voxel coordinates")
+        cells = cells.astype(np.int32, copy=False)
+        extent = cells.max(axis=0) + 1 if num_nodes else np.ones(3, dtype=np.int64)
+        while block_size << len(sizes) < extent.max():
+            sizes.append(block_size << len(sizes))
+        if sizes:
+            num_blocks = int(np.prod(-(-extent // block_size)))
     parent = np.arange(num_nodes, dtype=node_t)
     from chunkflow.segmentation import graphkernels
 
@@ -152,9 +207,15 @@ def mean_affinity_agglomeration(
         forced,
         np.float64(threshold),
         parent,
+        cells,
+        np.array(sizes, dtype=np.int64),
         np.empty(num_edges, dtype=np.float64),  # score
         np.ones(num_edges, dtype=np.bool_),  # alive
-        np.zeros(num_edges, dtype=np.bool_),  # stale
+        np.zeros(num_edges, dtype=np.bool_),  # queued
+        np.zeros(num_nodes, dtype=np.int32),  # block
+        np.zeros(num_nodes, dtype=np.bool_),  # frozen
+        np.empty(num_blocks + 1, dtype=np.int64),  # start
+        np.empty(2 * num_edges, dtype=edge_t),  # members
         np.full(num_nodes, -1, dtype=edge_t),  # head_e
         np.zeros(num_nodes, dtype=np.int8),  # head_s
         np.full(num_nodes, -1, dtype=edge_t),  # tail_e

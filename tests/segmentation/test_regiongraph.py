@@ -8,11 +8,14 @@ import pytest
 
 from chunkflow.chunk import Chunk
 from chunkflow.errors import ChunkflowError
+from chunkflow.segmentation import basins
 from chunkflow.segmentation.agglomerate import watershed
 from chunkflow.segmentation.evaluate import evaluate_segmentation
 from chunkflow.segmentation.regiongraph import (
     UnionFind,
+    cells,
     contacts,
+    fixed_point,
     mean_affinity_agglomeration,
     plane_contacts,
 )
@@ -114,6 +117,59 @@ def test_agglomeration_decisions():
     assert mean_affinity_agglomeration(u, v, sums, counts, 3, 0.51, forced).tolist() == [1, 1, 1]
     with pytest.raises(ChunkflowError, match="at least one affinity"):
         mean_affinity_agglomeration(u, v, sums, counts, 3, 0.5)
+
+
+def greedy_merge(u, v, sums, counts, num, threshold):
+    """The definition, slowly: contract the edge of lowest (score, id) below the threshold,
+    again and again; edges made parallel add their statistics and keep the higher id."""
+    parent = list(range(num))
+    fixed_sums, fixed_counts = fixed_point(sums, counts)
+    edges = {
+        frozenset((int(a), int(b))): [int(s), int(c), i]
+        for i, (a, b, s, c) in enumerate(zip(u, v, fixed_sums, fixed_counts))
+    }
+    while True:
+        pair, (s, c, i) = min(edges.items(), key=lambda item: (1 - item[1][0] / item[1][1],
+                                                               item[1][2]))  # fmt: skip
+        if 1 - s / c >= threshold:
+            break
+        a, b = sorted(pair)
+        del edges[pair]
+        parent = [a if p == b else p for p in parent]
+        for key in [key for key in edges if b in key]:
+            s, c, i = edges.pop(key)
+            new = frozenset(a if node == b else node for node in key)
+            old = edges.get(new, [0, 0, -1])
+            edges[new] = [old[0] + s, old[1] + c, max(old[2], i)]
+        if not edges:
+            break
+    first = {}
+    return np.array([first.setdefault(p, len(first) + 1) for p in parent])
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_merge_in_blocks_is_the_greedy_merge(seed):
+    """The merge's result is the definition's, edge ties included, whether it runs on the
+    whole graph at once or block by block (block sizes 1 voxel to the whole volume)."""
+    rng = np.random.default_rng(seed)
+    affs = rng.random((3, 14, 15, 16)).astype(np.float32)
+    if seed % 2:
+        affs = np.round(affs * 4) / 4  # exact ties: many edges of equal score
+    fragments = basins.watershed(affs.astype(np.float32), 0.05, 0.95)
+    num = int(fragments.max()) + 1
+    u, v, sums, counts = contacts(fragments, affs, num)
+    assert len(u) > 300
+    for threshold in (0.3, 0.5, 0.7):
+        expected = greedy_merge(u, v, sums, counts, num, threshold)
+        assert 1 < expected.max() < num - 10
+        ours = mean_affinity_agglomeration(u, v, sums, counts, num, threshold)
+        assert ours.tolist() == expected.tolist()
+        for block_size in (1, 2, 4, 8, 16):
+            ours = mean_affinity_agglomeration(
+                u, v, sums, counts, num, threshold, cells=cells(fragments, num),
+                block_size=block_size,
+            )  # fmt: skip
+            assert ours.tolist() == expected.tolist(), (threshold, block_size)
 
 
 def test_union_find_streams_pairs_and_numbers_by_first_appearance():
