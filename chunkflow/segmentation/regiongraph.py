@@ -134,6 +134,49 @@ def fixed_point(sums, counts):
     return np.rint(np.ldexp(sums, k)).astype(np.int64), counts << k
 
 
+def _blocks(cells, num_nodes: int, block_size: int):
+    """The merge's blocks: the cells as int32, the block sizes below the cells' extent
+    (`block_size`, doubling) and the number of the smallest blocks. No cells: no blocks."""
+    if cells is None:
+        return np.zeros((0, 3), dtype=np.int32), np.zeros(0, dtype=np.int64), 1
+    cells = np.asarray(cells)
+    if cells.shape != (num_nodes, 3) or (cells < 0).any() or cells.max(initial=0) >= 2**31:
+        raise ChunkflowError(f"cells: expected ({num_nodes}, 3) voxel coordinates")
+    extent = cells.max(axis=0) + 1 if num_nodes else np.ones(3, dtype=np.int64)
+    sizes = []
+    while block_size << len(sizes) < extent.max():
+        sizes.append(block_size << len(sizes))
+    num_blocks = int(np.prod(-(-extent // block_size))) if sizes else 1
+    return cells.astype(np.int32, copy=False), np.array(sizes, dtype=np.int64), num_blocks
+
+
+def _work_arrays(num_nodes: int, num_edges: int, num_blocks: int, edge_t):
+    """graphkernels.agglomerate's work space, in the order of its arguments."""
+    capacity = 16  # the edge table's: a power of two, at least twice the edges
+    while capacity < 2 * num_edges + 16:
+        capacity *= 2
+    return (
+        np.empty(num_edges, dtype=np.float64),  # score
+        np.ones(num_edges, dtype=np.bool_),  # alive
+        np.zeros(num_edges, dtype=np.bool_),  # queued
+        np.zeros(num_nodes, dtype=np.int32),  # block
+        np.zeros(num_nodes, dtype=np.bool_),  # frozen
+        np.empty(num_blocks + 1, dtype=np.int64),  # start
+        np.empty(2 * num_edges, dtype=edge_t),  # members
+        np.full(num_nodes, -1, dtype=edge_t),  # head_e
+        np.zeros(num_nodes, dtype=np.int8),  # head_s
+        np.full(num_nodes, -1, dtype=edge_t),  # tail_e
+        np.zeros(num_nodes, dtype=np.int8),  # tail_s
+        np.zeros(num_nodes, dtype=np.int64),  # length
+        np.full((num_edges, 2), -1, dtype=edge_t),  # next_e
+        np.zeros((num_edges, 2), dtype=np.int8),  # next_s
+        np.empty(capacity, dtype=np.int64),  # keys
+        np.empty(capacity, dtype=edge_t),  # values
+        np.empty(num_edges, dtype=np.float64),  # heap_s
+        np.empty(num_edges, dtype=edge_t),  # heap_e
+    )
+
+
 def mean_affinity_agglomeration(
     u,
     v,
@@ -154,7 +197,8 @@ def mean_affinity_agglomeration(
             rounds the sums to 2**-24).
         threshold: edges merge while 1 - mean affinity is below it.
         forced: edges that merge first, whatever their statistics (count 0 allowed).
-        overwrite: the arrays may be used as work space (saves their copies).
+        overwrite: u, v and forced may be used as work space (saves their copies; the sums
+            and counts become fixed-point copies either way).
         cells: a voxel (z, y, x) of each node. The merge then runs in blocks of `block_size`
             voxels and doubling sizes, each touching only its part of the graph's memory; the
             segments are the same.
@@ -180,54 +224,14 @@ def mean_affinity_agglomeration(
         raise ChunkflowError(
             "every edge needs two distinct nodes and at least one affinity (unless forced)"
         )
-    capacity = 16
-    while capacity < 2 * num_edges + 16:
-        capacity *= 2
-    sizes, num_blocks = [], 1
-    if cells is None:
-        cells = np.zeros((0, 3), dtype=np.int32)
-    else:
-        cells = np.asarray(cells)
-        if cells.shape != (num_nodes, 3) or (cells < 0).any() or cells.max(initial=0) >= 2**31:
-            raise ChunkflowError(f"cells: expected ({num_nodes}, 3) voxel coordinates")
-        cells = cells.astype(np.int32, copy=False)
-        extent = cells.max(axis=0) + 1 if num_nodes else np.ones(3, dtype=np.int64)
-        while block_size << len(sizes) < extent.max():
-            sizes.append(block_size << len(sizes))
-        if sizes:
-            num_blocks = int(np.prod(-(-extent // block_size)))
+    cells, sizes, num_blocks = _blocks(cells, num_nodes, block_size)
     parent = np.arange(num_nodes, dtype=node_t)
     from chunkflow.segmentation import graphkernels
 
     graphkernels.agglomerate(
-        eu,
-        ev,
-        esum,
-        ecount,
-        forced,
-        np.float64(threshold),
-        parent,
-        cells,
-        np.array(sizes, dtype=np.int64),
-        np.empty(num_edges, dtype=np.float64),  # score
-        np.ones(num_edges, dtype=np.bool_),  # alive
-        np.zeros(num_edges, dtype=np.bool_),  # queued
-        np.zeros(num_nodes, dtype=np.int32),  # block
-        np.zeros(num_nodes, dtype=np.bool_),  # frozen
-        np.empty(num_blocks + 1, dtype=np.int64),  # start
-        np.empty(2 * num_edges, dtype=edge_t),  # members
-        np.full(num_nodes, -1, dtype=edge_t),  # head_e
-        np.zeros(num_nodes, dtype=np.int8),  # head_s
-        np.full(num_nodes, -1, dtype=edge_t),  # tail_e
-        np.zeros(num_nodes, dtype=np.int8),  # tail_s
-        np.zeros(num_nodes, dtype=np.int64),  # length
-        np.full((num_edges, 2), -1, dtype=edge_t),  # next_e
-        np.zeros((num_edges, 2), dtype=np.int8),  # next_s
-        np.empty(capacity, dtype=np.int64),  # keys
-        np.empty(capacity, dtype=edge_t),  # values
-        np.empty(num_edges, dtype=np.float64),  # heap_s
-        np.empty(num_edges, dtype=edge_t),  # heap_e
-    )
+        eu, ev, esum, ecount, forced, np.float64(threshold), parent, cells, sizes,
+        *_work_arrays(num_nodes, num_edges, num_blocks, edge_t),
+    )  # fmt: skip
     return graphkernels.first_come_labels(parent, np.uint64(1))
 
 
