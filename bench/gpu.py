@@ -8,15 +8,18 @@ Inference (the gala test image, 50x100x200 float32; the demo U-Net, patches 16x6
   (--pin-memory), autocast float16 and bfloat16, and the whole-chunk mode (48x100x200, one
   forward pass) in float32 and float16;
 * on the CPU: the same engine in float32, with host-staged batches (the --pin-memory code
-  path without pinning and streams), autocast bfloat16, and the whole-chunk mode.
+  path without pinning and streams), autocast bfloat16, and the whole-chunk mode;
+* on CUDA again, a 64x512x512 chunk (the test image mirrored out) in 32x128x128 patches,
+  batch 8: the same variants, and float32 with cudnn.benchmark.
 
 Training: `train` on the bundled gala training volume (patches 16x48x48, batch 4, seed 0),
 a few iterations: on CUDA 50, on the CPU 4 (the CPU part only shows that the path runs).
 
-Each line prints voxels/s (output voxels of the chunk, or trained patch voxels) and, on CUDA,
-the peak GPU memory (torch.cuda.max_memory_allocated). Without CUDA every CUDA part prints one
-`skipped:` line saying what it skipped. The device is always chosen explicitly (--device cpu or
-cuda), never by fallback. Exit 0 unless a part that ran failed.
+Each line prints voxels/s (output voxels of the chunk, or trained patch voxels), on CUDA the
+peak GPU memory (torch.cuda.max_memory_allocated), and the largest difference to the float32
+result of its mode on the same chunk (the CPU's for the test image). Without CUDA every CUDA
+part prints one `skipped:` line saying what it skipped. The device is always chosen explicitly
+(--device cpu or cuda), never by fallback. Exit 0 unless a part that ran failed.
 
 Standalone only (not in bench/run.py): .venv/bin/python bench/gpu.py
 """
@@ -52,7 +55,22 @@ CUDA_INFERENCE = {
     "whole-chunk float32": {"whole_chunk": True},
     "whole-chunk autocast float16": {"whole_chunk": True, "autocast": "float16"},
 }
+CUDA_BULK = {
+    "float32": {},
+    "float32, cudnn.benchmark": {"cudnn_benchmark": True},
+    "pinned memory + copy stream": {"pin_memory": True},
+    "autocast float16": {"autocast": "float16"},
+    "autocast bfloat16": {"autocast": "bfloat16"},
+    "whole-chunk float32": {"whole_chunk": True},
+    "whole-chunk autocast float16": {"whole_chunk": True, "autocast": "float16"},
+}
+BULK_SHAPE = (64, 512, 512)
+BULK = {"patch": (32, 128, 128), "overlap": (8, 32, 32), "batch": 8}
 TRAIN_ITERATIONS = {"cpu": 4, "cuda": 50}
+
+
+def _vec(v) -> str:
+    return "x".join(map(str, v))
 
 
 def image():
@@ -65,48 +83,79 @@ def image():
     return Chunk(array, chunk.voxel_offset, chunk.voxel_size, LayerType.IMAGE)
 
 
-def inferencer(device: str, options: dict):
+def inferencer(device: str, options: dict, patch=(16, 64, 64), overlap=(4, 16, 16), batch=4):
     """The Inferencer as `inference --framework pytorch` builds it, plus engine options."""
     from chunkflow.inference.build import build_inferencer
     from chunkflow.inference.engine import Inferencer
 
     base = build_inferencer(
-        (16, 64, 64),
-        output_patch_overlap=(4, 16, 16),
+        patch,
+        output_patch_overlap=overlap,
         mask_output_chunk=True,
         framework="pytorch",
         model_path=str(MODEL),
         weight_path=str(WEIGHTS),
         device=device,
-        batch_size=4,
+        batch_size=batch,
     )
     # the same model and grid; only the engine options differ
-    return Inferencer(base.backend, base.grid, base.device, 1, 3, 4, **options)
+    return Inferencer(base.backend, base.grid, base.device, 1, 3, batch, **options)
 
 
-def run_inference(device: str, name: str, options: dict, runs: int) -> str:
+def run_inference(device: str, name: str, options: dict, runs: int, chunk=None, reference=None):
+    """One timed line, and the output (the reference of the lines after it)."""
     import torch
 
-    chunk = image()
-    if options.get("whole_chunk"):
-        chunk = chunk.crop(chunk.bbox.grow((-1, 0, 0)))  # 48x100x200: the U-Net pools by 4
-    engine = inferencer(device, options)
-    out = engine(chunk)  # warm-up (cuDNN / oneDNN set-up, weight sums)
-    cuda = engine.device.type == "cuda"
-    if cuda:
-        torch.cuda.synchronize(engine.device)
-        torch.cuda.reset_peak_memory_stats(engine.device)
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        out = engine(chunk)
-        times.append(time.perf_counter() - start)
+    options = dict(options)
+    cudnn_benchmark = options.pop("cudnn_benchmark", False)
+    chunk = image() if chunk is None else chunk
+    if options.get("whole_chunk"):  # the U-Net pools by 4: 50x100x200 -> 48x100x200
+        chunk = chunk.crop(chunk.bbox.grow(tuple(-(n % 4 // 2) for n in chunk.spatial_shape)))
+    engine = inferencer(device, options, **(BULK if chunk.spatial_shape[0] > 50 else {}))
+    before, torch.backends.cudnn.benchmark = torch.backends.cudnn.benchmark, cudnn_benchmark
+    try:
+        out = engine(chunk)  # warm-up (cuDNN / oneDNN set-up, weight sums)
+        cuda = engine.device.type == "cuda"
+        if cuda:
+            torch.cuda.synchronize(engine.device)
+            torch.cuda.reset_peak_memory_stats(engine.device)
+        times = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            out = engine(chunk)
+            times.append(time.perf_counter() - start)
+    finally:
+        torch.backends.cudnn.benchmark = before
     seconds = statistics.median(times)
     voxels = int(np.prod(tuple(out.spatial_shape)))
     line = f"inference {device:<5} {name:<32} {voxels / seconds:>12,.0f} voxels/s ({seconds:.3f} s)"
     if cuda:
         line += f", peak GPU memory {torch.cuda.max_memory_allocated(engine.device) / MiB:,.0f} MiB"
-    return line
+    if reference is not None and reference.bbox == out.bbox:
+        line += f", max |difference| {np.abs(out.array - reference.array).max():.1e}"
+    return line, out
+
+
+def bulk_image():
+    """A 64x512x512 chunk: the gala test image mirrored out to that size."""
+    from chunkflow.chunk import Chunk, LayerType
+
+    small = image()
+    pad = [(0, max(0, n - s)) for n, s in zip(BULK_SHAPE, small.spatial_shape)]
+    array = np.pad(small.array, pad, mode="symmetric")[tuple(slice(n) for n in BULK_SHAPE)]
+    return Chunk(np.ascontiguousarray(array), (0, 0, 0), small.voxel_size, LayerType.IMAGE)
+
+
+def run_inferences(device: str, variants: dict, runs: int, chunk=None, references=None) -> dict:
+    """Each variant's line. A variant's difference is to the first output of its mode (patches
+    or whole chunk) in `references`, else in this list: the float32 ones come first."""
+    references = {} if references is None else references
+    for name, options in variants.items():
+        whole = bool(options.get("whole_chunk"))
+        line, out = run_inference(device, name, options, runs, chunk, references.get(whole))
+        references.setdefault(whole, out)
+        print(line, flush=True)
+    return references
 
 
 def run_training(device: str) -> str:
@@ -146,14 +195,15 @@ def main() -> int:
     cuda = torch.cuda.is_available()
     where = f"CUDA: {torch.cuda.get_device_name(0)}" if cuda else "no CUDA device"
     print(f"torch {torch.__version__}; {where}; CPU threads {torch.get_num_threads()}")
-    for name, options in CPU_INFERENCE.items():
-        print(run_inference("cpu", name, options, runs=1), flush=True)
+    cpu_float32 = run_inferences("cpu", CPU_INFERENCE, runs=1)
     if cuda:
-        for name, options in CUDA_INFERENCE.items():
-            print(run_inference("cuda", name, options, runs=3), flush=True)
+        run_inferences("cuda", CUDA_INFERENCE, runs=3, references=cpu_float32)
+        print(f"{_vec(BULK_SHAPE)} chunk, patches {_vec(BULK['patch'])}, batch {BULK['batch']}:")
+        run_inferences("cuda", CUDA_BULK, runs=3, chunk=bulk_image())
     else:
         for name in CUDA_INFERENCE:
             print(f"skipped: inference on CUDA, {name} (no CUDA device here)")
+        print(f"skipped: inference on CUDA of a {_vec(BULK_SHAPE)} chunk (no CUDA device here)")
     print(run_training("cpu"), flush=True)
     if cuda:
         print(run_training("cuda"), flush=True)

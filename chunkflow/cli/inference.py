@@ -176,7 +176,8 @@ def _inference_context(input_chunk_name, output_chunk_name, read_context=False, 
     "--autocast",
     type=click.Choice(["float16", "bfloat16"]),
     default=None,
-    help="Run the model under torch.autocast in this dtype [default: float32].",
+    help="Run the model under torch.autocast in this dtype [default: float32, on a GPU IEEE "
+    "float32, not TensorFloat-32].",
 )
 @click.option(
     "--pin-memory/--no-pin-memory",

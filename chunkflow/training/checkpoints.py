@@ -91,12 +91,26 @@ def _cpu_state(model) -> dict:
     return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
 
 
+def _on_host(value):
+    """`value` with every tensor in it copied to the host: a checkpoint a GPU wrote loads on a
+    machine without one, with a plain torch.load too."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {k: _on_host(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_on_host(v) for v in value)
+    return value
+
+
 def save_checkpoint(model, optimizer, iteration: int, loss: float, folder: str) -> None:
     """`model_{iteration:08d}.pt` in `folder`: weights, optimizer state, iteration and loss."""
     path = os.path.join(folder, f"model_{iteration:08d}.pt")
     state = {
         "state_dict": _cpu_state(model),
-        "optimizer": optimizer.state_dict(),
+        "optimizer": _on_host(optimizer.state_dict()),
         "iteration": iteration,
         "loss": loss,
     }

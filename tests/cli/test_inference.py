@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from chunkflow.io.h5 import read_h5
-from tests.conftest import error_line, read_stack
+from tests.conftest import REPO, error_line, read_stack
 from tests.inference import models
 
 PATCH = "--input-patch-size 8 32 32 --output-patch-overlap 2 8 8"
@@ -139,6 +139,35 @@ def test_cuda_requested_without_cuda(run_cli, image):
         run_cli(f"read-h5 -f image.h5 inference -f identity {PATCH} -c 1 --device cuda", expect=1)
     )
     assert "--device cuda: CUDA is not available" in line
+
+
+UNET = "-f pytorch -m {0}/unet.py -w {0}/unet.pt -c 3 --mask-output-chunk".format(
+    REPO / "examples" / "inference"
+)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize(
+    "options, atol",
+    [
+        ("", 1e-4),  # IEEE float32, not TensorFloat-32
+        ("--pin-memory", 1e-4),
+        ("--autocast float16", 2e-2),
+        ("--autocast bfloat16", 1e-1),
+        ("--whole-chunk", 1e-4),
+    ],
+)
+def test_the_unet_on_cuda_gives_the_cpu_result(run_cli, image, options, atol):
+    mode = "" if "whole" in options else "--patch-overlap 2 8 8"
+    chain = f"read-h5 -f image.h5 inference {UNET} --patch-size 8 32 32 {mode}"
+    cpu = options if "whole" in options else ""  # the reference: float32 on the CPU
+    run_cli(f"{chain} {cpu} --device cpu write-h5 -f cpu.h5")
+    result = run_cli(f"--log-file run.log {chain} {options} --device cuda write-h5 -f cuda.h5")
+    assert "inference on cuda:0" in result.err
+    cpu, cuda = read_h5("cpu.h5"), read_h5("cuda.h5")
+    assert cuda.bbox == cpu.bbox and cuda.array.dtype == np.float32
+    np.testing.assert_allclose(cuda.array, cpu.array, atol=atol)
+    assert np.abs(cuda.array - cpu.array).mean() < atol / 4
 
 
 def test_weights_are_never_unpickled(run_cli, image, tmp_path):

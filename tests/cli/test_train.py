@@ -148,3 +148,24 @@ def test_rotation_interval_unit():
 
     assert interval("degrees", 0, 90) == pytest.approx((0, 1.5707963))
     assert interval("radians", 0, 1.5) == (0, 1.5)  # gunpowder's ElasticAugment unit
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_training_on_cuda_resumes_on_the_cpu(run_cli, tmp_path):
+    """A checkpoint written on a GPU holds host tensors: the CPU reads it without a GPU."""
+    write_tiny_model(tmp_path / "tiny.py")
+    chain = (
+        f"read-h5 -f {GALA}/train-image.h5 -o image read-h5 -f {GALA}/train-gt.lzf.h5 -e uint32 "
+        "-o labels train -m tiny.py -c ckpt -b 2 --num-workers 0 --patch-size 8 24 24 "
+        "--checkpoint-interval 2 --seed 0"
+    )
+    run_cli(f"--log-file cuda.log {chain} --iterations 4 --device cuda")
+    assert "cuda:0" in (tmp_path / "cuda.log").read_text()
+    state = torch.load(tmp_path / "ckpt" / "model_00000004.pt", weights_only=True)
+    assert state["iteration"] == 4 and state["optimizer"]["state"]
+    tensors = [*state["state_dict"].values()]
+    tensors += [t for s in state["optimizer"]["state"].values() for t in s.values()]
+    assert all(t.device.type == "cpu" for t in tensors)
+    result = run_cli(f"{chain} --iterations 6 --device cpu")
+    assert "resumed from" in result.err and "model_00000004.pt" in result.err
+    assert torch.load(tmp_path / "ckpt" / "model.pt", weights_only=True)["iteration"] == 6

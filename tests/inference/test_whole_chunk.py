@@ -200,3 +200,16 @@ def test_pinned_streamed_batches_on_cuda_equal_the_cpu_result(tmp_path):
     grid = PatchGrid.create(sizes["p_in"], sizes["p_out"], sizes["overlap"], None, True)
     out = Inferencer(backend, grid, cuda, 1, 3, 3, pin_memory=True)(image)
     np.testing.assert_allclose(out.array, expected.array, atol=1e-4)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("slab_bytes", [64, 1000, 1 << 24])
+def test_outputs_come_back_through_pinned_slabs_intact(dtype, slab_bytes):
+    from chunkflow.inference.engine import _host_array
+
+    tensor = torch.rand((3, 9, 31, 17), device="cuda").to(dtype)[:, 1:, 2:, :-1]  # a view
+    array = _host_array(tensor, slab_bytes)
+    expected = tensor.cpu().numpy()
+    assert array.dtype == expected.dtype and array.shape == expected.shape
+    np.testing.assert_array_equal(array, expected)
