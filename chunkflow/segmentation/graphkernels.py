@@ -377,3 +377,86 @@ def agglomerate(
                     esum, ecount, forced, parent, score, alive, queued, *lists, keys, values,
                     heap_s, heap_e,
                 )  # fmt: skip
+
+
+# -- contact statistics: one pass over the voxels into a table of label pairs -------------------
+# The table is ordered by the smaller label: a pair's probe starts at its smaller label's share of
+# the slots and runs forward (no wrap-around: 64 slots of overflow, and reaching the end grows
+# the table). Watershed ids follow the scan, so the pairs that a stretch of voxels touches sit
+# close together in memory, and the table holds its keys almost sorted.
+@jit
+def pair_slot(keys, lo, key, n):
+    """The slot of `key` or the empty one where it goes; -1 past the end."""
+    i = int(lo * ((len(keys) - 64) / n))
+    while i < len(keys) and keys[i] != -1 and keys[i] != key:
+        i += 1
+    return i if i < len(keys) else -1
+
+
+@jit
+def grown_table(keys, sums, counts, n):
+    """The table in twice the room, every key in its new slot."""
+    room = 2 * (len(keys) - 64)
+    while True:
+        new_keys = np.full(room + 64, -1, dtype=np.int64)
+        new_sums = np.zeros(room + 64, dtype=np.float64)
+        new_counts = np.zeros(room + 64, dtype=np.int64)
+        for i in range(len(keys)):
+            if keys[i] != -1:
+                j = pair_slot(new_keys, keys[i] // n, keys[i], n)
+                if j < 0:
+                    break
+                new_keys[j], new_sums[j], new_counts[j] = keys[i], sums[i], counts[i]
+        else:
+            return new_keys, new_sums, new_counts
+        room *= 2
+
+
+@jit
+def fill_contacts(labels, affs, n, keys, sums, counts, used, at):
+    """Add the voxel edges from position `at` (axis, z, y, x) on to the table. Returns the
+    number of keys and, when the table needs room first, the position to go on from (else
+    axis 3)."""
+    depth, height, width = labels.shape
+    limit = len(keys) // 2
+    c0, z0, y0, x0 = at
+    for c in range(c0, 3):
+        dz, dy, dx = int(c == 0), int(c == 1), int(c == 2)
+        last_key, last = np.int64(-1), 0
+        for z in range(z0 if c == c0 else dz, depth):
+            for y in range(y0 if (c, z) == (c0, z0) else dy, height):
+                for x in range(x0 if (c, z, y) == (c0, z0, y0) else dx, width):
+                    a = np.int64(labels[z, y, x])
+                    b = np.int64(labels[z - dz, y - dy, x - dx])
+                    if a == b or a == 0 or b == 0:
+                        continue
+                    lo = min(a, b)
+                    key = lo * n + max(a, b)
+                    if key != last_key:
+                        last = pair_slot(keys, lo, key, n)
+                        if last < 0 or used >= limit:
+                            return used, (c, z, y, x)
+                        last_key = key
+                        if keys[last] == -1:
+                            keys[last] = key
+                            used += 1
+                    sums[last] += affs[c, z, y, x]
+                    counts[last] += 1
+    return used, (3, 0, 0, 0)
+
+
+@jit
+def contact_table(labels, affs, n):
+    """For each pair of touching labels (key min * n + max; label 0 takes no part): the sum of
+    the affinities across the contact, added axis by axis (0, 1, 2) in voxel order, and the
+    number of voxel edges. Returns keys (in table order, almost sorted), sums and counts."""
+    room = max(64, min(8 * n, labels.size))
+    keys = np.full(room + 64, -1, dtype=np.int64)
+    sums = np.zeros(len(keys), dtype=np.float64)
+    counts = np.zeros(len(keys), dtype=np.int64)
+    used, at = fill_contacts(labels, affs, n, keys, sums, counts, 0, (0, 1, 0, 0))
+    while at[0] < 3:
+        keys, sums, counts = grown_table(keys, sums, counts, n)
+        used, at = fill_contacts(labels, affs, n, keys, sums, counts, used, at)
+    where = np.flatnonzero(keys != -1)
+    return keys[where], sums[where], counts[where]

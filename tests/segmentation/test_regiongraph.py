@@ -38,15 +38,27 @@ def brute_force_contacts(labels, affs):
     return stats
 
 
-def test_contacts_match_a_voxel_by_voxel_count():
-    rng = np.random.default_rng(0)
-    labels = rng.integers(0, 5, (4, 5, 6)).astype(np.uint32)
-    affs = rng.random((3, 4, 5, 6)).astype(np.float32)
+@pytest.mark.parametrize(
+    "shape, ids, dtype, step",
+    [
+        ((4, 5, 6), 5, np.uint32, 1),
+        ((9, 11, 13), 300, np.uint64, 1),  # many pairs: the table grows
+        ((6, 9, 11), 40, np.int32, 9973),  # sparse ids
+        ((6, 9, 11), 40, np.uint64, 1 << 40),  # pair keys past 64 bits: renumbered first
+        ((1, 1, 7), 3, np.uint8, 1),
+        ((3, 4, 5), 1, np.uint16, 1),  # all zero
+    ],
+)
+def test_contacts_match_a_voxel_by_voxel_count(shape, ids, dtype, step):
+    rng = np.random.default_rng(ids)
+    labels = (rng.integers(0, ids, shape) * step).astype(dtype)
+    affs = rng.random((3, *shape)).astype(np.float16)  # multiples of 2^-24: sums exact
     expected = brute_force_contacts(labels, affs)
-    for num_ids in (None, 5):
+    for num_ids in (None, int(labels.max()) + 1):
         u, v, sums, counts = contacts(labels, affs, num_ids)
+        assert u.dtype == v.dtype == np.uint64 and counts.dtype == np.int64
         assert [(int(a), int(b)) for a, b in zip(u, v)] == sorted(expected)
-        np.testing.assert_allclose(sums, [expected[k][0] for k in sorted(expected)], rtol=1e-6)
+        assert sums.tolist() == [expected[k][0] for k in sorted(expected)]
         assert counts.tolist() == [expected[k][1] for k in sorted(expected)]
 
 
