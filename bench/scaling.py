@@ -29,22 +29,29 @@ EM-like content everywhere. One CLI command per chunk size, as a worker runs it:
   chunks. The linear part is the largest stage's: inference holds the image, a 3-channel
   float32 output and the weight sums (about 9x the chunk, 12x with the image cutout), and
   agglomerate holds the affinities (3x), the fragments, the contact statistics and the merge's
-  work arrays, about 106 bytes per voxel above the affinities on these: the watershed
+  work arrays, about 90 bytes per voxel above the affinities on these: the watershed
   (aff-threshold-low 0.001) makes about one fragment per 8 voxels and 0.64 region-graph edges
-  per voxel, at about 100 bytes per edge. Measured: 0.70, 2.34, 14.92 GiB at 128^3, 256^3,
-  512^3 (29.8x the chunk), a slope between sizes of 28x to 30x. Before agglomerate ran its own
+  per voxel, at about 100 bytes per edge. Measured: 0.70, 2.25, 12.88 GiB at 128^3, 256^3,
+  512^3 (25.8x the chunk), a slope between sizes of 24x to 28x. Before agglomerate ran its own
   watershed it was waterz's, whose region graph alone took about 130 bytes per voxel (19.2 GiB
-  at 512^3). A 64^3 run gives the first slope's base.
-* Open: the merge's time per voxel grows with the chunk. In CPU nanoseconds per voxel on the
-  U-Net's affinities of this image at 128^3, 256^3, 512^3: the watershed 136, 138, 140
-  (chunkflow.segmentation.basins; waterz's watershed and region graph took 511, 675, 864),
-  contact statistics 129, 165, 191. The merge over the whole graph at once took 625, 833,
-  1133 (memory latency: its operation counts per edge are flat, and the graph's arrays
-  outgrow the caches). Merging block by block (32^3 voxels, then doubling; the same segments)
-  takes 415, 579, 723, measured in the same runs: faster at every size, but the blocks above
-  64^3 outgrow the caches too and every doubling of the chunk adds a level, so it still grows.
+  at 512^3); before the contact statistics had their own kernel, 14.92 GiB. A 64^3 run gives
+  the first slope's base.
+* Open: the merge's time per voxel grows with the chunk, and the contact statistics' less so.
+  In CPU nanoseconds per voxel on the U-Net's affinities of this image at 128^3, 256^3, 512^3:
+  the watershed 143, 142, 177 (chunkflow.segmentation.basins; waterz's watershed and region
+  graph took 511, 675, 864), contact statistics 100, 157, 255 (a table of label pairs in
+  watershed order; numpy's sort of the voxel edges took 196, 337, 363 in the same runs; the
+  table's working set, the pairs of a few planes, outgrows the caches at 512^3). The
+  merge over the whole graph at once took 625, 833, 1133 (memory latency: its operation
+  counts per edge are flat, and the graph's arrays outgrow the caches). Merging block by block
+  (32^3 voxels, then doubling; the same segments) takes 415, 579, 723, measured in the same
+  runs: faster at every size, but every doubling of the chunk adds a level, and each level
+  above 64^3 merges about a sixth of the edges (regions whose cheapest edge crossed a block
+  face, and those chained to them) in memory that outgrows the caches. Tried and not kept:
+  Morton-ordered fragment ids, compacting the live edges between levels, and an edge's fields
+  side by side in memory (each within 4 % of the above).
 
-512^3 takes about 4 minutes on 2 quiet cores and 15 GiB; SCALING_SIZES=64,128,256
+512^3 takes about 4 minutes on 2 quiet cores and 13 GiB; SCALING_SIZES=64,128,256
 leaves it out, and a size whose budget exceeds the available memory is skipped (and said so).
 Standalone: .venv/bin/python bench/scaling.py
 From bench/run.py: measure(ctx) returns the rows as keyword dicts for run.Row.

@@ -379,50 +379,50 @@ def agglomerate(
                 )  # fmt: skip
 
 
-# -- contact statistics: one pass over the voxels into a table of label pairs -------------------
-# The table is ordered by the smaller label: a pair's probe starts at its smaller label's share of
-# the slots and runs forward (no wrap-around: 64 slots of overflow, and reaching the end grows
-# the table). Watershed ids follow the scan, so the pairs that a stretch of voxels touches sit
-# close together in memory, and the table holds its keys almost sorted.
-@jit
-def pair_slot(keys, lo, key, n):
-    """The slot of `key` or the empty one where it goes; -1 past the end."""
-    i = int(lo * ((len(keys) - 64) / n))
-    while i < len(keys) and keys[i] != -1 and keys[i] != key:
-        i += 1
-    return i if i < len(keys) else -1
+# -- contact statistics: one pass over the voxels into tables of label pairs ------------------
+# A pair (key min * n + max) goes into the near table, ordered by the smaller label: its probe
+# starts at that label's share of the slots and looks at most WINDOW slots on. Watershed ids
+# follow the scan, so the pairs that a stretch of voxels touches sit close together in memory,
+# and the near table holds its keys almost sorted. A pair whose window is full goes to the far
+# table, a plain hash table that grows (a label with very many neighbours, or more pairs than
+# the near table has room for). Windows only fill up, so a pair is always found in the table it
+# went to first.
+WINDOW = 32
 
 
 @jit
-def grown_table(keys, sums, counts, n):
-    """The table in twice the room, every key in its new slot."""
-    room = 2 * (len(keys) - 64)
-    while True:
-        new_keys = np.full(room + 64, -1, dtype=np.int64)
-        new_sums = np.zeros(room + 64, dtype=np.float64)
-        new_counts = np.zeros(room + 64, dtype=np.int64)
-        for i in range(len(keys)):
-            if keys[i] != -1:
-                j = pair_slot(new_keys, keys[i] // n, keys[i], n)
-                if j < 0:
-                    break
-                new_keys[j], new_sums[j], new_counts[j] = keys[i], sums[i], counts[i]
-        else:
-            return new_keys, new_sums, new_counts
-        room *= 2
+def near_slot(keys, lo, key, n):
+    """The near table's slot of `key`, or the empty one where it goes; -1: the window is full."""
+    i = int(lo * ((len(keys) - WINDOW) / n))
+    for j in range(i, i + WINDOW):
+        if keys[j] == key or keys[j] == -1:
+            return j
+    return -1
 
 
 @jit
-def fill_contacts(labels, affs, n, keys, sums, counts, used, at):
-    """Add the voxel edges from position `at` (axis, z, y, x) on to the table. Returns the
-    number of keys and, when the table needs room first, the position to go on from (else
-    axis 3)."""
+def grown_far(keys, sums, counts):
+    """The far table in twice the room."""
+    new_keys = np.full(2 * len(keys), -1, dtype=np.int64)
+    new_sums = np.zeros(2 * len(keys), dtype=np.float64)
+    new_counts = np.zeros(2 * len(keys), dtype=np.int64)
+    for i in range(len(keys)):
+        if keys[i] != -1:
+            j = slot(new_keys, keys[i])
+            new_keys[j], new_sums[j], new_counts[j] = keys[i], sums[i], counts[i]
+    return new_keys, new_sums, new_counts
+
+
+@jit
+def fill_contacts(labels, affs, n, near, far, used, at):
+    """Add the voxel edges from position `at` (axis, z, y, x) on to the tables (keys, sums,
+    counts each). Returns the number of keys in the far table and, when it needs room first,
+    the position to go on from (else axis 3)."""
     depth, height, width = labels.shape
-    limit = len(keys) // 2
     c0, z0, y0, x0 = at
     for c in range(c0, 3):
         dz, dy, dx = int(c == 0), int(c == 1), int(c == 2)
-        last_key, last = np.int64(-1), 0
+        last_key, last, table = np.int64(-1), 0, near
         for z in range(z0 if c == c0 else dz, depth):
             for y in range(y0 if (c, z) == (c0, z0) else dy, height):
                 for x in range(x0 if (c, z, y) == (c0, z0, y0) else dx, width):
@@ -433,30 +433,43 @@ def fill_contacts(labels, affs, n, keys, sums, counts, used, at):
                     lo = min(a, b)
                     key = lo * n + max(a, b)
                     if key != last_key:
-                        last = pair_slot(keys, lo, key, n)
-                        if last < 0 or used >= limit:
-                            return used, (c, z, y, x)
+                        table, last = near, near_slot(near[0], lo, key, n)
+                        if last < 0:
+                            if 2 * (used + 1) > len(far[0]):
+                                return used, (c, z, y, x)
+                            table, last = far, slot(far[0], key)
+                            if far[0][last] == -1:
+                                used += 1
+                        table[0][last] = key
                         last_key = key
-                        if keys[last] == -1:
-                            keys[last] = key
-                            used += 1
-                    sums[last] += affs[c, z, y, x]
-                    counts[last] += 1
+                    table[1][last] += affs[c, z, y, x]
+                    table[2][last] += 1
     return used, (3, 0, 0, 0)
 
 
 @jit
 def contact_table(labels, affs, n):
-    """For each pair of touching labels (key min * n + max; label 0 takes no part): the sum of
-    the affinities across the contact, added axis by axis (0, 1, 2) in voxel order, and the
-    number of voxel edges. Returns keys (in table order, almost sorted), sums and counts."""
-    room = max(64, min(8 * n, labels.size))
-    keys = np.full(room + 64, -1, dtype=np.int64)
-    sums = np.zeros(len(keys), dtype=np.float64)
-    counts = np.zeros(len(keys), dtype=np.int64)
-    used, at = fill_contacts(labels, affs, n, keys, sums, counts, 0, (0, 1, 0, 0))
+    """For each pair of touching labels (key min * n + max; label 0 takes no part; every label
+    below n): the sum of the affinities across the contact, added axis by axis (0, 1, 2) in
+    voxel order, and the number of voxel edges. Returns keys (almost sorted), sums and counts."""
+    room = max(WINDOW, min(8 * n, labels.size))
+    near = (
+        np.full(room + WINDOW, -1, dtype=np.int64),
+        np.zeros(room + WINDOW, dtype=np.float64),
+        np.zeros(room + WINDOW, dtype=np.int64),
+    )
+    far = (
+        np.full(1 << 10, -1, dtype=np.int64),
+        np.zeros(1 << 10, dtype=np.float64),
+        np.zeros(1 << 10, dtype=np.int64),
+    )
+    used, at = fill_contacts(labels, affs, n, near, far, 0, (0, 1, 0, 0))
     while at[0] < 3:
-        keys, sums, counts = grown_table(keys, sums, counts, n)
-        used, at = fill_contacts(labels, affs, n, keys, sums, counts, used, at)
-    where = np.flatnonzero(keys != -1)
-    return keys[where], sums[where], counts[where]
+        far = grown_far(*far)
+        used, at = fill_contacts(labels, affs, n, near, far, used, at)
+    kept = [np.flatnonzero(table[0] != -1) for table in (near, far)]
+    return (
+        np.concatenate((near[0][kept[0]], far[0][kept[1]])),
+        np.concatenate((near[1][kept[0]], far[1][kept[1]])),
+        np.concatenate((near[2][kept[0]], far[2][kept[1]])),
+    )

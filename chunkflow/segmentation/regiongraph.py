@@ -71,8 +71,9 @@ def contacts(labels: np.ndarray, affs: np.ndarray, num_ids: int | None = None):
     """Contact statistics of the labels in one box: for every pair of touching labels, the sum
     and number of affinities across the contact (voxel edges inside the box only).
 
-    One compiled pass over the voxels into a hash table of label pairs: time linear in the
-    voxels and no memory per voxel (a sort of the voxel edges grew faster than the box).
+    One compiled pass over the voxels into tables of label pairs (graphkernels.contact_table):
+    time linear in the voxels, memory in the pairs, not in the voxel edges (a sort of the
+    voxel edges took about 50 bytes per voxel and grew in time per voxel with the box).
 
     Args:
         labels: (z, y, x) integer labels, 0 = none.
@@ -84,8 +85,11 @@ def contacts(labels: np.ndarray, affs: np.ndarray, num_ids: int | None = None):
     """
     from chunkflow.segmentation import graphkernels
 
+    largest = int(labels.max()) if labels.size else 0
     if num_ids is None:
-        num_ids = int(labels.max()) + 1 if labels.size else 1
+        num_ids = largest + 1
+    if largest >= num_ids or (labels.size and int(labels.min()) < 0):
+        raise ChunkflowError(f"contacts: labels must lie in 0 .. {num_ids - 1}")
     if num_ids > 1 << 31:  # a pair's key, min * num_ids + max, must fit in 63 bits
         ids, inverse = np.unique(labels, return_inverse=True)
         if ids[0] != 0:
@@ -97,7 +101,7 @@ def contacts(labels: np.ndarray, affs: np.ndarray, num_ids: int | None = None):
     keys, sums, counts = graphkernels.contact_table(
         np.ascontiguousarray(labels), np.ascontiguousarray(affs), np.int64(num_ids)
     )
-    order = np.argsort(keys, kind="stable")  # timsort: the keys come almost sorted
+    order = np.argsort(keys, kind="stable")  # timsort: runs of the near table come sorted
     keys = keys[order].astype(np.uint64)
     return keys // np.uint64(num_ids), keys % np.uint64(num_ids), sums[order], counts[order]
 

@@ -62,6 +62,26 @@ def test_contacts_match_a_voxel_by_voxel_count(shape, ids, dtype, step):
         assert counts.tolist() == [expected[k][1] for k in sorted(expected)]
 
 
+def test_contacts_of_a_label_with_many_neighbours():
+    """Its pairs overflow the near table's windows into the far table."""
+    rng = np.random.default_rng(7)
+    labels = rng.integers(2, 400, (8, 16, 16)).astype(np.uint32)
+    labels[::2] = 1
+    affs = rng.random((3, 8, 16, 16)).astype(np.float16)
+    expected = brute_force_contacts(labels, affs)
+    u, v, sums, counts = contacts(labels, affs, 400)
+    assert sum(1 for a, _ in expected if a == 1) > 300
+    assert [(int(a), int(b)) for a, b in zip(u, v)] == sorted(expected)
+    assert sums.tolist() == [expected[k][0] for k in sorted(expected)]
+    assert counts.tolist() == [expected[k][1] for k in sorted(expected)]
+
+
+@pytest.mark.parametrize("labels", [[[[0, 5]]], [[[0, -1]]]])
+def test_contacts_refuse_labels_out_of_range(labels):
+    with pytest.raises(ChunkflowError, match=r"labels must lie in 0 \.\. 4"):
+        contacts(np.array(labels), np.zeros((3, 1, 1, 2), np.float32), 5)
+
+
 def test_plane_contacts():
     upper = np.array([[7, 7, 0], [9, 9, 9]], np.uint64)
     lower = np.array([[3, 5, 5], [3, 9, 3]], np.uint64)
