@@ -29,10 +29,10 @@ EM-like content everywhere. One CLI command per chunk size, as a worker runs it:
   chunks. The linear part is the largest stage's: inference holds the image, a 3-channel
   float32 output and the weight sums (about 9x the chunk, 12x with the image cutout), and
   agglomerate holds the affinities (3x), the fragments, the contact statistics and the merge's
-  work arrays, about 90 bytes per voxel above the affinities on these: the watershed
+  work arrays, about 80 bytes per voxel above the affinities on these: the watershed
   (aff-threshold-low 0.001) makes about one fragment per 8 voxels and 0.64 region-graph edges
-  per voxel, at about 100 bytes per edge. Measured: 0.70, 2.25, 12.88 GiB at 128^3, 256^3,
-  512^3 (25.8x the chunk), a slope between sizes of 24x to 28x. Before agglomerate ran its own
+  per voxel, at about 100 bytes per edge. Measured: 0.64, 1.96, 11.76 GiB at 128^3, 256^3,
+  512^3 (23.5x the chunk), a slope between sizes of 18x to 24x. Before agglomerate ran its own
   watershed it was waterz's, whose region graph alone took about 130 bytes per voxel (19.2 GiB
   at 512^3); before the contact statistics had their own kernel, 14.92 GiB. A 64^3 run gives
   the first slope's base.
@@ -51,7 +51,7 @@ EM-like content everywhere. One CLI command per chunk size, as a worker runs it:
   Morton-ordered fragment ids, compacting the live edges between levels, and an edge's fields
   side by side in memory (each within 4 % of the above).
 
-512^3 takes about 4 minutes on 2 quiet cores and 13 GiB; SCALING_SIZES=64,128,256
+512^3 takes about 4 minutes on 2 quiet cores and 12 GiB; SCALING_SIZES=64,128,256
 leaves it out, and a size whose budget exceeds the available memory is skipped (and said so).
 Standalone: .venv/bin/python bench/scaling.py
 From bench/run.py: measure(ctx) returns the rows as keyword dicts for run.Row.

@@ -88,7 +88,7 @@ def contacts(labels: np.ndarray, affs: np.ndarray, num_ids: int | None = None):
     largest = int(labels.max()) if labels.size else 0
     if num_ids is None:
         num_ids = largest + 1
-    if largest >= num_ids or (labels.size and int(labels.min()) < 0):
+    if largest >= num_ids or (labels.size and labels.dtype.kind == "i" and labels.min() < 0):
         raise ChunkflowError(f"contacts: labels must lie in 0 .. {num_ids - 1}")
     if num_ids > 1 << 31:  # a pair's key, min * num_ids + max, must fit in 63 bits
         ids, inverse = np.unique(labels, return_inverse=True)

@@ -88,7 +88,7 @@ def _save(obj, path: str) -> None:
 
 
 def _cpu_state(model) -> dict:
-    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    return {k: v.contiguous() for k, v in _on_host(model.state_dict()).items()}
 
 
 def _on_host(value):
