@@ -40,8 +40,9 @@ EM-like content everywhere. One CLI command per chunk size, as a worker runs it:
   In CPU nanoseconds per voxel on the U-Net's affinities of this image at 128^3, 256^3, 512^3:
   the watershed 143, 142, 177 (chunkflow.segmentation.basins; waterz's watershed and region
   graph took 511, 675, 864), contact statistics 100, 157, 255 (a table of label pairs in
-  watershed order; numpy's sort of the voxel edges took 196, 337, 363 in the same runs; the
-  table's working set, the pairs of a few planes, outgrows the caches at 512^3). The
+  watershed order; numpy's sort of the voxel edges took 196, 337, 363 in the same runs; why
+  the table slows at 512^3 is not established: visiting the planes in bands of 32 rows, to
+  keep the pairs touched together in cache, gained 5 %). The
   merge over the whole graph at once took 625, 833, 1133 (memory latency: its operation
   counts per edge are flat, and the graph's arrays outgrow the caches). Merging block by block
   (32^3 voxels, then doubling; the same segments) takes 415, 579, 723, measured in the same
