@@ -37,36 +37,6 @@ __all__ = [
 # contact statistics from voxels
 
 
-def _accumulate(u, v, w, num_ids: int | None = None, counts=None):
-    """Group voxel edges by label pair: (u, v, sum of w, count), u < v, sorted by (u, v).
-
-    `num_ids`: labels are below it (pairs are packed into one integer key without renumbering).
-    `counts`: how many voxel edges each (u, v, w) stands for (default one; w is then their sum).
-    """
-    u = np.asarray(u)
-    v = np.asarray(v)
-    w = np.asarray(w, dtype=np.float64)
-    if num_ids is None:
-        ids, inverse = np.unique(np.concatenate([u, v]), return_inverse=True)
-        lu, lv = inverse[: len(u)], inverse[len(u) :]
-        num_ids = len(ids)
-    else:
-        ids, lu, lv = None, u, v
-    lo = np.minimum(lu, lv).astype(np.uint64)
-    hi = np.maximum(lu, lv).astype(np.uint64)
-    keys, inverse = np.unique(lo * np.uint64(num_ids) + hi, return_inverse=True)
-    del lo, hi
-    sums = np.bincount(inverse, weights=w, minlength=len(keys))
-    if counts is None:
-        counts = np.bincount(inverse, minlength=len(keys)).astype(np.int64)
-    else:
-        counts = np.bincount(inverse, weights=counts, minlength=len(keys)).astype(np.int64)
-    lo, hi = keys // np.uint64(num_ids), keys % np.uint64(num_ids)
-    if ids is not None:
-        lo, hi = ids[lo], ids[hi]
-    return lo.astype(np.uint64), hi.astype(np.uint64), sums, counts
-
-
 def contacts(labels: np.ndarray, affs: np.ndarray, num_ids: int | None = None):
     """Contact statistics of the labels in one box: for every pair of touching labels, the sum
     and number of affinities across the contact (voxel edges inside the box only).
@@ -116,9 +86,17 @@ def cells(labels: np.ndarray, num_ids: int) -> np.ndarray:
 
 def plane_contacts(upper: np.ndarray, lower: np.ndarray, affs: np.ndarray):
     """Contact statistics across a face: `upper[i]` touches `lower[i]` with affinity `affs[i]`
-    (the planes on the two sides of a chunk face, same shape)."""
+    (the planes on the two sides of a chunk face, same shape). Returns u, v (uint64, u < v),
+    affinity sums (float64) and counts (int64), sorted by (u, v)."""
     touching = (upper != lower) & (upper != 0) & (lower != 0)
-    return _accumulate(upper[touching], lower[touching], affs[touching])
+    u, v, w = upper[touching], lower[touching], affs[touching].astype(np.float64)
+    ids, inverse = np.unique(np.concatenate([u, v]), return_inverse=True)
+    num = np.uint64(len(ids))
+    lu, lv = inverse[: len(u)].astype(np.uint64), inverse[len(u) :].astype(np.uint64)
+    keys, inverse = np.unique(np.minimum(lu, lv) * num + np.maximum(lu, lv), return_inverse=True)
+    sums = np.bincount(inverse, weights=w, minlength=len(keys))
+    counts = np.bincount(inverse, minlength=len(keys)).astype(np.int64)
+    return ids[keys // num].astype(np.uint64), ids[keys % num].astype(np.uint64), sums, counts
 
 
 # ---------------------------------------------------------------------------------------------
